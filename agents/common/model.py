@@ -1,0 +1,194 @@
+"""Language models: the embedded default, Hugging Face loading, and the actor-critic policy."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from instruct_env.error import ConfigError, require
+
+__all__ = [
+    "DefaultModelConfig",
+    "build_default_model",
+    "load_model",
+    "ActorCritic",
+    "lm_forward",
+    "position_ids_from_mask",
+    "output_cache",
+]
+
+
+@dataclass
+class DefaultModelConfig:
+    """Shape of the embedded default model: a small GPT-2 built from a config.
+
+    Attributes:
+        n_layer: Transformer blocks.
+        n_embd: Width.
+        n_head: Attention heads (must divide ``n_embd``).
+        n_positions: Longest sequence (prompt + completion).
+        dropout: Dropout in embeddings, attention and residuals.
+    """
+
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 256
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_embd", "n_head", "n_positions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}).")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}.")
+
+
+def build_default_model(tokenizer, config: DefaultModelConfig | None = None, seed: int | None = None):
+    """A randomly initialised GPT-2-style causal LM sized for ``tokenizer``'s vocabulary."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = config or DefaultModelConfig()
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    hf_config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return GPT2LMHeadModel(hf_config)
+    return GPT2LMHeadModel(hf_config)
+
+
+def load_model(name_or_path: str, kind: str = "auto", **kwargs: Any):
+    """Load a Hugging Face model by hub name or local path.
+
+    Args:
+        name_or_path: e.g. ``"gpt2"``, ``"t5-small"`` or a local directory.
+        kind: ``"causal"`` (``AutoModelForCausalLM``), ``"seq2seq"``
+            (``AutoModelForSeq2SeqLM``), or ``"auto"`` (decided from the model config).
+        **kwargs: Passed to ``from_pretrained`` (e.g. ``torch_dtype``, ``revision``).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    if kind not in ("auto", "causal", "seq2seq"):
+        raise ConfigError(f"kind must be 'auto', 'causal' or 'seq2seq'; got {kind!r}.")
+    if kind == "auto":
+        cfg = AutoConfig.from_pretrained(name_or_path)
+        kind = "seq2seq" if getattr(cfg, "is_encoder_decoder", False) else "causal"
+    cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    return cls.from_pretrained(name_or_path, **kwargs)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counting real tokens only (left padding gets position 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    # transformers 5 renamed ``past_key_values`` to ``cache`` (the old name warns).
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrappers
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def lm_forward(model: nn.Module, input_ids, attention_mask, position_ids=None, cache=None, use_cache=False,
+               output_hidden_states=False):
+    """Call a causal LM with the cache keyword its transformers version expects."""
+    kwargs = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids if position_ids is not None else position_ids_from_mask(attention_mask),
+        "use_cache": use_cache,
+        "output_hidden_states": output_hidden_states,
+    }
+    if cache is not None:
+        name = getattr(model, "_instruct_env_cache_kw", None)
+        if name is None:
+            name = _cache_kwarg(model)
+            with contextlib.suppress(AttributeError):
+                object.__setattr__(model, "_instruct_env_cache_kw", name)
+        kwargs[name] = cache
+    return model(**kwargs)
+
+
+def output_cache(out) -> Any:
+    """The KV cache of a model output (``cache`` in transformers 5, ``past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+class ActorCritic(nn.Module):
+    """A causal LM (the actor) with a scalar value head on its last hidden state (the critic).
+
+    The value head shares the LM's backbone. With a PEFT adapter (``peft_config``) only the
+    adapter and the value head train, and :meth:`reference` disables the adapter to give
+    the frozen base model -- no second copy. Without an adapter, :meth:`reference` uses a
+    frozen deep copy taken when :meth:`freeze_reference` is called (e.g. after SFT).
+
+    Args:
+        lm: A Hugging Face causal LM.
+        peft_config: Optional ``peft`` config (e.g. ``peft.LoraConfig``).
+    """
+
+    def __init__(self, lm: nn.Module, peft_config: Any = None) -> None:
+        super().__init__()
+        if peft_config is not None:
+            peft = require("peft", "peft")
+            lm = peft.get_peft_model(lm, peft_config)
+        self.lm = lm
+        self.uses_adapter = peft_config is not None
+        hidden = lm.config.hidden_size if hasattr(lm.config, "hidden_size") else lm.config.n_embd
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self._reference: nn.Module | None = None
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    def forward(self, input_ids, attention_mask, position_ids=None, cache=None, use_cache=False):
+        """Return ``(logits (B, T, V), values (B, T), cache)``."""
+        out = lm_forward(self.lm, input_ids, attention_mask, position_ids, cache, use_cache, output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # (B, T, H)
+        values = self.value_head(hidden.float() if hidden.dtype != self.value_head.weight.dtype else hidden).squeeze(-1)
+        return out.logits, values, (output_cache(out) if use_cache else None)
+
+    def freeze_reference(self) -> None:
+        """Snapshot the current LM as the KL reference (no-op with an adapter)."""
+        if self.uses_adapter:
+            return
+        ref = copy.deepcopy(self.lm)
+        ref.requires_grad_(False)
+        ref.eval()
+        self._reference = ref
+
+    @contextlib.contextmanager
+    def reference(self):
+        """Context yielding the reference LM (adapter disabled, or the frozen snapshot)."""
+        if self.uses_adapter:
+            with self.lm.disable_adapter():
+                yield self.lm
+            return
+        if self._reference is None:
+            raise ConfigError("No reference model: call freeze_reference() (done after SFT) before RL.")
+        yield self._reference

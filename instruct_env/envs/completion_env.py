@@ -1,0 +1,298 @@
+"""``InstructEnv/Completion-v0``: answer an instruction with one whole completion."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from instruct_env.envs.core import EnvSetup
+from instruct_env.envs.slots import TokenSlots
+from instruct_env.error import ConfigError, InvalidAction, InvalidOption, ResetNeeded
+
+__all__ = ["CompletionEnv", "CompletionVectorEnv"]
+
+
+def _spaces(setup: EnvSetup) -> tuple[spaces.Dict, spaces.Box]:
+    P, T = setup.max_prompt_tokens, setup.max_new_tokens
+    obs = spaces.Dict(
+        {
+            "input_ids": spaces.Box(0, setup.vocab_size - 1, shape=(P,), dtype=np.int64),
+            "attention_mask": spaces.Box(0, 1, shape=(P,), dtype=np.int64),
+        }
+    )
+    return obs, spaces.Box(0, setup.vocab_size - 1, shape=(T,), dtype=np.int64)
+
+
+class _Completions:
+    """Turns completion actions (text or token ids) into (text, n_tokens, terminated, truncated)."""
+
+    def __init__(self, setup: EnvSetup) -> None:
+        self.setup = setup
+        self.stop_ids = {int(setup.eos_token_id), int(setup.pad_token_id)}
+
+    def parse(self, actions: Sequence[Any]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        texts: list[str | None] = [None] * len(actions)
+        n_tokens = np.zeros(len(actions), dtype=np.int64)
+        terminated = np.ones(len(actions), dtype=bool)
+        to_decode, decode_at = [], []
+        to_encode, encode_at = [], []
+        for i, action in enumerate(actions):
+            if isinstance(action, str):
+                to_encode.append(action)
+                encode_at.append(i)
+                continue
+            ids = self._ids(action, i)
+            stop = next((k for k, t in enumerate(ids) if t in self.stop_ids), None)
+            if stop is None:
+                terminated[i] = len(ids) < self.setup.max_new_tokens
+                stop = len(ids)
+            n_tokens[i] = stop
+            to_decode.append(ids[:stop])
+            decode_at.append(i)
+        for i, text in zip(decode_at, self.setup.decode_batch(to_decode)):
+            texts[i] = text
+        if to_encode:
+            encoded = [self.setup.tokenizer.encode(t, add_special_tokens=False) for t in to_encode]
+            for i, text, ids in zip(encode_at, to_encode, encoded):
+                if len(ids) > self.setup.max_new_tokens:  # over budget: keep the first T tokens
+                    ids = ids[: self.setup.max_new_tokens]
+                    text = self.setup.decode_batch([ids])[0]
+                    terminated[i] = False
+                texts[i] = text
+                n_tokens[i] = len(ids)
+        return texts, n_tokens, terminated, ~terminated
+
+    def _ids(self, action: Any, i: int) -> list[int]:
+        arr = np.asarray(action)
+        where = "action" if i == 0 else f"actions[{i}]"
+        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+            raise InvalidAction(
+                f"{where} must be a str or a 1-D sequence of integer token ids (at most "
+                f"{self.setup.max_new_tokens}); got {type(action).__name__} with shape {arr.shape} "
+                f"and dtype {arr.dtype}."
+            )
+        if arr.size > self.setup.max_new_tokens:
+            raise InvalidAction(
+                f"{where} has {arr.size} token ids but max_new_tokens is {self.setup.max_new_tokens}."
+            )
+        if arr.size and (arr.min() < 0 or arr.max() >= self.setup.vocab_size):
+            raise InvalidAction(f"{where} holds ids outside [0, {self.setup.vocab_size}): {arr.tolist()}.")
+        return arr.astype(np.int64).tolist()
+
+
+class CompletionEnv(gym.Env):
+    """Answer an instruction in one step with a whole completion.
+
+    ## Description
+    One-step episodes: the observation is the prompt for one instruction (drawn from
+    the built-in suite by default), the action is the complete answer, the reward is the
+    configured reward of that answer. This is the natural interface for policy-gradient
+    methods that sample whole completions (REINFORCE, GRPO, RLOO) and for LLM-API agents.
+
+    ## Observation Space
+    ``Dict`` of ``int64`` arrays of width ``max_prompt_tokens``: ``input_ids`` (the prompt,
+    left-padded with the pad id) and ``attention_mask``. Texts are in ``info``.
+
+    ## Action Space
+    Declared as ``Box(0, vocab_size - 1, (max_new_tokens,), int64)``: token ids, read up
+    to the first EOS or pad id. Also accepted: a shorter 1-D sequence of ids, or a ``str``
+    (the answer text, used as is; if it encodes to more than ``max_new_tokens`` tokens it is
+    cut to the first ``max_new_tokens`` and the episode is *truncated*). Anything else
+    raises :class:`~instruct_env.error.InvalidAction`.
+
+    ## Rewards
+    The configured reward of the completion text (for ``reward="auto"`` on the built-in
+    suite: the task verifier, in ``[0, 1]``), with the breakdown in ``info["reward_components"]``.
+
+    ## Starting State
+    A sample drawn uniformly with ``self.np_random``, or chosen with
+    ``reset(options={"index" | "sample_id" | "sample": ...})``.
+
+    ## Episode End
+    Always after one step: terminated when the answer ended within budget (EOS/pad in the
+    ids, a shorter id list, or text within budget), truncated when it used up
+    ``max_new_tokens`` without ending.
+
+    ## Arguments
+    Same as :class:`~instruct_env.envs.token_env.TokenEnv` (without ``shaping``).
+
+    ## Version History
+    - v0: initial version.
+
+    ## Example
+    >>> import gymnasium as gym
+    >>> import instruct_env
+    >>> env = gym.make("InstructEnv/Completion-v0", tasks=["copy"])
+    >>> obs, info = env.reset(seed=1)
+    >>> _, reward, terminated, truncated, info = env.step(info["references"][0])
+    >>> reward, terminated, truncated
+    (1.0, True, False)
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, *, render_mode: str | None = None, **kwargs: Any) -> None:
+        self.setup = EnvSetup(**kwargs)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise InvalidOption(f"render_mode must be one of {self.metadata['render_modes']} or None; got {render_mode!r}.")
+        self.render_mode = render_mode
+        self.observation_space, self.action_space = _spaces(self.setup)
+        self._slots = TokenSlots(self.setup, 1)
+        self._parser = _Completions(self.setup)
+        self._running = False
+        self._last = ""
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.setup.eos_token_id)
+
+    @property
+    def tokenizer(self):
+        return self.setup.tokenizer
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        P = self.setup.max_prompt_tokens
+        return {"input_ids": self._slots.input_ids[0, :P].copy(), "attention_mask": self._slots.attention_mask[0, :P].copy()}
+
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._slots.start(0, self.setup.pick_sample(self.np_random, options))
+        self._running, self._last = True, ""
+        return self._obs(), self._slots.static_info(0)
+
+    def step(self, action: Any):
+        if not self._running:
+            raise ResetNeeded("step() was called but no episode is running: call reset() first (episodes last one step).")
+        texts, n_tokens, terminated, truncated = self._parser.parse([action])
+        sample = self._slots.samples[0]
+        total, components = self.setup.score(texts, [sample])
+        info = self._slots.static_info(0)
+        info.update(completion=texts[0], completion_tokens=int(n_tokens[0]),
+                    reward_components={k: float(v[0]) for k, v in components.items()})
+        self._running, self._last = False, texts[0]
+        return self._obs(), float(total[0]), bool(terminated[0]), bool(truncated[0]), info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or self._slots.samples[0] is None:
+            return None
+        return self._slots.prompt_info[0][1] + self._last
+
+
+class CompletionVectorEnv(VectorEnv):
+    """``num_envs`` completion episodes answered in one batched call.
+
+    ``actions`` is a list of ``num_envs`` answers (each a str or a sequence of ids) or an
+    int array of shape ``(num_envs, max_new_tokens)``. Rewards for the whole batch are
+    computed in one call of the batched reward. Episodes last one step, so the default
+    autoreset mode is ``"SameStep"``: each ``step`` returns the next prompts, and
+    ``infos["final_info"]`` holds the answered episodes' info. Slot ``i`` is seeded with
+    ``seed + i`` and matches a :class:`CompletionEnv` seeded with ``seed + i``.
+
+    For group-relative methods (GRPO, RLOO), ``group_size=G`` makes consecutive groups
+    of ``G`` slots share one prompt (``num_envs`` must be a multiple of ``G``; the group
+    draws with the RNG of its first slot).
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int = 1, *, group_size: int = 1, **kwargs: Any) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ConfigError(f"num_envs must be a positive integer; got {num_envs!r}.")
+        if not isinstance(group_size, (int, np.integer)) or group_size < 1 or num_envs % group_size:
+            raise ConfigError(
+                f"group_size must be a positive divisor of num_envs={num_envs}; got {group_size!r}."
+            )
+        self.num_envs, self.group_size = int(num_envs), int(group_size)
+        self.setup = EnvSetup(**kwargs)
+        self.single_observation_space, self.single_action_space = _spaces(self.setup)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._slots = TokenSlots(self.setup, self.num_envs)
+        self._parser = _Completions(self.setup)
+        self._rngs = [np.random.default_rng() for _ in range(self.num_envs)]
+        self._started = False
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.setup.eos_token_id)
+
+    @property
+    def tokenizer(self):
+        return self.setup.tokenizer
+
+    @property
+    def samples(self) -> list:
+        """The samples currently posed in each slot."""
+        return list(self._slots.samples)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        P = self.setup.max_prompt_tokens
+        return {"input_ids": self._slots.input_ids[:, :P].copy(), "attention_mask": self._slots.attention_mask[:, :P].copy()}
+
+    def _start_all(self, slots: Sequence[int], per_slot: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
+        infos: dict[str, Any] = {}
+        G = self.group_size
+        for slot in slots:
+            leader = slot - slot % G
+            if slot == leader:
+                sample = self.setup.pick_sample(self._rngs[slot], per_slot[slot])
+            else:
+                sample = self._slots.samples[leader]
+            self._slots.start(slot, sample)
+            infos = self._add_info(infos, self._slots.static_info(slot), slot)
+        return infos
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: Mapping[str, Any] | None = None):
+        """Reset every slot; ``options`` may hold per-slot lists under ``index``/``sample_id``/``sample``."""
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, (int, np.integer)) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise InvalidOption(f"reset(seed=...) needs an int or {self.num_envs} seeds; got {len(seeds)}.")
+            self._rngs = [np.random.default_rng(s) for s in seeds]
+            self._np_random, self._np_random_seed = np.random.default_rng(seeds[0]), seeds[0]
+        per_slot: list[dict[str, Any] | None] = [None] * self.num_envs
+        for key, values in dict(options or {}).items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != self.num_envs:
+                raise InvalidOption(
+                    f"Vector reset option {key!r} must be a list of {self.num_envs} values (None to draw "
+                    f"at random); got {values!r}."
+                )
+            for i, v in enumerate(values):
+                if v is not None:
+                    per_slot[i] = {key: v}
+        infos = self._start_all(range(self.num_envs), per_slot)
+        self._started = True
+        return self._obs(), infos
+
+    def step(self, actions: Any):
+        if not self._started:
+            raise ResetNeeded("step() was called before reset(): call reset() first.")
+        if isinstance(actions, np.ndarray) and actions.ndim == 2:
+            actions = list(actions)
+        if isinstance(actions, (str, bytes)) or not hasattr(actions, "__len__") or len(actions) != self.num_envs:
+            raise InvalidAction(
+                f"actions must hold {self.num_envs} answers (str or token-id sequences), one per env; got {actions!r:.200}."
+            )
+        texts, n_tokens, terminated, truncated = self._parser.parse(list(actions))
+        samples = list(self._slots.samples)
+        total, components = self.setup.score(texts, samples)
+        final_obs = self._obs()
+        final_infos = []
+        for i in range(self.num_envs):
+            info = self._slots.static_info(i)
+            info.update(completion=texts[i], completion_tokens=int(n_tokens[i]),
+                        reward_components={k: float(v[i]) for k, v in components.items()})
+            final_infos.append(info)
+        infos = self._start_all(range(self.num_envs), [None] * self.num_envs)
+        infos["final_info"] = {}
+        for i, info in enumerate(final_infos):
+            infos["final_info"] = self._add_info(infos["final_info"], info, i)
+        infos["final_obs"] = np.array([{k: v[i] for k, v in final_obs.items()} for i in range(self.num_envs)], dtype=object)
+        infos["_final_info"] = infos["_final_obs"] = np.ones(self.num_envs, dtype=bool)
+        return self._obs(), total, terminated, truncated, infos

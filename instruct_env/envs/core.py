@@ -1,0 +1,246 @@
+"""Machinery shared by the token and completion environments.
+
+:class:`EnvSetup` turns the user-facing keyword arguments (tasks or dataset, split,
+tokenizer, reward, length limits, prompt options) into ready objects, and
+:class:`PromptBank` turns samples into fixed-size, left-padded prompt arrays
+(cached per sample id). Both single and vector environments build on these, so
+the single environment is exactly the vector one with one slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from instruct_env.error import ConfigError, EmptyDatasetError, InvalidOption, RewardError
+from instruct_env.tasks.sample import Sample
+
+__all__ = ["EnvSetup", "PromptBank", "resolve_tokenizer", "RESET_OPTION_KEYS"]
+
+#: Keys accepted by ``reset(options=...)``.
+RESET_OPTION_KEYS = ("sample", "sample_id", "index")
+
+
+def resolve_tokenizer(tokenizer: Any):
+    """Return a tokenizer object for ``None`` (built-in), a name/path, or an object.
+
+    The caller's object is used as is and never modified.
+    """
+    if tokenizer is None:
+        from instruct_env.tokenizer import builtin_tokenizer
+
+        return builtin_tokenizer()
+    if isinstance(tokenizer, str):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(tokenizer)
+    if not hasattr(tokenizer, "encode") or not hasattr(tokenizer, "decode"):
+        raise ConfigError(
+            f"tokenizer must be None (the built-in one), a Hugging Face name or path, or a tokenizer "
+            f"object with encode/decode; got {type(tokenizer).__name__}."
+        )
+    return tokenizer
+
+
+def _resolve_dataset(tasks, dataset, split: str, dataset_kwargs: Mapping[str, Any] | None):
+    from instruct_env import tasks as tasks_pkg
+
+    if dataset is not None and tasks is not None:
+        raise ConfigError("Pass either tasks= (built-in families) or dataset= (your own samples), not both.")
+    if dataset is None:
+        names = [tasks] if isinstance(tasks, str) else tasks
+        return tasks_pkg.BuiltinDataset(tasks=names, split=split, **dict(dataset_kwargs or {}))
+    if dataset_kwargs:
+        raise ConfigError("dataset_kwargs only applies to the built-in suite (tasks=...); got dataset= too.")
+    if isinstance(dataset, str) or hasattr(dataset, "__fspath__"):
+        return tasks_pkg.load_file(dataset)
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise ConfigError(
+            f"dataset must be a path to a JSON/JSONL/CSV file or an indexable sequence of Sample; "
+            f"got {type(dataset).__name__}."
+        )
+    return dataset
+
+
+class EnvSetup:
+    """Validated configuration shared by both environment kinds.
+
+    Args:
+        tasks: Built-in task family name(s); ``None`` means the whole built-in suite.
+        dataset: Your own samples (a sequence of :class:`Sample`) or a data-file path.
+        split: ``"train"``, ``"validation"`` or ``"test"`` (built-in suite only).
+        tokenizer: ``None`` (built-in), a Hugging Face name/path, or a tokenizer object.
+        reward: ``"auto"`` (the task verifier when samples have one, else ``rougeL``),
+            a registered reward name, a dict of weights, or a reward callable.
+        max_prompt_tokens: Prompt budget; longer prompts are truncated by the
+            documented rule of :class:`instruct_env.tasks.PromptFormatter`.
+        max_new_tokens: Completion budget.
+        num_shots: In-context demonstrations placed before the instruction.
+        template: Prompt template name or format string.
+        use_chat_template: ``"auto"``, ``True`` or ``False``.
+        dataset_kwargs: Knobs for the built-in suite (``size_per_task``, ``seed``, difficulty).
+    """
+
+    def __init__(
+        self,
+        *,
+        tasks: str | Sequence[Any] | None = None,
+        dataset: Any = None,
+        split: str = "train",
+        tokenizer: Any = None,
+        reward: str | Mapping[str, float] | Callable[..., Any] = "auto",
+        max_prompt_tokens: int = 128,
+        max_new_tokens: int = 32,
+        num_shots: int = 0,
+        template: str = "default",
+        use_chat_template: bool | str = "auto",
+        dataset_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        from instruct_env import rewards
+        from instruct_env.tasks import PromptFormatter
+
+        for name, value, low in (("max_prompt_tokens", max_prompt_tokens, 1), ("max_new_tokens", max_new_tokens, 1),
+                                 ("num_shots", num_shots, 0)):
+            if not isinstance(value, (int, np.integer)) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}.")
+        self.dataset = _resolve_dataset(tasks, dataset, split, dataset_kwargs)
+        if len(self.dataset) == 0:
+            raise EmptyDatasetError(
+                "The environment's dataset is empty: there is nothing to sample instructions from. "
+                "Check the file, the split or the task names you passed."
+            )
+        self.split = split
+        self.tokenizer = resolve_tokenizer(tokenizer)
+        self.eos_token_id = self.tokenizer.eos_token_id
+        if self.eos_token_id is None:
+            raise ConfigError(
+                "The tokenizer has no eos_token_id, so episodes could never end with an answer. "
+                "Pass a tokenizer with an EOS token (or set tokenizer.eos_token on a copy of yours)."
+            )
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = int(self.eos_token_id if pad is None else pad)
+        self.vocab_size = int(len(self.tokenizer))
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.max_new_tokens = int(max_new_tokens)
+        if reward == "auto":
+            reward = "task" if getattr(self.dataset[0], "verifier", None) is not None else "rougeL"
+        self.reward = rewards.make(reward)
+        demos = None
+        if num_shots:
+            demos = self.dataset if split == "train" or tasks is None and dataset is not None else \
+                _resolve_dataset(tasks, None, "train", dataset_kwargs)
+        self.formatter = PromptFormatter(
+            template=template, use_chat_template=use_chat_template, num_shots=num_shots, demonstrations=demos
+        )
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        self._decode_batch = (
+            (lambda seqs: backend.decode_batch(seqs, skip_special_tokens=True))
+            if backend is not None
+            else (lambda seqs: [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs])
+        )
+
+    def decode_batch(self, sequences: Sequence[Sequence[int]]) -> list[str]:
+        """Decode token-id sequences to text (special tokens dropped)."""
+        return self._decode_batch([list(map(int, s)) for s in sequences])
+
+    def score(self, completions: Sequence[str], samples: Sequence[Sample]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Run the configured reward on a batch; returns (total, components)."""
+        references = [s.references for s in samples]
+        total, components = self.reward.compute(list(completions), references, samples=list(samples))
+        total = np.asarray(total, dtype=np.float64)
+        if total.shape != (len(completions),) or not np.all(np.isfinite(total)):
+            raise RewardError(
+                f"Reward {getattr(self.reward, 'name', self.reward)!r} returned {total!r}; expected "
+                f"{len(completions)} finite floats, one per completion."
+            )
+        return total, components
+
+    def pick_sample(self, rng: np.random.Generator, options: Mapping[str, Any] | None) -> Sample:
+        """Choose the sample for a new episode: from ``options`` or uniformly at random."""
+        if options:
+            unknown = set(options) - set(RESET_OPTION_KEYS)
+            if unknown:
+                from instruct_env.error import suggest
+
+                bad = sorted(unknown)[0]
+                raise InvalidOption(
+                    f"Unknown reset option {bad!r}.{suggest(bad, RESET_OPTION_KEYS)} "
+                    f"Valid options: {', '.join(RESET_OPTION_KEYS)}."
+                )
+            if len(options) > 1:
+                raise InvalidOption(f"Pass at most one of {RESET_OPTION_KEYS} in reset options; got {sorted(options)}.")
+            if "sample" in options:
+                sample = options["sample"]
+                if not isinstance(sample, Sample):
+                    raise InvalidOption(f"options['sample'] must be a Sample; got {type(sample).__name__}.")
+                return sample
+            if "index" in options:
+                index = options["index"]
+                if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.dataset):
+                    raise InvalidOption(
+                        f"options['index'] must be an integer in [0, {len(self.dataset)}); got {index!r}."
+                    )
+                return self.dataset[int(index)]
+            return self._by_id(options["sample_id"])
+        return self.dataset[int(rng.integers(len(self.dataset)))]
+
+    def _by_id(self, sample_id: str) -> Sample:
+        index = getattr(self, "_id_index", None)
+        if index is None:
+            if len(self.dataset) > 200_000:
+                raise InvalidOption("options['sample_id'] needs a dataset of at most 200k samples; use 'index'.")
+            index = self._id_index = {self.dataset[i].id: i for i in range(len(self.dataset))}
+        if sample_id not in index:
+            from instruct_env.error import suggest
+
+            raise InvalidOption(f"No sample with id {sample_id!r} in this dataset.{suggest(str(sample_id), index)}")
+        return self.dataset[index[sample_id]]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_decode_batch", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        self._decode_batch = (
+            (lambda seqs: backend.decode_batch(seqs, skip_special_tokens=True))
+            if backend is not None
+            else (lambda seqs: [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs])
+        )
+
+
+class PromptBank:
+    """Encodes samples into left-padded prompt rows of width ``max_prompt_tokens``, cached by id."""
+
+    def __init__(self, setup: EnvSetup, max_cached: int = 100_000) -> None:
+        self.setup = setup
+        self.max_cached = max_cached
+        self._cache: dict[str, tuple[np.ndarray, str, dict[str, Any], Sample]] = {}
+
+    def get(self, sample: Sample) -> tuple[np.ndarray, str, dict[str, Any]]:
+        """Return ``(prompt_ids, prompt_text, format_info)`` for ``sample``."""
+        hit = self._cache.get(sample.id)
+        if hit is not None and hit[3] == sample:
+            return hit[0], hit[1], hit[2]
+        ids, info = self.setup.formatter.encode(sample, self.setup.tokenizer, self.setup.max_prompt_tokens)
+        text = self.setup.formatter.format(sample) if not info.get("truncated") else self.setup.tokenizer.decode(ids)
+        entry = (np.asarray(ids, dtype=np.int64), text, dict(info), sample)
+        if len(self._cache) >= self.max_cached:
+            self._cache.clear()
+        self._cache[sample.id] = entry
+        return entry[0], entry[1], entry[2]
+
+    def fill(self, row_ids: np.ndarray, row_mask: np.ndarray, sample: Sample) -> tuple[int, str, dict[str, Any]]:
+        """Write ``sample``'s prompt right-aligned into the first ``max_prompt_tokens`` columns."""
+        ids, text, info = self.get(sample)
+        width = self.setup.max_prompt_tokens
+        n = len(ids)
+        row_ids[:] = self.setup.pad_token_id
+        row_mask[:] = 0
+        row_ids[width - n:width] = ids
+        row_mask[width - n:width] = 1
+        return n, text, info
