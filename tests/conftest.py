@@ -1,0 +1,25 @@
+"""Shared fixtures: the built-in tokenizer is trained once per session (and cached on disk)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from instruct_env.tokenizer import builtin_tokenizer
+
+    return builtin_tokenizer()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.set_num_threads(2)
