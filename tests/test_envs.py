@@ -90,7 +90,8 @@ def test_make_vec_is_native_and_matches_single_envs():
     assert isinstance(venv.unwrapped, TokenVectorEnv)
     singles = [TokenEnv(**SMALL) for _ in range(n)]
     vobs, _ = venv.reset(seed=seed)
-    sobs = [e.reset(seed=seed + i)[0] for i, e in enumerate(singles)]
+    for i, env in enumerate(singles):
+        env.reset(seed=seed + i)
     rng = np.random.default_rng(0)
     eos = singles[0].eos_token_id
     episodes = 0
