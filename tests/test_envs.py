@@ -217,7 +217,7 @@ def test_completion_env_text_and_ids():
     assert reward_ids == 1.0 and terminated and info["completion_tokens"] == len(ids)
     env.reset(seed=2)
     _, _, terminated, truncated, info = env.step("word " * 50)
-    assert truncated and not terminated and info["completion_tokens"] == 12
+    assert terminated and not truncated and info["length_limited"] and info["completion_tokens"] == 12
 
 
 def test_completion_vector_groups_and_rewards():

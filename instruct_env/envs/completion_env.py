@@ -30,16 +30,16 @@ def _spaces(setup: EnvSetup) -> tuple[spaces.Dict, spaces.Box]:
 
 
 class _Completions:
-    """Turns completion actions (text or token ids) into (text, n_tokens, terminated, truncated)."""
+    """Turns completion actions (text or token ids) into (text, n_tokens, length_limited)."""
 
     def __init__(self, setup: EnvSetup) -> None:
         self.setup = setup
         self.stop_ids = {int(setup.eos_token_id), int(setup.pad_token_id)}
 
-    def parse(self, actions: Sequence[Any]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    def parse(self, actions: Sequence[Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
         texts: list[str | None] = [None] * len(actions)
         n_tokens = np.zeros(len(actions), dtype=np.int64)
-        terminated = np.ones(len(actions), dtype=bool)
+        limited = np.zeros(len(actions), dtype=bool)
         to_decode, decode_at = [], []
         to_encode, encode_at = [], []
         for i, action in enumerate(actions):
@@ -50,7 +50,7 @@ class _Completions:
             ids = self._ids(action, i)
             stop = next((k for k, t in enumerate(ids) if t in self.stop_ids), None)
             if stop is None:
-                terminated[i] = len(ids) < self.setup.max_new_tokens
+                limited[i] = len(ids) >= self.setup.max_new_tokens
                 stop = len(ids)
             n_tokens[i] = stop
             to_decode.append(ids[:stop])
@@ -63,10 +63,10 @@ class _Completions:
                 if len(ids) > self.setup.max_new_tokens:  # over budget: keep the first T tokens
                     ids = ids[: self.setup.max_new_tokens]
                     text = self.setup.decode_batch([ids])[0]
-                    terminated[i] = False
+                    limited[i] = True
                 texts[i] = text
                 n_tokens[i] = len(ids)
-        return texts, n_tokens, terminated, ~terminated
+        return texts, n_tokens, limited
 
     def _ids(self, action: Any, i: int) -> list[int]:
         arr = np.asarray(action)
@@ -103,7 +103,7 @@ class CompletionEnv(gym.Env):
     Declared as ``Box(0, vocab_size - 1, (max_new_tokens,), int64)``: token ids, read up
     to the first EOS or pad id. Also accepted: a shorter 1-D sequence of ids, or a ``str``
     (the answer text, used as is; if it encodes to more than ``max_new_tokens`` tokens it is
-    cut to the first ``max_new_tokens`` and the episode is *truncated*). Anything else
+    cut to the first ``max_new_tokens`` and ``info["length_limited"]`` is set). Anything else
     raises :class:`~instruct_env.error.InvalidAction`.
 
     ## Rewards
@@ -115,9 +115,10 @@ class CompletionEnv(gym.Env):
     ``reset(options={"index" | "sample_id" | "sample": ...})``.
 
     ## Episode End
-    Always after one step: terminated when the answer ended within budget (EOS/pad in the
-    ids, a shorter id list, or text within budget), truncated when it used up
-    ``max_new_tokens`` without ending.
+    Always after one step, with ``terminated=True`` (the answer is given: a terminal state,
+    not a time limit). ``info["length_limited"]`` is ``True`` when the answer used up
+    ``max_new_tokens`` without ending (ids without EOS/pad filling the budget, or text cut
+    to the budget); it is then scored as cut.
 
     ## Arguments
     Same as :class:`~instruct_env.envs.token_env.TokenEnv` (without ``shaping``).
@@ -169,14 +170,14 @@ class CompletionEnv(gym.Env):
     def step(self, action: Any):
         if not self._running:
             raise ResetNeeded("step() was called but no episode is running: call reset() first (episodes last one step).")
-        texts, n_tokens, terminated, truncated = self._parser.parse([action])
+        texts, n_tokens, limited = self._parser.parse([action])
         sample = self._slots.samples[0]
         total, components = self.setup.score(texts, [sample])
         info = self._slots.static_info(0)
-        info.update(completion=texts[0], completion_tokens=int(n_tokens[0]),
+        info.update(completion=texts[0], completion_tokens=int(n_tokens[0]), length_limited=bool(limited[0]),
                     reward_components={k: float(v[0]) for k, v in components.items()})
         self._running, self._last = False, texts[0]
-        return self._obs(), float(total[0]), bool(terminated[0]), bool(truncated[0]), info
+        return self._obs(), float(total[0]), True, False, info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._slots.samples[0] is None:
@@ -279,14 +280,14 @@ class CompletionVectorEnv(VectorEnv):
             raise InvalidAction(
                 f"actions must hold {self.num_envs} answers (str or token-id sequences), one per env; got {actions!r:.200}."
             )
-        texts, n_tokens, terminated, truncated = self._parser.parse(list(actions))
+        texts, n_tokens, limited = self._parser.parse(list(actions))
         samples = list(self._slots.samples)
         total, components = self.setup.score(texts, samples)
         final_obs = self._obs()
         final_infos = []
         for i in range(self.num_envs):
             info = self._slots.static_info(i)
-            info.update(completion=texts[i], completion_tokens=int(n_tokens[i]),
+            info.update(completion=texts[i], completion_tokens=int(n_tokens[i]), length_limited=bool(limited[i]),
                         reward_components={k: float(v[i]) for k, v in components.items()})
             final_infos.append(info)
         infos = self._start_all(range(self.num_envs), [None] * self.num_envs)
@@ -295,4 +296,5 @@ class CompletionVectorEnv(VectorEnv):
             infos["final_info"] = self._add_info(infos["final_info"], info, i)
         infos["final_obs"] = np.array([{k: v[i] for k, v in final_obs.items()} for i in range(self.num_envs)], dtype=object)
         infos["_final_info"] = infos["_final_obs"] = np.ones(self.num_envs, dtype=bool)
-        return self._obs(), total, terminated, truncated, infos
+        n = self.num_envs
+        return self._obs(), total, np.ones(n, dtype=bool), np.zeros(n, dtype=bool), infos
