@@ -136,7 +136,8 @@ class EnvSetup:
         )
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         self._decode_batch = (
-            (lambda seqs: backend.decode_batch(seqs, skip_special_tokens=True))
+            # A loop of single decodes: decode_batch's thread pool costs more than it saves on short texts.
+            (lambda seqs: [backend.decode(s, skip_special_tokens=True) for s in seqs])
             if backend is not None
             else (lambda seqs: [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs])
         )
@@ -207,7 +208,8 @@ class EnvSetup:
         self.__dict__.update(state)
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         self._decode_batch = (
-            (lambda seqs: backend.decode_batch(seqs, skip_special_tokens=True))
+            # A loop of single decodes: decode_batch's thread pool costs more than it saves on short texts.
+            (lambda seqs: [backend.decode(s, skip_special_tokens=True) for s in seqs])
             if backend is not None
             else (lambda seqs: [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs])
         )
