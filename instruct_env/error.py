@@ -72,7 +72,9 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return a ``" Did you mean ...?"`` hint for ``name`` among ``choices`` (or ``""``).
 
     >>> suggest("rougel", ["rougeL", "rouge1", "bleu"])
-    " Did you mean 'rougeL'?"
+    " Did you mean 'rougeL' or 'rouge1'?"
+    >>> suggest("xyz", ["bleu"])
+    ''
     """
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}

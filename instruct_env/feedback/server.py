@@ -1,0 +1,714 @@
+"""REST API and evaluator web pages over a :class:`~instruct_env.feedback.store.FeedbackStore`.
+
+Start it with ``serve("sqlite:///feedback.db", port=8000)`` (or ``instruct-env serve``); it binds
+127.0.0.1 unless told otherwise. The OpenAPI description is at ``/docs`` and ``/openapi.json``.
+
+Authentication:
+    Every ``/api`` endpoint except ``/api/health`` needs an evaluator token, sent as
+    ``Authorization: Bearer <token>`` or as the ``instruct_env_token`` cookie that the login page
+    sets (HttpOnly, SameSite=Strict). Tokens are made by ``POST /api/admin/evaluators`` (or
+    :meth:`FeedbackStore.add_evaluator` for the first admin) and are shown only then.
+
+Evaluator endpoints (each evaluator sees only their own queue and their own answers):
+    ``GET  /api/next``              the query to answer next (``query`` is null when done)
+    ``GET  /api/queries/{id}``      one of your assigned queries, with your current answer
+    ``POST /api/answers``           submit (or, with ``edit``, change) an answer
+    ``POST /api/skip``              skip a query, with an optional reason
+    ``POST /api/undo``              undo your newest answer, edit or skip
+    ``GET  /api/progress``          your counts of answered, skipped and remaining queries
+
+Admin endpoints:
+    ``POST /api/admin/evaluators``  create an evaluator; the reply holds the token, once
+    ``GET  /api/admin/evaluators``  list evaluators (never tokens)
+    ``POST /api/admin/queries``     add queries (all or none)
+    ``GET  /api/admin/metrics``     per-evaluator counts, gold accuracy, agreement per kind
+    ``GET  /api/export``            JSON Lines: ``format=events`` (the log, from ``since``),
+                                    ``preferences``, ``thumbs`` or ``sft`` (see ``export``)
+
+Writes accept an idempotency key (body field ``idempotency_key`` or header ``Idempotency-Key``):
+a retried request with the same key returns the first reply (status 200 instead of 201) and
+stores nothing new.
+
+Errors are JSON ``{"error": <code>, "detail": <message>}``: 401 ``unauthorized`` (no or invalid
+token), 403 ``forbidden`` (wrong role, or a query not in your queue), 404 ``not_found``, 409
+``conflict`` (e.g. a second answer without ``edit``, nothing to undo), 422 ``invalid_request``
+(malformed body, or an answer that does not fit the query's kind). A failed request stores nothing.
+
+Pages (server-rendered, a little inline JavaScript for the keyboard shortcuts): ``/login``, and
+``/`` which shows the next query with the page of its kind.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the annotations of the route
+# functions at run time, and some of them are defined inside ``create_app``.
+
+import html
+import json
+import os
+import urllib.parse
+import uuid
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+from functools import cache
+from pathlib import Path
+from string import Template
+from typing import Annotated, Any, Literal
+
+from instruct_env.error import ConfigError, InstructEnvError, UnknownNameError, require
+from instruct_env.feedback.errors import (
+    AccessDenied,
+    FeedbackConflict,
+    InvalidAnswer,
+    InvalidToken,
+    QueryNotFound,
+)
+from instruct_env.feedback.kinds import KINDS, make_kind
+from instruct_env.feedback.store import Evaluator, FeedbackStore, QueryView, Receipt
+
+require("fastapi", "server")
+
+from fastapi import Depends, FastAPI, Header, Request, Response  # noqa: E402
+from fastapi import Query as QueryParam  # noqa: E402
+from fastapi.encoders import jsonable_encoder  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse  # noqa: E402
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
+
+__all__ = ["create_app", "serve", "COOKIE_NAME"]
+
+COOKIE_NAME = "instruct_env_token"
+TEMPLATES = Path(__file__).with_name("templates")
+
+_STATUS = (  # most specific first
+    (InvalidToken, 401, "unauthorized"),
+    (AccessDenied, 403, "forbidden"),
+    (QueryNotFound, 404, "not_found"),
+    (FeedbackConflict, 409, "conflict"),
+    (InvalidAnswer, 422, "invalid_request"),
+    (UnknownNameError, 422, "invalid_request"),
+    (ConfigError, 422, "invalid_request"),
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Request and response bodies
+# --------------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnswerIn(_Strict):
+    """An answer to one of your queries, in the terms you saw it (``"A"`` = left)."""
+
+    query_id: int = Field(description="Id of a query assigned to you.")
+    answer: dict[str, Any] = Field(
+        description='Depends on the kind: {"rating": 4}, {"thumb": "up"}, {"choice": "A", "strength": 2}, '
+        '{"ranking": [1, 0, 2]}, {"comment": "..."}, {"completion": "..."}.'
+    )
+    edit: bool = Field(False, description="Replace your current answer to this query.")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class SkipIn(_Strict):
+    query_id: int
+    reason: str | None = Field(None, max_length=1000)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class UndoIn(_Strict):
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class ProgressOut(BaseModel):
+    answered: int
+    skipped: int
+    remaining: int
+
+
+class QueryOut(BaseModel):
+    """A query as you see it: completions in your own display order."""
+
+    id: int
+    kind: str
+    options: dict[str, Any]
+    instruction: str
+    context: str
+    completions: list[str]
+    status: str | None = Field(None, description="null (open), 'answered' or 'skipped'.")
+    answer: dict[str, Any] | None = Field(None, description="Your current answer, in display terms.")
+
+
+class NextOut(BaseModel):
+    query: QueryOut | None
+    progress: ProgressOut
+
+
+class ReceiptOut(BaseModel):
+    event_id: int
+    query_id: int
+    type: str
+    ref: int | None = Field(None, description="For an undo: the event it cancelled.")
+    replayed: bool = Field(description="True when an earlier request with the same idempotency key is returned.")
+    progress: ProgressOut
+
+
+class EvaluatorIn(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["evaluator", "admin"] = "evaluator"
+
+
+class EvaluatorOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    token: str | None = Field(None, description="Only in the reply that creates the evaluator.")
+
+
+class QueryIn(_Strict):
+    kind: str = Field(description=f"One of {', '.join(KINDS)}.")
+    instruction: str
+    completions: list[str]
+    context: str = ""
+    options: dict[str, Any] = Field(default_factory=dict, description='e.g. {"low": 1, "high": 7} for a rating.')
+    gold: dict[str, Any] | None = Field(None, description="Known answer, canonical terms (quality control).")
+    selector: str | None = None
+    score: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class QueriesIn(_Strict):
+    queries: list[QueryIn] = Field(min_length=1, max_length=10_000)
+
+
+class QueriesOut(BaseModel):
+    ids: list[int]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str
+
+
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
+
+
+def _view_out(view: QueryView) -> QueryOut:
+    return QueryOut(
+        id=view.id,
+        kind=view.kind,
+        options=dict(view.options),
+        instruction=view.instruction,
+        context=view.context,
+        completions=list(view.completions),
+        status=view.status,
+        answer=None if view.answer is None else dict(view.answer),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Authentication
+# --------------------------------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="The evaluator token (or the login cookie).")
+
+
+def _store(request: Request) -> FeedbackStore:
+    return request.app.state.store
+
+
+def current_evaluator(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Evaluator:
+    """The evaluator whose bearer token (or login cookie) came with the request."""
+    token = credentials.credentials if credentials is not None else request.cookies.get(COOKIE_NAME)
+    return _store(request).authenticate(token)
+
+
+def current_admin(evaluator: Annotated[Evaluator, Depends(current_evaluator)]) -> Evaluator:
+    if not evaluator.is_admin:
+        raise AccessDenied(f"This endpoint needs the admin role; evaluator {evaluator.name!r} has role {evaluator.role!r}.")
+    return evaluator
+
+
+EvaluatorDep = Annotated[Evaluator, Depends(current_evaluator)]
+AdminDep = Annotated[Evaluator, Depends(current_admin)]
+KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+def _one_key(body_key: str | None, header_key: str | None) -> str | None:
+    if body_key is not None and header_key is not None and body_key != header_key:
+        raise InvalidAnswer("The Idempotency-Key header and the body's idempotency_key differ; send one of them.")
+    return body_key if body_key is not None else header_key
+
+
+def _receipt(store: FeedbackStore, receipt: Receipt, response: Response) -> ReceiptOut:
+    response.status_code = 200 if receipt.replayed else 201
+    event = receipt.event
+    return ReceiptOut(
+        event_id=event.id,
+        query_id=event.query_id,
+        type=event.type,
+        ref=event.ref,
+        replayed=receipt.replayed,
+        progress=ProgressOut(**store.progress(event.evaluator_id).to_json()),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The application
+# --------------------------------------------------------------------------------------------------
+
+
+def create_app(
+    store: str | os.PathLike[str] | FeedbackStore,
+    *,
+    guidelines: Mapping[str, str] | None = None,
+    title: str = "instruct-env feedback",
+    cookie_secure: bool = False,
+    **store_options: Any,
+) -> FastAPI:
+    """Build the FastAPI application.
+
+    Args:
+        store: A store URL (``sqlite:///feedback.db``, a path, ``postgresql://...``) or an open
+            :class:`FeedbackStore` (then the caller closes it).
+        guidelines: Kind name -> guidelines shown on that kind's page (replacing the default).
+        title: Shown in the page header.
+        cookie_secure: Mark the login cookie ``Secure`` (set it when serving over HTTPS).
+        **store_options: Passed to :class:`FeedbackStore` (``min_evaluators``, ``gold_rate``,
+            ``assignment_ttl``, ``seed``, ``synchronous``) when ``store`` is a URL.
+
+    Raises:
+        ConfigError: an unknown kind in ``guidelines``, store options given with an open store.
+    """
+    if isinstance(store, FeedbackStore):
+        if store_options:
+            raise ConfigError(
+                f"Store options {sorted(store_options)} were given with an already open FeedbackStore; "
+                "pass a URL instead, or set them when opening the store."
+            )
+        owned = False
+    else:
+        store = FeedbackStore(store, **store_options)
+        owned = True
+    texts = {name: kind.guidelines for name, kind in KINDS.items()}
+    for name, text in (guidelines or {}).items():
+        if name not in KINDS:
+            make_kind(name)  # raises UnknownNameError with a suggestion
+        texts[name] = str(text)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if owned:
+            store.close()
+
+    app = FastAPI(
+        title=title,
+        summary="Collect human feedback on language-model outputs (instruct-env).",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.guidelines = texts
+    app.state.title = title
+    app.state.cookie_secure = cookie_secure
+    _add_error_handlers(app)
+    _add_api(app)
+    _add_pages(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def handle(request: Request, exc: Exception) -> JSONResponse:
+        for cls, status, code in _STATUS:
+            if isinstance(exc, cls):
+                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                return JSONResponse({"error": code, "detail": str(exc)}, status_code=status, headers=headers)
+        raise exc
+
+    app.add_exception_handler(InstructEnvError, handle)
+
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
+        parts = []
+        for e in errors:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse(
+            {"error": "invalid_request", "detail": "; ".join(parts) or "Malformed request.", "errors": errors},
+            status_code=422,
+        )
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _add_api(app: FastAPI) -> None:
+    # Route functions are plain ``def``: FastAPI runs them in its thread pool, and the store
+    # keeps one database connection per thread.
+
+    @app.get("/api/health", tags=["meta"], summary="Liveness check (no token needed).")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/next", tags=["evaluator"], response_model=NextOut, responses=_ERRORS,
+             summary="The query you should answer next.")
+    def next_query(request: Request, evaluator: EvaluatorDep) -> NextOut:
+        store = _store(request)
+        view = store.next_query(evaluator.id)
+        return NextOut(
+            query=None if view is None else _view_out(view),
+            progress=ProgressOut(**store.progress(evaluator.id).to_json()),
+        )
+
+    @app.get("/api/queries/{query_id}", tags=["evaluator"], response_model=QueryOut, responses=_ERRORS,
+             summary="One of your assigned queries, with your current answer.")
+    def get_query(query_id: int, request: Request, evaluator: EvaluatorDep) -> QueryOut:
+        return _view_out(_store(request).view(evaluator.id, query_id))
+
+    @app.post("/api/answers", tags=["evaluator"], response_model=ReceiptOut, status_code=201, responses=_ERRORS,
+              summary="Submit an answer (201), or get the first reply again for a repeated idempotency key (200).")
+    def submit(
+        body: AnswerIn,
+        request: Request,
+        response: Response,
+        evaluator: EvaluatorDep,
+        idempotency_key: KeyHeader = None,
+    ) -> ReceiptOut:
+        store = _store(request)
+        receipt = store.submit(
+            evaluator.id, body.query_id, body.answer, edit=body.edit,
+            idempotency_key=_one_key(body.idempotency_key, idempotency_key),
+        )
+        return _receipt(store, receipt, response)
+
+    @app.post("/api/skip", tags=["evaluator"], response_model=ReceiptOut, status_code=201, responses=_ERRORS,
+              summary="Skip a query, optionally saying why.")
+    def skip(
+        body: SkipIn,
+        request: Request,
+        response: Response,
+        evaluator: EvaluatorDep,
+        idempotency_key: KeyHeader = None,
+    ) -> ReceiptOut:
+        store = _store(request)
+        receipt = store.skip(
+            evaluator.id, body.query_id, body.reason,
+            idempotency_key=_one_key(body.idempotency_key, idempotency_key),
+        )
+        return _receipt(store, receipt, response)
+
+    @app.post("/api/undo", tags=["evaluator"], response_model=ReceiptOut, status_code=201, responses=_ERRORS,
+              summary="Undo your newest answer, edit or skip; the query comes back to your queue.")
+    def undo(
+        request: Request,
+        response: Response,
+        evaluator: EvaluatorDep,
+        body: UndoIn | None = None,
+        idempotency_key: KeyHeader = None,
+    ) -> ReceiptOut:
+        store = _store(request)
+        key = _one_key(None if body is None else body.idempotency_key, idempotency_key)
+        return _receipt(store, store.undo(evaluator.id, idempotency_key=key), response)
+
+    @app.get("/api/progress", tags=["evaluator"], response_model=ProgressOut, responses=_ERRORS,
+             summary="How many queries you answered and skipped, and how many are left.")
+    def progress(request: Request, evaluator: EvaluatorDep) -> ProgressOut:
+        return ProgressOut(**_store(request).progress(evaluator.id).to_json())
+
+    @app.get("/api/export", tags=["admin"], responses=_ERRORS,
+             summary="JSON Lines: the event log (format=events, from id > since) or training records.")
+    def export(
+        request: Request,
+        admin: AdminDep,
+        format: Literal["events", "preferences", "thumbs", "sft"] = "events",
+        since: Annotated[int, QueryParam(ge=0, description="Watermark: only events with a larger id (events only).")] = 0,
+        include_gold: bool = False,
+    ) -> StreamingResponse:
+        from instruct_env.feedback.export import event_records, export_records
+
+        store = _store(request)
+        if format == "events":
+            records = event_records(store, since=since)
+        else:
+            records = iter(export_records(store, format, include_gold=include_gold))
+        lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        return StreamingResponse(lines, media_type="application/x-ndjson")
+
+    @app.post("/api/admin/evaluators", tags=["admin"], response_model=EvaluatorOut, status_code=201,
+              responses=_ERRORS, summary="Create an evaluator; the reply holds its token, shown only once.")
+    def add_evaluator(body: EvaluatorIn, request: Request, admin: AdminDep) -> EvaluatorOut:
+        evaluator, token = _store(request).add_evaluator(body.name, body.role)
+        return EvaluatorOut(id=evaluator.id, name=evaluator.name, role=evaluator.role, token=token)
+
+    @app.get("/api/admin/evaluators", tags=["admin"], response_model=list[EvaluatorOut], responses=_ERRORS,
+             summary="All evaluators (without tokens).")
+    def list_evaluators(request: Request, admin: AdminDep) -> list[EvaluatorOut]:
+        return [EvaluatorOut(id=e.id, name=e.name, role=e.role) for e in _store(request).evaluators()]
+
+    @app.post("/api/admin/queries", tags=["admin"], response_model=QueriesOut, status_code=201, responses=_ERRORS,
+              summary="Add queries; all are stored or none.")
+    def add_queries(body: QueriesIn, request: Request, admin: AdminDep) -> QueriesOut:
+        return QueriesOut(ids=_store(request).add_queries([q.model_dump() for q in body.queries]))
+
+    @app.get("/api/admin/metrics", tags=["admin"], responses=_ERRORS,
+             summary="Per-evaluator counts and gold accuracy; Krippendorff's alpha per kind.")
+    def metrics(request: Request, admin: AdminDep) -> dict[str, Any]:
+        return _store(request).metrics()
+
+
+# --------------------------------------------------------------------------------------------------
+# Pages
+# --------------------------------------------------------------------------------------------------
+
+
+@cache
+def _template(name: str) -> Template:
+    return Template((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+@cache
+def _script() -> str:
+    return (TEMPLATES / "shortcuts.js").read_text(encoding="utf-8")
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _redirect(path: str, **params: str) -> RedirectResponse:
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
+    return RedirectResponse(path + ("?" + query if query else ""), status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """Parse an ``application/x-www-form-urlencoded`` body (no python-multipart needed)."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return {k: v[0] for k, v in urllib.parse.parse_qs(body, keep_blank_values=True).items()}
+
+
+def _page_evaluator(request: Request) -> Evaluator | None:
+    try:
+        return _store(request).authenticate(request.cookies.get(COOKIE_NAME))
+    except InvalidToken:
+        return None
+
+
+def _same_origin(request: Request) -> bool:
+    """Refuse cross-site form posts (the cookie is SameSite=Strict too)."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin is None
+    return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
+
+
+def _form_answer(view: QueryView, form: Mapping[str, str]) -> dict[str, Any]:
+    """Turn the fields of a kind's page form into an answer for :meth:`FeedbackStore.submit`."""
+
+    def integer(name: str) -> int:
+        value = form.get(name, "").strip()
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidAnswer(f"{name} must be a whole number; got {value!r}.") from None
+
+    if view.kind == "rating":
+        return {"rating": integer("rating")}
+    if view.kind == "thumbs":
+        return {"thumb": form.get("thumb", "")}
+    if view.kind == "pairwise":
+        answer: dict[str, Any] = {"choice": form.get("choice", "")}
+        if form.get("strength", "").strip() and answer["choice"] in ("A", "B"):
+            answer["strength"] = integer("strength")
+        return answer
+    if view.kind == "ranking":
+        parts = [p for p in form.get("ranking", "").replace(" ", ",").split(",") if p]
+        try:
+            return {"ranking": [int(p) - 1 for p in parts]}  # the page numbers responses from 1
+        except ValueError:
+            raise InvalidAnswer(
+                f"ranking must be response numbers separated by commas, e.g. 2,1,3; got {form.get('ranking')!r}."
+            ) from None
+    if view.kind == "comment":
+        return {"comment": form.get("comment", "")}
+    return {"completion": form.get("completion", "").replace("\r\n", "\n")}
+
+
+def _render_query(view: QueryView) -> str:
+    context = f'<h2>Input</h2>\n<div class="prompt" id="context">{_e(view.context)}</div>' if view.context else ""
+    prompt = _template("prompt.html").substitute(instruction=_e(view.instruction), context_block=context)
+    fields: dict[str, Any] = {
+        "prompt": prompt,
+        "query_id": view.id,
+        "answer_key": uuid.uuid4().hex,
+        "completion": _e(view.completions[0]),
+    }
+    if view.kind == "rating":
+        kind = make_kind("rating", **view.options)
+        choices = []
+        for score in range(kind.low, kind.high + 1):
+            key = kind.digit_of(score) or ""
+            hint = f" (<kbd>{key}</kbd>)" if key else ""
+            required = " required" if score == kind.low else ""
+            choices.append(
+                f'<label><input type="radio" name="rating" value="{score}" data-key="{key}"{required}>'
+                f"<span>{score}{hint}</span></label>"
+            )
+        fields.update(low=kind.low, high=kind.high, choices="\n    ".join(choices))
+    elif view.kind == "pairwise":
+        fields.update(left=_e(view.completions[0]), right=_e(view.completions[1]))
+    elif view.kind == "ranking":
+        items = "\n".join(
+            f'<h2>Response {i + 1}</h2>\n<div class="completion" id="completion-{i}">{_e(c)}</div>'
+            for i, c in enumerate(view.completions)
+        )
+        fields.update(items=items, count=len(view.completions))
+    return _template(f"{view.kind}.html").substitute(fields)
+
+
+def _render_page(request: Request, evaluator: Evaluator, view: QueryView | None, notice: str, error: str) -> str:
+    store = _store(request)
+    progress = store.progress(evaluator.id)
+    kind = view.kind if view is not None else "done"
+    flash = "".join(
+        f'<div class="flash {cls}" id="flash-{cls}">{_e(text)}</div>' for cls, text in (("notice", notice), ("error", error)) if text
+    )
+    if view is None:
+        main, skip_section, shortcuts = _template("done.html").substitute(), "", []
+    else:
+        main = _render_query(view)
+        skip_section = _template("skip.html").substitute(query_id=view.id, skip_key=uuid.uuid4().hex)
+        shortcuts = make_kind(view.kind, **view.options).shortcuts(len(view.completions))
+        shortcuts += [("Enter", "submit the answer"), ("S", "skip (type an optional reason, Enter to confirm)")]
+    shortcuts += [("U", "undo your last answer"), ("?", "show or hide this help"), ("Esc", "close help, leave a text box")]
+    rows = "".join(f"<tr><td><kbd>{_e(keys)}</kbd></td><td>{_e(text)}</td></tr>" for keys, text in shortcuts)
+    guidelines = request.app.state.guidelines.get(kind, "When you are ready, reload the page to check for new queries.")
+    return _template("base.html").substitute(
+        title=_e(request.app.state.title),
+        kind=kind,
+        answered=progress.answered,
+        skipped=progress.skipped,
+        remaining=progress.remaining,
+        evaluator_name=_e(evaluator.name),
+        flash=flash,
+        main=main,
+        skip_section=skip_section,
+        undo_key=uuid.uuid4().hex,
+        guidelines=_e(guidelines),
+        help_rows=rows,
+        script=_script(),
+    )
+
+
+def _add_pages(app: FastAPI) -> None:
+    def login_page(request: Request, error: str = "", status: int = 200) -> HTMLResponse:
+        message = f'<p class="error" id="login-error">{_e(error)}</p>' if error else ""
+        body = _template("login.html").substitute(title=_e(request.app.state.title), error=message)
+        return HTMLResponse(body, status_code=status)
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request) -> HTMLResponse:
+        return login_page(request)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        if not _same_origin(request):
+            return login_page(request, "Cross-site login refused.", 403)
+        token = (await _form(request)).get("token", "").strip()
+        try:
+            await run_in_threadpool(_store(request).authenticate, token)
+        except InvalidToken as exc:
+            return login_page(request, str(exc), 401)
+        response = _redirect("/")
+        response.set_cookie(
+            COOKIE_NAME, token, httponly=True, samesite="strict", secure=request.app.state.cookie_secure, path="/"
+        )
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout() -> Response:
+        response = _redirect("/login")
+        response.delete_cookie(COOKIE_NAME, path="/")
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def evaluate(request: Request, notice: str = "", error: str = "") -> Response:
+        evaluator = _page_evaluator(request)
+        if evaluator is None:
+            return _redirect("/login")
+        view = _store(request).next_query(evaluator.id)
+        return HTMLResponse(_render_page(request, evaluator, view, notice[:300], error[:500]))
+
+    async def page_action(request: Request, action: str) -> Response:
+        if not _same_origin(request):
+            return _redirect("/", error="Cross-site request refused.")
+        evaluator = await run_in_threadpool(_page_evaluator, request)
+        if evaluator is None:
+            return _redirect("/login")
+        form = await _form(request)
+        store = _store(request)
+        key = form.get("idempotency_key") or None
+        try:
+            if action == "undo":
+                receipt = await run_in_threadpool(lambda: store.undo(evaluator.id, idempotency_key=key))
+                return _redirect("/", notice=f"Undid your last answer (query {receipt.event.query_id}).")
+            try:
+                query_id = int(form.get("query_id", ""))
+            except ValueError:
+                return _redirect("/", error="The form has no valid query id; reload the page.")
+            if action == "skip":
+                reason = form.get("reason") or None
+                await run_in_threadpool(lambda: store.skip(evaluator.id, query_id, reason, idempotency_key=key))
+                return _redirect("/", notice="Skipped. Press U to undo.")
+            view = await run_in_threadpool(store.view, evaluator.id, query_id)
+            answer = _form_answer(view, form)
+            await run_in_threadpool(lambda: store.submit(evaluator.id, query_id, answer, idempotency_key=key))
+            return _redirect("/", notice="Saved. Press U to undo.")
+        except InstructEnvError as exc:
+            return _redirect("/", error=str(exc))
+
+    @app.post("/answer", include_in_schema=False)
+    async def answer(request: Request) -> Response:
+        return await page_action(request, "answer")
+
+    @app.post("/skip", include_in_schema=False)
+    async def skip(request: Request) -> Response:
+        return await page_action(request, "skip")
+
+    @app.post("/undo", include_in_schema=False)
+    async def undo(request: Request) -> Response:
+        return await page_action(request, "undo")
+
+
+def serve(
+    store_url: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    **options: Any,
+) -> None:
+    """Run the feedback server until interrupted (binds 127.0.0.1 by default).
+
+    Args:
+        store_url: Where the store lives (see :func:`~instruct_env.feedback.store.parse_store_url`).
+        host: Interface to bind; use ``0.0.0.0`` only behind HTTPS and with care.
+        port: TCP port.
+        log_level: uvicorn's log level.
+        **options: Passed to :func:`create_app` (``guidelines``, ``min_evaluators``, ``gold_rate``...).
+    """
+    uvicorn = require("uvicorn", "server")
+    uvicorn.run(create_app(store_url, **options), host=host, port=port, log_level=log_level)
+

@@ -1,0 +1,418 @@
+"""The feedback store: event log, current answers, assignment, gold mixing, tokens, watermarks."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from instruct_env.error import ConfigError, MissingDependency
+from instruct_env.feedback import store as store_module
+from instruct_env.feedback.errors import (
+    AccessDenied,
+    FeedbackConflict,
+    InvalidAnswer,
+    InvalidToken,
+    QueryNotFound,
+)
+from instruct_env.feedback.store import FeedbackStore, Query, parse_store_url, replay
+
+
+@pytest.fixture
+def db(tmp_path):
+    return str(tmp_path / "feedback.db")
+
+
+def thumbs(n, gold=None, start=0):
+    return [
+        Query("thumbs", f"Instruction {i}", [f"answer {i}"], gold=gold)
+        for i in range(start, start + n)
+    ]
+
+
+def current(store):
+    return {(a.query_id, a.evaluator_id): (a.status, a.answer, a.event_id) for a in store.current_answers(status=None)}
+
+
+def replayed(store):
+    return {
+        pair: ("skipped" if e.type == "skip" else "answered", e.answer, e.id)
+        for pair, e in replay(store.events_since(0)).items()
+    }
+
+
+def test_current_answers_always_match_a_replay_of_the_log(db):
+    store = FeedbackStore(db, min_evaluators=3, gold_rate=0.0, seed=1)
+    store.add_queries(thumbs(12))
+    people = [store.add_evaluator(f"e{i}")[0] for i in range(3)]
+    rng = random.Random(0)
+    counts = dict.fromkeys(("submit", "edit", "undo", "skip", "conflict"), 0)
+    for _ in range(200):
+        person = rng.choice(people)
+        action = rng.choice(["submit", "submit", "edit", "undo", "skip"])
+        view = store.next_query(person.id)
+        try:
+            if action == "undo":
+                store.undo(person.id)
+            elif action == "edit":
+                answered = [a for a in store.current_answers() if a.evaluator_id == person.id]
+                if not answered:
+                    continue
+                store.submit(person.id, rng.choice(answered).query_id, {"thumb": "down"}, edit=True)
+            elif view is None:
+                continue
+            elif action == "skip":
+                store.skip(person.id, view.id, reason="unsure")
+            else:
+                store.submit(person.id, view.id, {"thumb": rng.choice(["up", "down"])})
+            counts[action] += 1
+        except FeedbackConflict:
+            counts["conflict"] += 1
+        assert current(store) == replayed(store)
+    assert all(counts[k] > 5 for k in ("submit", "edit", "undo", "skip")), counts
+    ids = [e.id for e in store.events_since(0)]
+    assert ids == sorted(set(ids))
+    store.close()
+
+
+def test_undo_walks_back_through_the_evaluators_answers(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    q1, q2 = store.add_queries(thumbs(2))
+    ann, _ = store.add_evaluator("ann")
+    assert store.next_query(ann.id).id == q1
+    store.submit(ann.id, q1, {"thumb": "up"})
+    assert store.next_query(ann.id).id == q2
+    store.submit(ann.id, q2, {"thumb": "down"})
+    store.submit(ann.id, q2, {"thumb": "up"}, edit=True)
+
+    undo = store.undo(ann.id).event  # cancels the edit: the first answer to q2 comes back
+    assert (undo.type, undo.query_id, undo.answer) == ("undo", q2, None)
+    assert store.view(ann.id, q2).answer == {"thumb": "down"}
+    store.undo(ann.id)  # cancels the answer to q2: q2 is open again
+    assert store.view(ann.id, q2).status is None
+    assert store.next_query(ann.id).id == q2
+    store.undo(ann.id)  # then q1; the most recently re-opened query comes first
+    assert store.current_answers() == []
+    assert store.next_query(ann.id).id == q1
+    with pytest.raises(FeedbackConflict, match="Nothing to undo"):
+        store.undo(ann.id)
+    types = [e.type for e in store.events_since(0)]
+    assert types == ["submit", "submit", "edit", "undo", "undo", "undo"]
+    assert store.progress(ann.id).to_json() == {"answered": 0, "skipped": 0, "remaining": 2}
+    store.close()
+
+
+def test_skip_edit_and_double_answers_conflict(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    q1, q2 = store.add_queries(thumbs(2))
+    ann, _ = store.add_evaluator("ann")
+    store.next_query(ann.id)
+    with pytest.raises(FeedbackConflict, match="Cannot edit your answer to query 1: you have not answered it"):
+        store.submit(ann.id, q1, {"thumb": "up"}, edit=True)
+    store.skip(ann.id, q1, reason="  I do not read Spanish ")
+    assert store.events_since(0)[-1].answer == {"reason": "I do not read Spanish"}
+    with pytest.raises(FeedbackConflict, match="already skipped query 1; undo that first"):
+        store.skip(ann.id, q1)
+    with pytest.raises(FeedbackConflict, match="already skipped query 1"):
+        store.submit(ann.id, q1, {"thumb": "up"})
+    with pytest.raises(FeedbackConflict, match="you have skipped it"):
+        store.submit(ann.id, q1, {"thumb": "up"}, edit=True)
+    assert store.next_query(ann.id).id == q2
+    store.submit(ann.id, q2, {"thumb": "up"})
+    with pytest.raises(FeedbackConflict, match="already answered query 2; to change your answer submit with edit=true"):
+        store.submit(ann.id, q2, {"thumb": "down"})
+    store.submit(ann.id, q2, {"thumb": "down"}, edit=True)
+    assert store.progress(ann.id).to_json() == {"answered": 1, "skipped": 1, "remaining": 0}
+    with pytest.raises(InvalidAnswer, match="skip reason must be a string of at most 1000"):
+        store.skip(ann.id, q1, reason="x" * 1001)
+    store.close()
+
+
+def test_access_is_limited_to_the_evaluators_own_queue(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    [q] = store.add_queries(thumbs(1))
+    ann, _ = store.add_evaluator("ann")
+    bob, _ = store.add_evaluator("bob")
+    store.next_query(ann.id)
+    with pytest.raises(AccessDenied, match="Query 1 is not in your queue"):
+        store.submit(bob.id, q, {"thumb": "up"})
+    with pytest.raises(AccessDenied):
+        store.view(bob.id, q)
+    with pytest.raises(QueryNotFound, match="No query has id 99"):
+        store.submit(ann.id, 99, {"thumb": "up"})
+    with pytest.raises(QueryNotFound, match="No evaluator has id 42"):
+        store.next_query(42)
+    with pytest.raises(InvalidAnswer, match="thumb must be 'up' or 'down'; got 'maybe'"):
+        store.submit(ann.id, q, {"thumb": "maybe"})
+    assert store.events_since(0) == []
+    store.close()
+
+
+def test_idempotency_key_stores_a_retried_submit_once(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    [q] = store.add_queries(thumbs(1))
+    ann, _ = store.add_evaluator("ann")
+    store.next_query(ann.id)
+    first = store.submit(ann.id, q, {"thumb": "up"}, idempotency_key="k1")
+    again = store.submit(ann.id, q, {"thumb": "up"}, idempotency_key="k1")
+    assert (first.replayed, again.replayed) == (False, True)
+    assert again.event == first.event
+    with pytest.raises(FeedbackConflict, match="Idempotency key 'k1' was already used for a different request"):
+        store.submit(ann.id, q, {"thumb": "down"}, edit=True, idempotency_key="k1")
+    undo = store.undo(ann.id, idempotency_key="u1")
+    assert store.undo(ann.id, idempotency_key="u1").event == undo.event
+    assert [e.type for e in store.events_since(0)] == ["submit", "undo"]
+    store.close()
+
+
+def test_a_failed_write_leaves_nothing_behind(db, monkeypatch):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    [q] = store.add_queries(thumbs(1))
+    ann, _ = store.add_evaluator("ann")
+    store.next_query(ann.id)
+
+    def broken(events):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store_module, "replay", broken)  # fails after the event row is inserted
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        store.submit(ann.id, q, {"thumb": "up"})
+    monkeypatch.undo()
+    assert store.events_since(0) == [] and store.current_answers(status=None) == []
+    with pytest.raises(ConfigError, match=r"queries\[1\]: A 'pairwise' query needs 2 completion\(s\); got 1"):
+        store.add_queries([Query("thumbs", "ok", ["x"]), {"kind": "pairwise", "instruction": "i", "completions": ["a"]}])
+    assert len(store.queries()) == 1
+    store.submit(ann.id, q, {"thumb": "up"})
+    assert len(store.events_since(0)) == 1
+    store.close()
+
+
+def test_watermark_reads_every_event_exactly_once_across_reopening(db):
+    store = FeedbackStore(db, min_evaluators=2, gold_rate=0.0)
+    store.add_queries(thumbs(6))
+    people = [store.add_evaluator(name)[0] for name in ("ann", "bob")]
+
+    def answer_one(store, person):
+        view = store.next_query(person.id)
+        store.submit(person.id, view.id, {"thumb": "up"})
+
+    seen = []
+    watermark = 0
+    for _ in range(3):
+        for person in people:
+            answer_one(store, person)
+        store.undo(people[0].id)
+        batch = store.events_since(watermark)
+        assert batch and all(e.id > watermark for e in batch)
+        seen += batch
+        watermark = batch[-1].id
+        assert store.events_since(watermark) == []
+        store.close()
+        store = FeedbackStore(db, min_evaluators=2, gold_rate=0.0)  # a restart of either side
+        people = store.evaluators()
+    assert [e.id for e in seen] == [e.id for e in store.events_since(0)]
+    assert len({e.id for e in seen}) == len(seen) == 9
+    assert store.last_event_id() == watermark
+    assert [e.id for e in store.events_since(2, limit=3)] == [3, 4, 5]
+    store.close()
+
+
+def test_each_query_is_assigned_to_min_evaluators(db):
+    store = FeedbackStore(db, min_evaluators=2, gold_rate=0.0, assignment_ttl=3600)
+    ids = store.add_queries(thumbs(3))
+    ann, bob, cy, dee = (store.add_evaluator(n)[0] for n in ("ann", "bob", "cy", "dee"))
+    # Open (unanswered) fresh assignments count: ann and bob both hold query 1, so cy gets query 2.
+    assert store.next_query(ann.id).id == ids[0]
+    assert store.next_query(bob.id).id == ids[0]
+    assert store.next_query(cy.id).id == ids[1]
+    for person in (ann, bob, cy):
+        while (view := store.next_query(person.id)) is not None:
+            store.submit(person.id, view.id, {"thumb": "up"})
+    answered = {}
+    for a in store.current_answers():
+        answered.setdefault(a.query_id, set()).add(a.evaluator_id)
+    assert {q: len(who) for q, who in answered.items()} == {ids[0]: 2, ids[1]: 2, ids[2]: 2}
+    assert store.next_query(dee.id) is None
+    assert store.progress(dee.id).remaining == 0
+    assert store.metrics()["queries"]["complete"] == 3
+    # A skip does not count: after cy skips... cy answered; undo cy's last and skip instead.
+    receipt = store.undo(cy.id)
+    store.skip(cy.id, receipt.event.query_id)
+    assert store.next_query(dee.id).id == receipt.event.query_id
+    store.close()
+
+
+def test_stale_assignments_stop_counting(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0, assignment_ttl=0.05)
+    [q] = store.add_queries(thumbs(1))
+    ann, bob = (store.add_evaluator(n)[0] for n in ("ann", "bob"))
+    assert store.next_query(ann.id).id == q
+    assert store.next_query(bob.id) is None  # ann's fresh assignment fills the quota
+    time.sleep(0.1)
+    assert store.next_query(bob.id).id == q  # ann walked away
+    assert store.next_query(ann.id).id == q  # ann still may answer
+    store.close()
+
+
+def test_gold_queries_are_mixed_in_at_the_configured_rate(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.3, seed=3, synchronous="NORMAL")
+    regular = set(store.add_queries(thumbs(300)))
+    gold = set(store.add_queries(thumbs(200, gold={"thumb": "up"}, start=300)))
+    ann, _ = store.add_evaluator("ann")
+    served = []
+    while (view := store.next_query(ann.id)) is not None:
+        served.append(view.id)
+        store.submit(ann.id, view.id, {"thumb": "up" if view.id % 2 else "down"})
+    assert regular <= set(served)  # every regular query, then done
+    n_gold = len(set(served) & gold)
+    rate = n_gold / len(served)
+    assert 0.22 < rate < 0.38, rate
+    assert served[-1] in regular or n_gold < len(gold)  # never gold once regular queries run out
+    metrics = store.metrics()
+    stats = metrics["evaluators"][0]
+    assert stats["gold_answered"] == n_gold
+    assert stats["gold_accuracy"] == pytest.approx(sum(q % 2 == 1 for q in set(served) & gold) / n_gold)
+    store.close()
+
+    for rate, expect_gold in ((0.0, 0), (1.0, 5)):
+        other = FeedbackStore(db.replace(".db", f"{rate}.db"), min_evaluators=1, gold_rate=rate, seed=0)
+        other.add_queries(thumbs(5))
+        gold_ids = set(other.add_queries(thumbs(5, gold={"thumb": "up"}, start=5)))
+        bob, _ = other.add_evaluator("bob")
+        first = []
+        for _ in range(5):
+            view = other.next_query(bob.id)
+            first.append(view.id)
+            other.skip(bob.id, view.id)
+        assert len(set(first) & gold_ids) == expect_gold
+        other.close()
+
+
+def test_display_order_is_random_per_evaluator_and_stored(db):
+    store = FeedbackStore(db, min_evaluators=20, gold_rate=0.0, seed=7)
+    [q] = store.add_queries([Query("pairwise", "Which is kinder?", ["first", "second"])])
+    orders = {}
+    for i in range(20):
+        person, _ = store.add_evaluator(f"e{i}")
+        view = store.next_query(person.id)
+        assert store.next_query(person.id).completions == view.completions  # stable on reload
+        orders[person.id] = view.completions
+        store.submit(person.id, q, {"choice": "A", "strength": 3})  # always the left one
+    assert set(orders.values()) == {("first", "second"), ("second", "first")}
+    for a in store.current_answers():
+        left = orders[a.evaluator_id][0]
+        assert a.answer == {"choice": "A" if left == "first" else "B", "strength": 3}
+        assert store.view(a.evaluator_id, q).answer == {"choice": "A", "strength": 3}
+    store.close()
+
+
+def test_tokens_are_hashed_and_never_stored(db, tmp_path):
+    store = FeedbackStore(db)
+    ann, token = store.add_evaluator("ann")
+    admin, admin_token = store.add_evaluator("root", role="admin")
+    assert store.authenticate(token) == ann and store.authenticate(admin_token).is_admin
+    secrets_ = [t.split(".", 1)[1] for t in (token, admin_token)]
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("feedback.db"))
+    for secret in secrets_:
+        assert secret.encode() not in raw
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT token_hash, token_salt FROM evaluators").fetchall()
+    assert all(len(h) == 64 and len(s) == 32 for h, s in rows)
+    assert len({h for h, _ in rows}) == 2
+    with pytest.raises(InvalidToken, match="Invalid evaluator token"):
+        store.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B"))
+    with pytest.raises(InvalidToken, match="Malformed evaluator token"):
+        store.authenticate("not-a-token")
+    with pytest.raises(InvalidToken, match="No evaluator token given"):
+        store.authenticate(None)
+    new = store.reset_token(ann.id)
+    assert store.authenticate(new) == ann
+    with pytest.raises(InvalidToken):
+        store.authenticate(token)
+    with pytest.raises(FeedbackConflict, match="An evaluator named 'ann' already exists"):
+        store.add_evaluator("ann")
+    with pytest.raises(ConfigError, match="role must be one of 'evaluator', 'admin'; got 'admn'. Did you mean 'admin'"):
+        store.add_evaluator("cy", role="admn")
+    store.close()
+
+
+def test_database_is_sqlite_in_wal_mode_and_survives_concurrent_threads(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    store.add_queries(thumbs(80))
+    people = [store.add_evaluator(f"e{i}")[0] for i in range(8)]
+    errors = []
+
+    def work(person):
+        try:
+            while (view := store.next_query(person.id)) is not None:
+                store.submit(person.id, view.id, {"thumb": "up"})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert len(store.current_answers()) == 80 and len(store.events_since(0)) == 80
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+    with pytest.raises(ConfigError, match="closed"):
+        store.events_since(0)
+
+
+def test_store_urls(tmp_path):
+    assert parse_store_url(tmp_path / "a.db").target == str(tmp_path / "a.db")
+    assert parse_store_url("sqlite:///rel/a.db").target == "rel/a.db"
+    assert parse_store_url("postgres://u@h/db").target == "postgresql://u@h/db"
+    with pytest.raises(ConfigError, match="in-memory database"):
+        parse_store_url("sqlite:///:memory:")
+    with pytest.raises(ConfigError, match="Malformed SQLite URL"):
+        parse_store_url("sqlite://a.db")
+    with pytest.raises(ConfigError, match="Unknown store URL scheme 'sqlit'.*Did you mean 'sqlite'"):
+        parse_store_url("sqlit:///a.db")
+    with pytest.raises(ConfigError, match="does not exist"):
+        FeedbackStore(tmp_path / "missing" / "a.db")
+    with pytest.raises(ConfigError, match="min_evaluators must be an integer >= 1; got 0"):
+        FeedbackStore(tmp_path / "a.db", min_evaluators=0)
+    with pytest.raises(ConfigError, match=r"gold_rate must be a number in \[0, 1\]; got 1.5"):
+        FeedbackStore(tmp_path / "a.db", gold_rate=1.5)
+    if importlib.util.find_spec("psycopg") is None:
+        with pytest.raises(MissingDependency, match=r"psycopg.*pip install 'instruct-env\[postgres\]'"):
+            FeedbackStore("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_query_validation():
+    with pytest.raises(ConfigError, match="'comment' queries cannot have a gold answer"):
+        Query("comment", "Say hi.", ["hi"], gold={"comment": "ok"})
+    with pytest.raises(ConfigError, match="Invalid gold answer: rating must be an integer from 1 to 5; got 9"):
+        Query("rating", "Say hi.", ["hi"], gold={"rating": 9})
+    with pytest.raises(ConfigError, match="instruction is empty"):
+        Query("rating", "  ", ["hi"])
+    with pytest.raises(ConfigError, match="metadata must be JSON-serialisable"):
+        Query("rating", "Say hi.", ["hi"], metadata={"x": object()})
+    q = Query("rating", "Say hi.", ("hi",), options={"high": 10})
+    assert q.options == {"low": 1, "high": 10} and q.completions == ("hi",)
+
+
+def test_metrics_report_counts_and_agreement(db):
+    store = FeedbackStore(db, min_evaluators=3, gold_rate=0.0)
+    store.add_queries([Query("rating", f"Rate {i}", [f"a{i}"]) for i in range(4)])
+    people = [store.add_evaluator(f"e{i}")[0] for i in range(3)]
+    for person in people:
+        while (view := store.next_query(person.id)) is not None:
+            store.submit(person.id, view.id, {"rating": 1 + view.id})  # everyone agrees
+    store.undo(people[0].id)
+    metrics = store.metrics()
+    assert metrics["agreement"] == {"rating": 1.0}
+    assert [e["answered"] for e in metrics["evaluators"]] == [3, 4, 4]
+    assert [e["undos"] for e in metrics["evaluators"]] == [1, 0, 0]
+    assert metrics["queries"] == {"total": 4, "gold": 0, "complete": 3, "min_evaluators": 3}
+    assert metrics["watermark"] == store.last_event_id() == 13
+    store.close()
