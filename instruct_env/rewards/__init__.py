@@ -1,0 +1,43 @@
+"""Batched rewards: strings in, one ``float64`` per completion out.
+
+Every reward has the signature
+``reward(completions, references, **kwargs) -> np.ndarray`` and a
+``compute(...) -> (total, components)`` method. Build them with :func:`make`::
+
+    >>> from instruct_env import rewards
+    >>> reward = rewards.make({"exact_match": 0.5, "token_f1": 0.5})
+    >>> total, parts = reward.compute(["Paris"], [["Paris", "paris, France"]])
+    >>> total, sorted(parts)
+    (array([1.]), ['exact_match', 'token_f1'])
+
+Reference-based metrics give the same values as the reference packages (sacreBLEU, rouge_score),
+which are imported only when such a reward is first called.
+"""
+
+from __future__ import annotations
+
+from instruct_env.rewards.base import CallableReward, Reward, WeightedReward, check_inputs
+from instruct_env.rewards.bleu import BleuReward, ChrfReward
+from instruct_env.rewards.registry import make, names
+from instruct_env.rewards.rouge import RougeReward, clear_caches
+from instruct_env.rewards.task import TaskReward
+from instruct_env.rewards.ter import TerReward
+from instruct_env.rewards.text import ExactMatchReward, LengthPenaltyReward, TokenF1Reward
+
+__all__ = [
+    "Reward",
+    "CallableReward",
+    "WeightedReward",
+    "make",
+    "names",
+    "check_inputs",
+    "clear_caches",
+    "BleuReward",
+    "ChrfReward",
+    "TerReward",
+    "RougeReward",
+    "ExactMatchReward",
+    "TokenF1Reward",
+    "LengthPenaltyReward",
+    "TaskReward",
+]
