@@ -143,7 +143,7 @@ def test_token_episode_end_and_rewards(tokenizer):
             assert reward == 0.0 and not terminated
     assert terminated and not truncated
     assert total == 1.0 and info["completion"] == info["references"][0]
-    assert info["reward_components"] == {"task": 1.0}
+    assert info["reward_components"] == {"task": 1.0} and info["reward_source"] == "task"
     with pytest.raises(ResetNeeded, match="call reset"):
         env.step(0)
 
@@ -211,6 +211,7 @@ def test_completion_env_text_and_ids():
     _, reward, terminated, truncated, info = env.step(ref)
     assert (reward, terminated, truncated) == (1.0, True, False)
     assert info["reward_components"]["exact_match"] == 1.0
+    assert info["reward_source"] == "exact_match+rougeL"
     ids = env.tokenizer.encode(ref, add_special_tokens=False)
     env.reset(seed=2)
     _, reward_ids, terminated, _, info = env.step(np.array(ids + [env.eos_token_id, 5, 6]))

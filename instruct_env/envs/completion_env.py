@@ -172,10 +172,10 @@ class CompletionEnv(gym.Env):
             raise ResetNeeded("step() was called but no episode is running: call reset() first (episodes last one step).")
         texts, n_tokens, limited = self._parser.parse([action])
         sample = self._slots.samples[0]
-        total, components = self.setup.score(texts, [sample])
+        total, components, sources = self.setup.score(texts, [sample])
         info = self._slots.static_info(0)
         info.update(completion=texts[0], completion_tokens=int(n_tokens[0]), length_limited=bool(limited[0]),
-                    reward_components={k: float(v[0]) for k, v in components.items()})
+                    reward_components={k: float(v[0]) for k, v in components.items()}, **sources[0])
         self._running, self._last = False, texts[0]
         return self._obs(), float(total[0]), True, False, info
 
@@ -282,13 +282,13 @@ class CompletionVectorEnv(VectorEnv):
             )
         texts, n_tokens, limited = self._parser.parse(list(actions))
         samples = list(self._slots.samples)
-        total, components = self.setup.score(texts, samples)
+        total, components, sources = self.setup.score(texts, samples)
         final_obs = self._obs()
         final_infos = []
         for i in range(self.num_envs):
             info = self._slots.static_info(i)
             info.update(completion=texts[i], completion_tokens=int(n_tokens[i]), length_limited=bool(limited[i]),
-                        reward_components={k: float(v[i]) for k, v in components.items()})
+                        reward_components={k: float(v[i]) for k, v in components.items()}, **sources[i])
             final_infos.append(info)
         infos = self._start_all(range(self.num_envs), [None] * self.num_envs)
         infos["final_info"] = {}

@@ -146,17 +146,19 @@ class EnvSetup:
         """Decode token-id sequences to text (special tokens dropped)."""
         return self._decode_batch([list(map(int, s)) for s in sequences])
 
-    def score(self, completions: Sequence[str], samples: Sequence[Sample]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Run the configured reward on a batch; returns (total, components)."""
+    def score(
+        self, completions: Sequence[str], samples: Sequence[Sample]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict[str, Any]]]:
+        """Run the configured reward on a batch; returns (total, components, per-item info)."""
         references = [s.references for s in samples]
-        total, components = self.reward.compute(list(completions), references, samples=list(samples))
+        total, components, infos = self.reward.compute_with_info(list(completions), references, samples=list(samples))
         total = np.asarray(total, dtype=np.float64)
         if total.shape != (len(completions),) or not np.all(np.isfinite(total)):
             raise RewardError(
                 f"Reward {getattr(self.reward, 'name', self.reward)!r} returned {total!r}; expected "
                 f"{len(completions)} finite floats, one per completion."
             )
-        return total, components
+        return total, components, infos
 
     def pick_sample(self, rng: np.random.Generator, options: Mapping[str, Any] | None) -> Sample:
         """Choose the sample for a new episode: from ``options`` or uniformly at random."""

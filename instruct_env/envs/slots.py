@@ -98,7 +98,7 @@ class TokenSlots:
         """Score finished episodes; return rewards and per-slot end-of-episode info."""
         texts = self.completion_texts(slots)
         samples = [self.samples[s] for s in slots]
-        total, components = self.setup.score(texts, samples)
+        total, components, sources = self.setup.score(texts, samples)
         infos = []
         for j, slot in enumerate(slots):
             infos.append(
@@ -106,6 +106,7 @@ class TokenSlots:
                     "completion": texts[j],
                     "completion_tokens": int(self.num_generated[slot]),
                     "reward_components": {k: float(v[j]) for k, v in components.items()},
+                    **sources[j],
                 }
             )
         return total, infos

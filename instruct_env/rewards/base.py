@@ -128,6 +128,23 @@ class Reward:
         values = np.asarray(self._score(completions, refs, **kwargs), dtype=np.float64)
         return values, {self.name: values}
 
+    def compute_with_info(
+        self, completions: Completions, references: References, **kwargs: Any
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict[str, Any]]]:
+        """Like :meth:`compute`, plus one info dict per completion saying where its value came from.
+
+        Environments put these dicts into the episode's ``info``. Automatic rewards report
+        ``{"reward_source": name}``; rewards backed by people or a learned reward model
+        override this to add e.g. the reward-model version or a ticket for a delayed label.
+
+        >>> ExactMatchLike = type("ExactMatchLike", (Reward,), {"name": "same",
+        ...     "_score": lambda self, c, r, **k: np.array([float(x in y) for x, y in zip(c, r)])})
+        >>> ExactMatchLike().compute_with_info(["a"], [["a"]])[2]
+        [{'reward_source': 'same'}]
+        """
+        total, components = self.compute(completions, references, **kwargs)
+        return total, components, [{"reward_source": self.name} for _ in range(len(total))]
+
     def _score(self, completions: list[str], references: list[tuple[str, ...]], **kwargs: Any) -> np.ndarray:
         raise NotImplementedError
 
@@ -236,14 +253,24 @@ class WeightedReward(Reward):
     def compute(
         self, completions: Completions, references: References, **kwargs: Any
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.compute_with_info(completions, references, **kwargs)[:2]
+
+    def compute_with_info(
+        self, completions: Completions, references: References, **kwargs: Any
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict[str, Any]]]:
+        """Weighted total, each term's values, and the terms' info merged per completion."""
         completions, refs = check_inputs(completions, references)
         total = np.zeros(len(completions), dtype=np.float64)
         components: dict[str, np.ndarray] = {}
+        infos: list[dict[str, Any]] = [{} for _ in completions]
         for reward, weight in self.terms:
-            values = reward(completions, refs, **kwargs)
+            values, _, term_infos = reward.compute_with_info(completions, refs, **kwargs)
             components[reward.name] = values
             total += weight * values
-        return total, components
+            for merged, info in zip(infos, term_infos):
+                for key, value in info.items():
+                    merged[key] = f"{merged[key]}+{value}" if key == "reward_source" and key in merged else value
+        return total, components, infos
 
     def __repr__(self) -> str:
         return f"WeightedReward({self.terms!r})"
