@@ -143,6 +143,29 @@ class SlotActor:
         self.logits, self.values = logits[:, -1], values[:, -1]
 
     @torch.no_grad()
+    def resume(self, obs: dict[str, np.ndarray]) -> None:
+        """Prefill every slot from a mid-episode observation (prompt *and* completion so far).
+
+        Use after the policy's weights changed (an RL update): the cached keys and values
+        were computed by the old weights, so every row is recomputed from its tokens.
+        """
+        device = next(self.policy.parameters()).device
+        mask_np = obs["attention_mask"].astype(bool)
+        lengths = mask_np.sum(1)
+        width = int(lengths.max())
+        pad = int(obs["input_ids"][~mask_np][0]) if (~mask_np).any() else 0
+        ids = np.full((len(lengths), width), pad, dtype=np.int64)
+        mask = np.zeros((len(lengths), width), dtype=np.int64)
+        for i, n in enumerate(lengths):  # the real tokens are contiguous: right-align them
+            ids[i, width - n:] = obs["input_ids"][i][mask_np[i]]
+            mask[i, width - n:] = 1
+        ids_t, mask_t = torch.as_tensor(ids, device=device), torch.as_tensor(mask, device=device)
+        pos = position_ids_from_mask(mask_t)
+        logits, values, self.cache = self.policy(ids_t, mask_t, pos, use_cache=True)
+        self.mask, self.next_pos = mask_t, pos[:, -1] + 1
+        self.logits, self.values = logits[:, -1], values[:, -1]
+
+    @torch.no_grad()
     def advance(self, actions: torch.Tensor, restarted: np.ndarray, obs: dict[str, np.ndarray]) -> None:
         """Feed the actions just taken; prefill the slots in ``restarted`` from ``obs``."""
         device = actions.device

@@ -12,6 +12,16 @@
 * :mod:`~instruct_env.feedback.server`: the REST API and evaluator pages (needs the ``server``
   extra; ``create_app`` and ``serve`` are imported from it only when first used).
 
+Learning from feedback (imported when first used; the reward model and the online learner need torch):
+
+* :mod:`~instruct_env.feedback.oracle`: ask for judgements and get them back, blocking or with a
+  ticket (``SimulatedOracle``, ``HumanOracle``, ``OraclePool``).
+* :mod:`~instruct_env.feedback.reward_model`: an ensemble of heads over frozen LM features.
+* :mod:`~instruct_env.feedback.online`: a worker that refits it on new labels and promotes only
+  candidates whose held-out accuracy does not drop.
+* :mod:`~instruct_env.feedback.active`: which outputs to send to people (query by committee).
+* :mod:`~instruct_env.feedback.rewards`: ``ProxyReward`` and ``DelayedHumanReward`` for ``reward=``.
+
 Importing this package needs only numpy and the standard library.
 """
 
@@ -109,14 +119,47 @@ __all__ = [
     # server (lazy)
     "create_app",
     "serve",
+    # learning from feedback (lazy)
+    "FeedbackItem",
+    "Ticket",
+    "Judgement",
+    "FeedbackResult",
+    "FeedbackTimeout",
+    "Oracle",
+    "SimulatedOracle",
+    "HumanOracle",
+    "OraclePool",
+    "answer_value",
+    "prompt_text",
+    "Label",
+    "RewardModel",
+    "RewardModelConfig",
+    "FeatureExtractor",
+    "Accuracy",
+    "OnlineRewardLearner",
+    "RefitReport",
+    "labels_from_answer",
+    "ActiveSelector",
+    "ProxyReward",
+    "DelayedHumanReward",
 ]
 
-_SERVER = ("create_app", "serve")
+# name -> module: imported on first use (FastAPI for the server, torch for the reward model).
+_LAZY = {
+    "create_app": "server",
+    "serve": "server",
+    **dict.fromkeys(("FeedbackItem", "Ticket", "Judgement", "FeedbackResult", "FeedbackTimeout", "Oracle",
+                     "SimulatedOracle", "HumanOracle", "OraclePool", "answer_value", "prompt_text"), "oracle"),
+    **dict.fromkeys(("Label", "RewardModel", "RewardModelConfig", "FeatureExtractor", "Accuracy"), "reward_model"),
+    **dict.fromkeys(("OnlineRewardLearner", "RefitReport", "labels_from_answer"), "online"),
+    "ActiveSelector": "active",
+    **dict.fromkeys(("ProxyReward", "DelayedHumanReward"), "rewards"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SERVER:  # FastAPI is imported only when the server is used
-        from instruct_env.feedback import server
+    if name in _LAZY:
+        import importlib
 
-        return getattr(server, name)
+        return getattr(importlib.import_module(f"instruct_env.feedback.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'instruct_env.feedback' has no attribute {name!r}")

@@ -1,5 +1,8 @@
 """Loading instruction data from files, Hugging Face datasets and reasoning-gym.
 
+The reasoning-gym loader lives in :mod:`instruct_env.tasks.reasoning` (its scorer guards are
+documented there) and is re-exported here.
+
 Field layouts:
     Without ``fields``, the layout is detected from the keys of the first record, trying in
     order (``source key -> Sample field``):
@@ -38,7 +41,6 @@ import codecs
 import csv
 import io
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -46,7 +48,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from instruct_env.error import ConfigError, DataFormatError, EmptyDatasetError, require
+from instruct_env.error import ConfigError, DataFormatError, EmptyDatasetError
+from instruct_env.tasks.reasoning import ReasoningGymVerifier, from_reasoning_gym
 from instruct_env.tasks.sample import Sample
 
 __all__ = ["load_file", "from_hf_dataset", "from_reasoning_gym", "ReasoningGymVerifier", "FORMATS"]
@@ -436,109 +439,4 @@ def from_hf_dataset(
     )
     if not samples:
         raise EmptyDatasetError(f"Dataset {name!r} has no rows.")
-    return samples
-
-
-# ---------------------------------------------------------------------------------------------
-# reasoning-gym
-# ---------------------------------------------------------------------------------------------
-
-
-class ReasoningGymVerifier:
-    """Scores completions with a reasoning-gym dataset's ``score_answer``.
-
-    The score is ``dataset.score_answer(answer=completion, entry=sample.metadata["entry"])``
-    clamped to ``[0, 1]``. If the scorer raises, or returns ``None`` or a non-number (NaN
-    included), the score is ``0.0``: reasoning-gym scorers may fail on malformed answers and a
-    bad completion must not stop an RL run. Pickling keeps only the dataset's name and
-    configuration; the dataset is re-created (with the same arguments) on first use.
-    """
-
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        self.name = name
-        self.config = dict(config)
-        self._dataset: Any = None
-
-    @property
-    def dataset(self) -> Any:
-        """The reasoning-gym dataset (created on first use)."""
-        if self._dataset is None:
-            reasoning_gym = require("reasoning_gym", "reasoning")
-            self._dataset = reasoning_gym.create_dataset(self.name, **self.config)
-        return self._dataset
-
-    def __call__(self, completion: str, sample: Sample) -> float:
-        dataset = self.dataset  # outside the try: a missing package must not read as a 0 score
-        try:
-            score = dataset.score_answer(answer=completion, entry=sample.metadata["entry"])
-        except Exception:
-            return 0.0
-        if score is None:
-            return 0.0
-        try:
-            score = float(score)
-        except (TypeError, ValueError):
-            return 0.0
-        if math.isnan(score):
-            return 0.0
-        return min(1.0, max(0.0, score))
-
-    def __getstate__(self) -> dict:
-        return {"name": self.name, "config": self.config, "_dataset": None}
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ReasoningGymVerifier) and (self.name, self.config) == (
-            other.name,
-            other.config,
-        )
-
-    def __hash__(self) -> int:
-        return hash(self.name)
-
-    def __repr__(self) -> str:
-        return f"ReasoningGymVerifier(name={self.name!r}, config={self.config!r})"
-
-
-def from_reasoning_gym(name: str, size: int = 100, seed: int = 0, **config: Any) -> list[Sample]:
-    """Samples from a procedural reasoning-gym dataset (needs ``pip install 'instruct-env[reasoning]'``).
-
-    Each entry becomes ``Sample(id="<name>/<i>", task=name, instruction=entry["question"],
-    references=(str(entry["answer"]),), metadata={"entry": entry, "source": "reasoning_gym"})``
-    with a shared :class:`ReasoningGymVerifier` as its verifier.
-
-    Args:
-        name: The reasoning-gym dataset name, e.g. ``"leg_counting"``.
-        size: Number of entries.
-        seed: Seed of the reasoning-gym generator.
-        **config: Further dataset options, passed to ``reasoning_gym.create_dataset``.
-
-    Raises:
-        MissingDependency: reasoning-gym is not installed.
-        ConfigError: bad ``size`` or ``seed``.
-        DataFormatError: an entry lacks ``question`` or ``answer``.
-        EmptyDatasetError: the dataset yields no entries.
-    """
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ConfigError(f"size must be a positive integer, got {size!r}.")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed must be an integer, got {seed!r}.")
-    verifier = ReasoningGymVerifier(name, {"size": size, "seed": seed, **config})
-    samples = []
-    for i, entry in enumerate(verifier.dataset):
-        missing = [k for k in ("question", "answer") if not isinstance(entry, Mapping) or k not in entry]
-        if missing:
-            raise DataFormatError(f"reasoning-gym dataset {name!r}, entry {i}: missing key {missing[0]!r}.")
-        answer = entry["answer"]
-        samples.append(
-            Sample(
-                id=f"{name}/{i}",
-                task=name,
-                instruction=str(entry["question"]),
-                references=() if answer is None else (str(answer),),
-                metadata={"entry": entry, "source": "reasoning_gym"},
-                verifier=verifier,
-            )
-        )
-    if not samples:
-        raise EmptyDatasetError(f"reasoning-gym dataset {name!r} yielded no entries.")
     return samples

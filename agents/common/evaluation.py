@@ -1,0 +1,360 @@
+"""Held-out evaluation, independent of whatever reward a trainer optimised.
+
+:func:`evaluate` decodes greedily (one batched, KV-cached :func:`~agents.common.generation.generate`
+call per batch; ``model.generate`` for encoder-decoder models) and :func:`score_completions`
+measures the answers, per task family and overall:
+
+- ``task``: the sample's own verifier (:meth:`~instruct_env.tasks.Sample.score`), in [0, 1] with
+  partial credit (``nan`` for samples without a verifier);
+- ``exact_match``, ``bleu``, ``rougeL``: the reference-based rewards of :mod:`instruct_env.rewards`;
+- ``length``: mean completion length in tokens (the end-of-sequence token not counted).
+
+"Overall" is the macro average over task families, so each family counts the same however many
+samples it has. Samples whose ``metadata["heldout_phrasing"]`` is true (an instruction wording
+left out of the default model's pre-training) are also scored apart, next to the other ones.
+
+:class:`HeldOutTracker` watches a training run's evaluations: it keeps the best model state by
+the held-out metric and warns when the training reward rises while the held-out metric falls
+(a sign of reward hacking).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from instruct_env.error import ConfigError
+from instruct_env.tasks.sample import Sample
+
+__all__ = [
+    "METRICS",
+    "EvalResult",
+    "score_completions",
+    "generate_completions",
+    "evaluate",
+    "HeldOutTracker",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Metrics computed for every evaluation, in report order.
+METRICS: tuple[str, ...] = ("task", "exact_match", "bleu", "rougeL", "length")
+_REFERENCE_REWARDS = ("exact_match", "bleu", "rougeL")
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+@dataclass
+class EvalResult:
+    """Scores of one evaluation.
+
+    Attributes:
+        per_task: ``task -> metric -> mean`` over that family's samples.
+        overall: ``metric -> mean over task families`` (macro average).
+        counts: ``task -> number of samples``.
+        heldout_phrasing: ``metric -> macro average`` over samples whose instruction wording was
+            held out of pre-training; ``None`` when the samples carry no such marker.
+        seen_phrasing: The same over the other samples (``None`` likewise).
+        split: Name of the split evaluated (informational).
+        records: One dict per sample (``id``, ``task``, ``heldout_phrasing``, ``completion``,
+            ``reference`` and ``scores``, a ``metric -> value`` dict) when kept, else empty.
+    """
+
+    per_task: dict[str, dict[str, float]]
+    overall: dict[str, float]
+    counts: dict[str, int]
+    heldout_phrasing: dict[str, float] | None = None
+    seen_phrasing: dict[str, float] | None = None
+    split: str = "test"
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def num_samples(self) -> int:
+        """Number of samples scored."""
+        return sum(self.counts.values())
+
+    def to_dict(self, with_records: bool = False) -> dict[str, Any]:
+        """Plain-Python form (for JSON); per-sample records only when asked."""
+        out = {
+            "split": self.split,
+            "num_samples": self.num_samples,
+            "overall": dict(self.overall),
+            "per_task": {k: dict(v) for k, v in self.per_task.items()},
+            "counts": dict(self.counts),
+            "heldout_phrasing": self.heldout_phrasing,
+            "seen_phrasing": self.seen_phrasing,
+        }
+        if with_records:
+            out["records"] = list(self.records)
+        return out
+
+    def flat(self, prefix: str = "") -> dict[str, float]:
+        """Overall metrics plus ``"<task>/<metric>"`` entries, for logging."""
+        out = {f"{prefix}{k}": v for k, v in self.overall.items()}
+        for task, metrics in self.per_task.items():
+            for k, v in metrics.items():
+                out[f"{prefix}{task}/{k}"] = v
+        if self.heldout_phrasing is not None:
+            out.update({f"{prefix}heldout_phrasing/{k}": v for k, v in self.heldout_phrasing.items()})
+        return out
+
+
+def _reward_scores(completions: list[str], samples: Sequence[Sample]) -> dict[str, np.ndarray]:
+    from instruct_env import rewards
+
+    references = [s.references for s in samples]
+    scores = {}
+    for name in _REFERENCE_REWARDS:
+        values = np.asarray(rewards.make(name)(completions, references, samples=list(samples)), dtype=np.float64)
+        if values.shape != (len(completions),):
+            raise ConfigError(f"Reward {name!r} returned shape {values.shape}; expected ({len(completions)},).")
+        scores[name] = values
+    return scores
+
+
+def _summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Per-family means and their macro average, from records holding a ``scores`` dict."""
+    by_task: dict[str, list[dict[str, float]]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], []).append(row["scores"])
+    per_task = {t: {m: _nanmean([s[m] for s in group]) for m in METRICS} for t, group in by_task.items()}
+    overall = {m: _nanmean([per_task[t][m] for t in per_task]) for m in METRICS}
+    return per_task, overall
+
+
+def score_completions(
+    samples: Sequence[Sample],
+    completions: Sequence[str],
+    lengths: Sequence[int] | None = None,
+    *,
+    split: str = "test",
+    keep_records: bool = True,
+) -> EvalResult:
+    """Score given completions (one per sample) with every metric of :data:`METRICS`.
+
+    Args:
+        samples: The evaluated samples.
+        completions: The answers, in the same order.
+        lengths: Completion lengths in tokens; whitespace-separated words when not given.
+        split: Recorded in the result.
+        keep_records: Keep one record per sample in :attr:`EvalResult.records`.
+
+    >>> from instruct_env.tasks import BuiltinDataset
+    >>> data = list(BuiltinDataset(["copy", "arithmetic"], split="test", size_per_task=4))
+    >>> result = score_completions(data, [s.references[0] for s in data])
+    >>> result.overall["task"], result.overall["exact_match"], result.per_task["copy"]["rougeL"]
+    (1.0, 1.0, 1.0)
+    """
+    samples = list(samples)
+    completions = [str(c) for c in completions]
+    if len(samples) != len(completions):
+        raise ConfigError(f"Got {len(completions)} completions for {len(samples)} samples; expected one per sample.")
+    if not samples:
+        raise ConfigError("Nothing to evaluate: the sample list is empty.")
+    if lengths is None:
+        lengths = [len(c.split()) for c in completions]
+    if len(lengths) != len(samples):
+        raise ConfigError(f"Got {len(lengths)} lengths for {len(samples)} samples; expected one per sample.")
+    reference_scores = _reward_scores(completions, samples)
+    rows = []
+    for i, (sample, completion) in enumerate(zip(samples, completions)):
+        scores = {"task": sample.score(completion) if sample.verifier is not None else float("nan")}
+        scores.update({m: float(reference_scores[m][i]) for m in _REFERENCE_REWARDS})
+        scores["length"] = float(lengths[i])
+        rows.append({
+            "id": sample.id,
+            "task": sample.task,
+            "heldout_phrasing": bool(sample.metadata.get("heldout_phrasing", False)),
+            "completion": completion,
+            "reference": sample.references[0] if sample.references else "",
+            "scores": scores,
+        })
+    per_task, overall = _summarise(rows)
+    marked = any("heldout_phrasing" in s.metadata for s in samples)
+    heldout = [r for r in rows if r["heldout_phrasing"]]
+    seen = [r for r in rows if not r["heldout_phrasing"]]
+    return EvalResult(
+        per_task=per_task,
+        overall=overall,
+        counts={task: sum(r["task"] == task for r in rows) for task in per_task},
+        heldout_phrasing=_summarise(heldout)[1] if marked and heldout else None,
+        seen_phrasing=_summarise(seen)[1] if marked and seen else None,
+        split=split,
+        records=rows if keep_records else [],
+    )
+
+
+def _unwrap(model: Any) -> Any:
+    """The language model inside an :class:`~agents.common.model.ActorCritic` (or ``model``)."""
+    return getattr(model, "lm", model) if hasattr(model, "value_head") else model
+
+
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    samples: Sequence[Sample],
+    *,
+    formatter: Any = None,
+    max_prompt_tokens: int = 128,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    progress: Any = None,
+) -> tuple[list[str], list[int]]:
+    """Greedy completions for ``samples``; returns ``(texts, lengths in tokens without EOS)``.
+
+    Prompts are encoded with ``formatter`` (the default :class:`~instruct_env.tasks.PromptFormatter`
+    when ``None``), sorted by length so each batch has little padding, left-padded, and decoded
+    with the model's own device. ``model`` may be a causal LM, an encoder-decoder LM or an
+    :class:`~agents.common.model.ActorCritic`. The model is put in eval mode and restored after.
+
+    Args:
+        progress: Optional callable wrapping the batch iterator (e.g. ``RunLogger.progress``).
+    """
+    import torch
+
+    from agents.common.device import autocast
+    from agents.common.generation import SamplingConfig, generate
+    from instruct_env.tasks import PromptFormatter
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1; got {batch_size}.")
+    lm = _unwrap(model)
+    formatter = formatter if formatter is not None else PromptFormatter()
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ConfigError("The tokenizer has no eos_token_id; generation could never stop.")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    device = next(lm.parameters()).device
+    encoder_decoder = bool(getattr(lm.config, "is_encoder_decoder", False))
+    prompts = [formatter.encode(s, tokenizer, max_prompt_tokens)[0] for s in samples]
+    order = sorted(range(len(samples)), key=lambda i: len(prompts[i]))
+    texts: list[str] = [""] * len(samples)
+    lengths: list[int] = [0] * len(samples)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    iterator = progress(batches) if progress is not None else batches
+    was_training = lm.training
+    lm.eval()
+    try:
+        for batch in iterator:
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, P), left-padded
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
+                mask[row, width - len(prompts[i]):] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            with torch.no_grad(), autocast(device):
+                if encoder_decoder:
+                    out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad)
+                    tokens = out[:, 1:].tolist()  # drop the decoder start token
+                else:
+                    gen = generate(lm, ids, mask, max_new_tokens, eos, pad, SamplingConfig(temperature=0.0))
+                    tokens = gen.tokens.tolist()
+            for row, i in enumerate(batch):
+                seq = tokens[row]
+                if eos in seq:
+                    seq = seq[: seq.index(eos)]
+                seq = [t for t in seq if t != pad]
+                texts[i] = tokenizer.decode(seq, skip_special_tokens=True)
+                lengths[i] = len(seq)
+    finally:
+        lm.train(was_training)
+    return texts, lengths
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    samples: Sequence[Sample],
+    *,
+    formatter: Any = None,
+    max_prompt_tokens: int = 128,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    split: str = "test",
+    keep_records: bool = True,
+    progress: Any = None,
+) -> EvalResult:
+    """Greedy-decode ``samples`` with ``model`` and score the answers (see :func:`score_completions`)."""
+    samples = list(samples)
+    texts, lengths = generate_completions(
+        model, tokenizer, samples, formatter=formatter, max_prompt_tokens=max_prompt_tokens,
+        max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+    )
+    return score_completions(samples, texts, lengths, split=split, keep_records=keep_records)
+
+
+class HeldOutTracker:
+    """Best-checkpoint keeping and a reward-hacking guard over a run's evaluations.
+
+    Call :meth:`update` after every held-out evaluation with the training reward averaged since
+    the previous evaluation. The model state with the best held-out metric so far is kept (a
+    CPU copy of the ``state_dict``, or saved with ``save_fn`` when given); :meth:`restore_best`
+    loads it back. When the training reward went up while the held-out metric went down since
+    the previous evaluation, a warning is logged and kept in :attr:`warnings`.
+
+    Args:
+        metric: Name of the held-out metric (for messages), higher is better.
+        tolerance: Changes smaller than this count as "no change" in either direction.
+        save_fn: Optional ``save_fn(model)`` called on every new best (e.g. to write a checkpoint).
+
+    >>> tracker = HeldOutTracker("task")
+    >>> tracker.update(step=1, heldout=0.5, train_reward=0.4)
+    >>> tracker.update(step=2, heldout=0.4, train_reward=0.6)
+    >>> tracker.best_step, len(tracker.warnings)
+    (1, 1)
+    """
+
+    def __init__(self, metric: str = "task", tolerance: float = 0.005, save_fn: Any = None) -> None:
+        self.metric = metric
+        self.tolerance = tolerance
+        self.save_fn = save_fn
+        self.best_value = -math.inf
+        self.best_step: int | None = None
+        self.best_state: dict[str, Any] | None = None
+        self.warnings: list[str] = []
+        self.history: list[dict[str, float]] = []
+
+    def update(self, step: int, heldout: float, train_reward: float | None = None, model: Any = None) -> None:
+        """Record one evaluation; keep ``model``'s state if ``heldout`` is the best so far."""
+        previous = self.history[-1] if self.history else None
+        self.history.append({"step": step, "heldout": heldout,
+                             "train_reward": float("nan") if train_reward is None else train_reward})
+        if (previous is not None and train_reward is not None and not math.isnan(previous["train_reward"])
+                and train_reward > previous["train_reward"] + self.tolerance
+                and heldout < previous["heldout"] - self.tolerance):
+            message = (
+                f"Possible reward hacking between steps {previous['step']} and {step}: the training reward rose "
+                f"({previous['train_reward']:.3f} -> {train_reward:.3f}) while the held-out {self.metric} fell "
+                f"({previous['heldout']:.3f} -> {heldout:.3f})."
+            )
+            logger.warning(message)
+            self.warnings.append(message)
+        if heldout > self.best_value:
+            self.best_value, self.best_step = heldout, step
+            if model is not None:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if self.save_fn is not None:
+                    self.save_fn(model)
+
+    def restore_best(self, model: Any) -> bool:
+        """Load the best state kept so far into ``model``; ``False`` if none was kept."""
+        if self.best_state is None:
+            return False
+        model.load_state_dict(copy.copy(self.best_state))
+        return True
+
+    def summary(self) -> Mapping[str, Any]:
+        """Best step and value, and the warnings raised."""
+        return {"metric": self.metric, "best_step": self.best_step,
+                "best_value": None if self.best_step is None else self.best_value, "warnings": list(self.warnings)}

@@ -1,0 +1,377 @@
+"""Short, cached language-model pre-training of the embedded default model on the task suite's text.
+
+A randomly initialised model knows nothing, so SFT on a few dozen examples per task would have to
+teach it the language, the format and the tasks at once. The default model is therefore first
+pre-trained, as a plain next-token predictor on every token, on solved examples of the built-in
+suite (:func:`~instruct_env.tasks.pretraining_corpus`): TRAIN split only, and with one instruction
+phrasing per task family held out, so that evaluation can still measure how the model copes with
+wording it has never seen. The SFT that follows is then genuinely few-shot.
+
+Pre-training is bounded by a number of steps (so it is reproducible) and cached: the weights are
+stored under ``instruct_env.tokenizer.cache_dir()/pretrained/`` in a folder named by a hash of
+everything that decides them -- the model shape, the tokenizer file, the corpus (its settings and
+its text), the optimisation settings, the steps and the seed. Later runs load the folder.
+``time_budget_s`` is only a safety stop: a run cut short by it is used as it is, and its state
+(weights, optimizer, step) is kept next to the cache folder, so the next run with the same settings
+resumes it -- the data order and learning-rate schedule continue where they stopped -- until the
+planned steps are done and the weights are cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import pickle
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instruct_env.error import ConfigError
+
+__all__ = ["PretrainConfig", "PretrainInfo", "pretrained_default_model", "pretrain_cache_path"]
+
+logger = logging.getLogger(__name__)
+_FORMAT_VERSION = 1
+
+
+@dataclass
+class PretrainConfig:
+    """Pre-training of the embedded default model (sized for about 3 minutes on 2 idle CPU cores).
+
+    Attributes:
+        steps: Optimizer steps (the run's length; part of the cache key).
+        batch_size: Examples per step.
+        lr: Peak AdamW learning rate (linear warm-up, cosine decay to 10%).
+        warmup_steps: Warm-up steps.
+        weight_decay: AdamW weight decay on weight matrices.
+        n_per_task: Corpus examples per task family (about 2.7 epochs at the default steps).
+        tasks: Task families of the corpus (``None``: the whole built-in suite).
+        seed: Seed of the initial weights, the corpus and the data order.
+        time_budget_s: Safety stop in seconds (``None``: none); a run it cuts short is resumed by the
+            next run with the same settings.
+        cache: Load from / save to the cache.
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    n_per_task: int = 2000
+    tasks: list[str] | None = None
+    seed: int = 0
+    time_budget_s: float | None = 240.0
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "n_per_task"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"PretrainConfig.{name} must be >= 1; got {getattr(self, name)}.")
+        if self.warmup_steps < 0 or self.seed < 0 or self.weight_decay < 0:
+            raise ConfigError(
+                "PretrainConfig.warmup_steps, seed and weight_decay must be >= 0; got "
+                f"{self.warmup_steps}, {self.seed} and {self.weight_decay}."
+            )
+        if not self.lr > 0:
+            raise ConfigError(f"PretrainConfig.lr must be > 0; got {self.lr}.")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError(f"PretrainConfig.time_budget_s must be > 0 or None; got {self.time_budget_s}.")
+
+
+@dataclass
+class PretrainInfo:
+    """How the returned default model was pre-trained.
+
+    Attributes:
+        path: The cache folder (``None`` when not cached).
+        from_cache: The weights were loaded, not trained, in this call.
+        steps: Steps completed; ``planned_steps``: steps configured.
+        final_loss: Mean next-token loss over the last 50 steps.
+        elapsed_s: Training seconds in this call (0 when loaded from the cache).
+        train_seconds: Seconds the whole training took (over resumed runs too).
+        resumed_from_step: The step this call resumed from (0: it started from scratch).
+        corpus_examples: Number of corpus texts; ``heldout_phrasings``: what was held out.
+        config: The :class:`PretrainConfig` as a dict.
+    """
+
+    path: str | None
+    from_cache: bool
+    steps: int
+    planned_steps: int
+    final_loss: float
+    elapsed_s: float
+    train_seconds: float
+    corpus_examples: int
+    config: dict[str, Any]
+    model_config: dict[str, Any]
+    resumed_from_step: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether every planned step ran."""
+        return self.steps >= self.planned_steps
+
+    def describe(self) -> str:
+        """One paragraph for a report."""
+        if self.from_cache:
+            source = f"loaded from the cache at `{self.path}`"
+        else:
+            source = f"trained in this run in {self.elapsed_s:.0f} s"
+            if self.resumed_from_step:
+                source += f" (resuming an earlier run's interrupted pre-training at step {self.resumed_from_step})"
+            if self.path:
+                source += f" and cached at `{self.path}`"
+        shape = ", ".join(f"{k}={v}" for k, v in self.model_config.items())
+        text = (
+            f"The embedded default model (GPT-2 architecture, {shape}) was pre-trained from random initialisation "
+            f"as a next-token predictor on {self.corpus_examples} solved examples generated from the TRAIN split of "
+            f"the built-in task suite, with one instruction phrasing per task family held out of that corpus "
+            f"(the 'held-out phrasing' rows measure those). It ran {self.steps} steps of batch "
+            f"{self.config['batch_size']} (final loss {self.final_loss:.3f}); the weights were {source}. "
+            "The SFT that follows is therefore few-shot: it teaches a model that already knows the format."
+        )
+        if not self.complete:
+            text += (f" Warning: the time budget stopped pre-training after {self.steps} of {self.planned_steps} "
+                     "steps, so this model is weaker than the default; the next run resumes the pre-training "
+                     "and caches it once complete.")
+        return text
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def pretrain_cache_path(model_config: Any, tokenizer: Any, config: PretrainConfig, corpus: list[str]) -> Path:
+    """The cache folder for these settings (it may not exist yet)."""
+    from instruct_env.tokenizer import cache_dir
+
+    digest = hashlib.sha256()
+    settings = {
+        "version": _FORMAT_VERSION,
+        "model": dataclasses.asdict(model_config),
+        "tokenizer": _tokenizer_digest(tokenizer),
+        "pretrain": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("time_budget_s", "cache")},
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for text in corpus:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return cache_dir() / "pretrained" / f"default-v{_FORMAT_VERSION}-{digest.hexdigest()[:16]}"
+
+
+def _batches(lengths: list[int], batch_size: int, seed: int):
+    """Endless batches of example indices: a new permutation every epoch, grouped by length.
+
+    Each run of 32 batches' worth of shuffled examples is sorted by length before it is cut into
+    batches (whose order is then shuffled), so a batch pads little while the data stay mixed.
+    """
+    import numpy as np
+
+    epoch = 0
+    chunk = 32 * batch_size
+    while True:
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(lengths))
+        batches = []
+        for start in range(0, len(order) - batch_size + 1, chunk):
+            part = order[start:start + chunk]
+            part = part[np.argsort([lengths[i] for i in part], kind="stable")]
+            batches += [part[i:i + batch_size] for i in range(0, len(part) - batch_size + 1, batch_size)]
+        yield from (batches[i] for i in rng.permutation(len(batches)))
+        epoch += 1
+
+
+def _train(model, corpus_ids: list[list[int]], pad_id: int, config: PretrainConfig, device, run_logger,
+           resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``model`` in place up to ``config.steps`` (or the time budget), from ``resume`` if given.
+
+    Returns the state needed to report or resume: ``step``, ``losses``, ``seconds`` (this call),
+    ``optimizer`` and ``scheduler`` state dicts.
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from agents.common.device import autocast
+    from agents.common.model import lm_forward
+
+    torch.manual_seed(config.seed)
+    model.to(device)
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
+
+    def multiplier(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    batch_size = min(config.batch_size, len(corpus_ids))
+    batches = _batches([len(r) for r in corpus_ids], batch_size, config.seed)
+    step, losses = 0, []
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        step, losses = resume["step"], list(resume["losses"])
+        for _ in range(step):  # the data order continues where the interrupted run stopped
+            next(batches)
+    start = time.perf_counter()
+    progress = run_logger.progress(total=config.steps, desc="pre-training", unit="step") if run_logger else None
+    if progress is not None:
+        progress.update(step)
+    while step < config.steps:
+        rows = [corpus_ids[i] for i in next(batches)]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T), right-padded
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, r in enumerate(rows):
+            ids[b, : len(r)] = torch.tensor(r)
+            mask[b, : len(r)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        with autocast(device):
+            logits = lm_forward(model, ids, mask).logits[:, :-1]  # (B, T-1, V)
+        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, T-1)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress.update(1)
+            if step % 25 == 0:
+                progress.set_postfix(loss=f"{np.mean(losses[-25:]):.3f}")
+        if run_logger is not None and step % 25 == 0:
+            run_logger.log({"loss": float(np.mean(losses[-25:])), "lr": scheduler.get_last_lr()[0]},
+                           step=step, stage="pretrain")
+        if config.time_budget_s is not None and time.perf_counter() - start >= config.time_budget_s:
+            logger.warning("Pre-training stopped by its time budget (%.0f s) after %d of %d steps; the next run "
+                           "resumes from there.", config.time_budget_s, step, config.steps)
+            break
+    if progress is not None:
+        progress.close()
+    model.eval()
+    return {"step": step, "losses": losses[-50:], "seconds": time.perf_counter() - start,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+
+def _save_atomically(path: Path, write) -> None:
+    """Run ``write(tmp)`` on a fresh temporary folder, then move it to ``path`` in one step."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        os.replace(tmp, path)  # atomic: a concurrent run never sees a half-written folder
+    except OSError:  # another process wrote the same folder first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pretrained_default_model(
+    tokenizer: Any = None,
+    model_config: Any = None,
+    config: PretrainConfig | None = None,
+    *,
+    device: Any = "auto",
+    refresh: bool = False,
+    run_logger: Any = None,
+):
+    """The embedded default model, pre-trained on the task suite's text (from the cache when possible).
+
+    Args:
+        tokenizer: The tokenizer (default: :func:`~instruct_env.tokenizer.builtin_tokenizer`).
+        model_config: A :class:`~agents.common.model.DefaultModelConfig` (default shape if ``None``).
+        config: A :class:`PretrainConfig`.
+        device: Where to train (``"auto"``: CUDA, then MPS, then CPU). The model is returned there.
+        refresh: Retrain even when the cache has these weights.
+        run_logger: Optional :class:`~agents.common.logging.RunLogger` (stage ``"pretrain"``).
+
+    Returns:
+        ``(model, info)``: a ``GPT2LMHeadModel`` in eval mode and a :class:`PretrainInfo`.
+    """
+    from transformers import GPT2LMHeadModel
+
+    from agents.common.device import select_device
+    from agents.common.model import DefaultModelConfig, build_default_model
+    from instruct_env.tasks import pretraining_corpus
+
+    if tokenizer is None:
+        from instruct_env.tokenizer import builtin_tokenizer
+
+        tokenizer = builtin_tokenizer()
+    model_config = model_config if model_config is not None else DefaultModelConfig()
+    config = config if config is not None else PretrainConfig()
+    device = select_device(device)
+    corpus = pretraining_corpus(n_per_task=config.n_per_task, seed=config.seed, tasks=config.tasks)
+    path = pretrain_cache_path(model_config, tokenizer, config, corpus)
+    meta_file = path / "pretrain_info.json"
+    if config.cache and not refresh and meta_file.exists():
+        try:
+            meta = json.loads(meta_file.read_text())
+            model = GPT2LMHeadModel.from_pretrained(path).to(device).eval()
+        except (OSError, ValueError) as exc:  # a damaged cache entry: train again
+            logger.warning("Ignoring the unreadable pre-trained model cache at %s (%s).", path, exc)
+        else:
+            meta.update(path=str(path), from_cache=True, elapsed_s=0.0)
+            return model, PretrainInfo(**meta)
+
+    import torch
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    limit = model_config.n_positions
+    corpus_ids = [(list(tokenizer.encode(text, add_special_tokens=False)) + [eos])[:limit] for text in corpus]
+    model = build_default_model(tokenizer, model_config, seed=config.seed)
+    partial = path.with_name(path.name + ".partial")
+    resume = None
+    if config.cache and not refresh and (partial / "state.pt").exists():
+        try:
+            resume = torch.load(partial / "state.pt", map_location="cpu", weights_only=False)
+            model.load_state_dict(resume["model"])
+        except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+            logger.warning("Ignoring the unreadable partial pre-training at %s (%s).", partial, exc)
+            resume = None
+            model = build_default_model(tokenizer, model_config, seed=config.seed)
+        else:
+            logger.info("Resuming pre-training at step %d of %d from %s.", resume["step"], config.steps, partial)
+    state = _train(model, corpus_ids, pad, config, device, run_logger, resume)
+    meta = {
+        "steps": state["step"],
+        "planned_steps": config.steps,
+        "resumed_from_step": resume["step"] if resume is not None else 0,
+        "final_loss": float(sum(state["losses"]) / max(1, len(state["losses"]))),
+        "train_seconds": state["seconds"] + (resume["seconds"] if resume is not None else 0.0),
+        "corpus_examples": len(corpus),
+        "config": dataclasses.asdict(config),
+        "model_config": dataclasses.asdict(model_config),
+    }
+    info_path = None
+    if config.cache and state["step"] >= config.steps:
+
+        def write_model(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            (tmp / "pretrain_info.json").write_text(json.dumps(meta, indent=2))
+
+        _save_atomically(path, write_model)
+        shutil.rmtree(partial, ignore_errors=True)
+        info_path = str(path)
+    elif config.cache:  # cut short by the time budget: keep everything needed to resume
+        snapshot = {**state, "seconds": meta["train_seconds"],
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+        _save_atomically(partial, lambda tmp: torch.save(snapshot, tmp / "state.pt"))
+    return model, PretrainInfo(path=info_path, from_cache=False, elapsed_s=state["seconds"], **meta)

@@ -1,0 +1,341 @@
+"""What every RL trainer shares: the common config fields, the train loop, logging, checkpoints.
+
+A trainer owns a vector environment it builds from ``env_kwargs``, the optimizer, the
+KL controller and its random generators; the *policy* (an
+:class:`~agents.common.model.ActorCritic`) is the caller's and is trained in place.
+Subclasses implement :meth:`RLTrainer._update` (collect one batch of experience and
+learn from it) and the environment they need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from agents.common.device import select_device
+from agents.common.kl import KL_ESTIMATORS, KLController
+from instruct_env.error import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agents.common.model import ActorCritic
+
+__all__ = ["RLConfig", "RLTrainer", "check_positive_int", "check_range"]
+
+LogFn = Callable[[dict[str, Any]], None]
+EvalFn = Callable[[Any], Mapping[str, Any]]
+
+
+def check_positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an int >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}; got {value!r}.")
+
+
+def check_range(owner: str, name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+                high_open: bool = False, hint: str = "") -> None:
+    """Raise :class:`ConfigError` unless ``low <(=) value <(=) high``."""
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        ok = math.isfinite(value) or (high == math.inf and value == math.inf)
+        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{owner}.{name} must be a number in {interval}; got {value!r}.{hint}")
+
+
+@dataclass
+class RLConfig:
+    """Fields shared by every RL trainer config (each algorithm adds its own).
+
+    Attributes:
+        lr: Adam learning rate.
+        total_updates: Updates :meth:`RLTrainer.train` runs (one update = one batch of
+            experience and the optimisation on it).
+        time_budget_s: Stop :meth:`RLTrainer.train` before the next update once this many
+            seconds have been spent in updates (``eval_fn`` calls included; ``None``: no limit).
+        eval_every: Call ``eval_fn`` every this many updates (0: never).
+        seed: Seeds the environment, the sampling generator and minibatch shuffling.
+        device: ``None`` keeps the policy where it is; otherwise the policy is moved there
+            (``"auto"``, ``"cpu"``, ``"cuda"``...).
+        temperature: The policy is ``softmax(logits / temperature)`` in rollouts *and* in
+            the loss, so importance ratios stay exact. Must be > 0.
+        max_new_tokens: Completion budget; passed to the environment.
+        kl_coef: beta, the weight of KL(policy || reference); the starting value when adaptive.
+        kl_target: Target KL in nats per generated token for the adaptive controller
+            (Ziegler et al., 2019); ``None`` keeps ``kl_coef`` fixed.
+        kl_horizon: Horizon of the adaptive controller, in samples (tokens for actor-critic,
+            completions for the policy-gradient trainers).
+        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see :mod:`agents.common.kl`).
+        kl_in: ``"reward"`` (subtract beta * KL from the reward, as Ziegler/InstructGPT) or
+            ``"loss"`` (add beta * KL to the loss, as GRPO).
+        max_grad_norm: Clip the global gradient norm (``None``: no clipping).
+        adam_eps: Adam's epsilon (1e-5 as in CleanRL's PPO).
+    """
+
+    lr: float = 1e-4
+    total_updates: int = 100
+    time_budget_s: float | None = None
+    eval_every: int = 0
+    seed: int = 0
+    device: str | None = None
+    temperature: float = 1.0
+    max_new_tokens: int = 32
+    kl_coef: float = 0.05
+    kl_target: float | None = None
+    kl_horizon: float = 10_000.0
+    kl_estimator: str = "k1"
+    kl_in: str = "reward"
+    max_grad_norm: float | None = 1.0
+    adam_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_range(owner, "lr", self.lr, 0.0, 1.0, low_open=True, hint=" Typical values are 1e-6 to 1e-3.")
+        check_positive_int(owner, "total_updates", self.total_updates)
+        if self.time_budget_s is not None:
+            check_range(owner, "time_budget_s", self.time_budget_s, 0.0, math.inf, low_open=True,
+                        hint=" Use None for no time limit.")
+        check_positive_int(owner, "eval_every", self.eval_every, minimum=0)
+        check_positive_int(owner, "seed", self.seed, minimum=0)
+        if self.device is not None and not isinstance(self.device, str):
+            raise ConfigError(f"{owner}.device must be None or a device string such as 'cpu' or 'cuda'; "
+                              f"got {self.device!r}.")
+        check_range(owner, "temperature", self.temperature, 0.0, math.inf, low_open=True,
+                    hint=" RL needs a stochastic policy; for greedy decoding evaluate with temperature 0 instead.")
+        check_positive_int(owner, "max_new_tokens", self.max_new_tokens)
+        check_range(owner, "kl_coef", self.kl_coef, 0.0, math.inf, hint=" Use 0 to disable the KL penalty.")
+        if self.kl_target is not None:
+            check_range(owner, "kl_target", self.kl_target, 0.0, math.inf, low_open=True,
+                        hint=" Use None for a fixed kl_coef.")
+            if self.kl_coef == 0:
+                raise ConfigError(
+                    f"{owner}: kl_target={self.kl_target} with kl_coef=0 cannot work: the adaptive controller "
+                    "scales beta multiplicatively, so it would stay 0. Set kl_coef to a starting value "
+                    "(e.g. 0.05) or kl_target=None."
+                )
+        check_range(owner, "kl_horizon", self.kl_horizon, 0.0, math.inf, low_open=True)
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError(f"{owner}.kl_estimator must be one of {sorted(KL_ESTIMATORS)}; "
+                              f"got {self.kl_estimator!r}.")
+        if self.kl_in not in ("reward", "loss"):
+            raise ConfigError(f"{owner}.kl_in must be 'reward' or 'loss'; got {self.kl_in!r}.")
+        if self.kl_in == "loss" and self.kl_estimator == "k1" and self.kl_coef > 0:
+            raise ConfigError(
+                f"{owner}: kl_in='loss' with kl_estimator='k1' does not penalise KL: the gradient of the "
+                "sampled k1 = logp - logp_ref is zero in expectation. Use kl_estimator='k3' (as GRPO) or 'k2', "
+                "or put k1 in the reward with kl_in='reward'."
+            )
+        if self.max_grad_norm is not None:
+            check_range(owner, "max_grad_norm", self.max_grad_norm, 0.0, math.inf, low_open=True,
+                        hint=" Use None for no clipping.")
+        check_range(owner, "adam_eps", self.adam_eps, 0.0, 1.0, low_open=True)
+
+
+class RLTrainer:
+    """Base of every RL trainer: train loop, metrics, evaluation hook and checkpoints.
+
+    The constructor freezes the KL reference (``policy.freeze_reference()``) if the caller
+    has not done so -- normally the caller does it right after SFT. Dropout is switched off
+    (``policy.eval()``) for the whole of RL so that rollout and update see the same
+    distribution and the first importance ratio is exactly 1.
+
+    Args:
+        config: The algorithm's config dataclass.
+        policy: The :class:`~agents.common.model.ActorCritic` to train (in place).
+        tokenizer: The tokenizer the policy was built for (passed to the environment).
+        env_kwargs: Keyword arguments of the environment (``tasks``, ``split``, ``reward``,
+            ``max_prompt_tokens``...); ``max_new_tokens`` comes from the config.
+        log_fn: Called with each update's metrics.
+        eval_fn: ``eval_fn(policy) -> dict``, called every ``config.eval_every`` updates;
+            its result is merged into that update's metrics.
+    """
+
+    algo: ClassVar[str]
+    config_class: ClassVar[type[RLConfig]]
+    env_id: ClassVar[str]
+
+    def __init__(self, config: RLConfig, policy: ActorCritic, tokenizer, env_kwargs: Mapping[str, Any] | None = None,
+                 log_fn: LogFn | None = None, eval_fn: EvalFn | None = None) -> None:
+        if not isinstance(config, self.config_class):
+            raise ConfigError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}; got {type(config).__name__}. "
+                f"Build one with {self.config_class.__name__}(...)."
+            )
+        self.config = config
+        self.policy = policy
+        self.tokenizer = tokenizer
+        self.log_fn, self.eval_fn = log_fn, eval_fn
+        if config.device is not None:
+            policy.to(select_device(config.device))
+        self.device = next(policy.parameters()).device
+        if not getattr(policy, "uses_adapter", False) and getattr(policy, "_reference", None) is None:
+            policy.freeze_reference()
+        policy.eval()
+        self.env_kwargs = self._env_kwargs(env_kwargs, tokenizer)
+        self.env = self._make_env(self.env_kwargs)
+        vocab = int(policy.config.vocab_size)
+        if self.env.setup.vocab_size > vocab:
+            raise ConfigError(
+                f"The tokenizer has {self.env.setup.vocab_size} tokens but the policy's vocabulary has {vocab}: "
+                "pass the tokenizer the policy was built for."
+            )
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed)
+        self.np_rng = np.random.default_rng(config.seed)
+        self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
+        params = [p for p in self.trainable_parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps)
+        self.num_updates = 0
+        self.elapsed = 0.0
+        self.history: list[dict[str, Any]] = []
+        self._start()
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _make_env(self, env_kwargs: dict[str, Any]):
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        """Reset the environment (and whatever acts in it) at construction."""
+        raise NotImplementedError
+
+    def _update(self) -> dict[str, Any]:
+        """Collect one batch, learn from it, return its metrics."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters the optimizer updates (the LM's trainable ones; subclasses add the value head)."""
+        return [p for p in self.policy.lm.parameters() if p.requires_grad]
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Picklable state beyond the env (e.g. the current observation), saved with the env."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ----------------------------------------------------------------- public API
+    def _env_kwargs(self, env_kwargs: Mapping[str, Any] | None, tokenizer) -> dict[str, Any]:
+        kwargs = dict(env_kwargs or {})
+        T = kwargs.get("max_new_tokens", self.config.max_new_tokens)
+        if T != self.config.max_new_tokens:
+            raise ConfigError(
+                f"env_kwargs['max_new_tokens']={T} conflicts with {type(self.config).__name__}.max_new_tokens="
+                f"{self.config.max_new_tokens}: set it in the config only."
+            )
+        if kwargs.get("tokenizer", tokenizer) is not tokenizer:
+            raise ConfigError(
+                "env_kwargs['tokenizer'] differs from the tokenizer argument: pass it once, as tokenizer=."
+            )
+        kwargs["max_new_tokens"] = self.config.max_new_tokens
+        kwargs["tokenizer"] = tokenizer
+        return kwargs
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run updates until ``total_updates`` or ``time_budget_s``; return the metrics history."""
+        budget = self.config.time_budget_s
+        while self.num_updates < self.config.total_updates:
+            if budget is not None and self.elapsed >= budget:
+                break
+            self.update_step()
+        return self.history
+
+    def update_step(self) -> dict[str, Any]:
+        """One update; returns (and logs) its metrics."""
+        start = time.perf_counter()
+        metrics = self._update()
+        self.num_updates += 1
+        seconds = time.perf_counter() - start
+        metrics = {
+            "update": self.num_updates,
+            **metrics,
+            "kl_coef": metrics.get("kl_coef", self.kl_ctl.value),
+            "kl_estimator": self.config.kl_estimator,
+            "tokens_per_s": metrics.get("tokens", 0) / max(seconds, 1e-9),
+            "update_time": seconds,
+        }
+        if self.eval_fn is not None and self.config.eval_every and self.num_updates % self.config.eval_every == 0:
+            metrics.update(dict(self.eval_fn(self.policy)))
+            self.policy.eval()  # in case eval_fn switched modes
+        self.elapsed += time.perf_counter() - start
+        metrics["time"] = self.elapsed
+        self.history.append(metrics)
+        if self.log_fn is not None:
+            self.log_fn(metrics)
+        return metrics
+
+    def _clip_and_step(self) -> float:
+        """Clip the gradient norm (if configured), step the optimizer; return the pre-clip norm."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.config.max_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        else:
+            norms = [p.grad.norm() for p in params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        self.optimizer.step()
+        return float(norm)
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, directory: str | Path) -> Path:
+        """Write a checkpoint to ``directory``: ``trainer.pt`` and ``env.pkl``.
+
+        ``trainer.pt`` holds the policy (LM, value head and frozen reference), the optimizer,
+        the KL controller, the update counter, elapsed time and every RNG state;
+        ``env.pkl`` pickles the vector environment with the trainer's in-flight state
+        (current observations, unfinished episodes). Load only checkpoints you trust.
+        """
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "algo": self.algo,
+            "config": dataclasses.asdict(self.config),
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_controller": self.kl_ctl.state_dict(),
+            "num_updates": self.num_updates,
+            "elapsed": self.elapsed,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "generator": self.generator.get_state(),
+                "numpy": self.np_rng.bit_generator.state,
+            },
+        }
+        torch.save(state, path / "trainer.pt")
+        with open(path / "env.pkl", "wb") as f:
+            pickle.dump({"env": self.env, "extra": self._extra_state(), "history": self.history}, f)
+        return path
+
+    def load_state(self, directory: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save` into this trainer (same algorithm and model shape)."""
+        path = Path(directory)
+        if not (path / "trainer.pt").exists():
+            raise ConfigError(f"No checkpoint in {str(path)!r}: expected trainer.pt and env.pkl written by save().")
+        state = torch.load(path / "trainer.pt", map_location=self.device, weights_only=False)
+        if state["algo"] != self.algo:
+            raise ConfigError(
+                f"The checkpoint in {str(path)!r} was written by a {state['algo']!r} trainer; this is {self.algo!r}."
+            )
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.num_updates, self.elapsed = int(state["num_updates"]), float(state["elapsed"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        self.generator.set_state(rng["generator"].cpu())
+        self.np_rng.bit_generator.state = rng["numpy"]
+        with open(path / "env.pkl", "rb") as f:
+            saved = pickle.load(f)
+        self.env = saved["env"]
+        self.history = list(saved["history"])
+        self._load_extra_state(saved["extra"])

@@ -1,0 +1,449 @@
+"""RL from (simulated or human) feedback: alternate feedback rounds and RL rounds.
+
+One round of :func:`run_feedback_loop`:
+
+1. **generate** -- sample ``samples_per_prompt`` completions for ``pool_prompts`` training prompts
+   with the current policy (temperature ``pool_temperature``);
+2. **select** -- an :class:`~instruct_env.feedback.active.ActiveSelector` picks ``queries_per_round``
+   items by ensemble disagreement (``selection="qbc"``) or at random, with a random share held out;
+3. **collect** -- the items go to the feedback store as queries (a
+   :class:`~instruct_env.feedback.oracle.HumanOracle`). With ``feedback="simulated"``,
+   ``evaluators`` :class:`~instruct_env.feedback.oracle.SimulatedOracle` evaluators answer them
+   through the store, like people would; with ``feedback="human"`` the loop waits up to
+   ``human_timeout_s`` for people answering through the feedback server
+   (``instruct-env serve <store_url>``) and goes on with whatever arrived;
+4. **update the reward model** -- an :class:`~instruct_env.feedback.online.OnlineRewardLearner`
+   reads the new answers from the store's event log and refits (warm-started); the new model is
+   promoted only if its held-out accuracy does not drop;
+5. **RL** -- ``rl_updates`` updates of ``algo`` on ``InstructEnv/Completion-v0`` whose reward is a
+   :class:`~instruct_env.feedback.rewards.ProxyReward` reading the promoted reward model.
+
+After each round the policy is evaluated greedily on the validation samples
+(:func:`agents.common.evaluation.evaluate`, each sample's task verifier), which no reward model
+and no evaluator ever sees. The reward model's features come from a frozen copy of the policy
+taken before the first round.
+
+Everything the loop writes goes to ``workdir``: ``feedback.db`` (unless ``store_url`` points
+elsewhere) and ``reward_model/`` (the learner's watermark, events read, promoted versions and refit
+reports), so an interrupted human-feedback run loses nothing already answered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instruct_env.error import ConfigError, unknown_name
+from instruct_env.feedback.reward_model import RewardModelConfig
+from instruct_env.tasks.sample import Sample
+
+__all__ = ["FeedbackLoopConfig", "RoundRecord", "run_feedback_loop", "FEEDBACK_MODES"]
+
+#: Where the feedback comes from.
+FEEDBACK_MODES = ("simulated", "human")
+_KINDS = ("rating", "thumbs", "pairwise")
+
+
+@dataclass
+class FeedbackLoopConfig:
+    """How feedback is gathered and used in :func:`run_feedback_loop`.
+
+    Attributes:
+        kind: Feedback asked for: ``"pairwise"``, ``"rating"`` or ``"thumbs"``.
+        queries_per_round: Items sent to evaluators per round.
+        pool_prompts: Training prompts the policy answers per round (the selection pool).
+        samples_per_prompt: Completions sampled per prompt.
+        pool_temperature: Sampling temperature of the pool.
+        selection: ``"qbc"`` (ensemble disagreement) or ``"random"``.
+        random_share: Share of each round's items drawn at random and held out (the learner
+            judges candidate reward models on them).
+        per_instruction: Most items per instruction per round.
+        evaluators: Answers wanted per item; with ``feedback="simulated"`` also the number of
+            simulated evaluators.
+        metric: What simulated evaluators judge by: ``"task"`` (each sample's verifier) or a
+            reward name such as ``"rougeL"``.
+        noise: Simulated evaluators' perception noise.
+        bias: Simulated evaluators' leniency (+) or harshness (-).
+        skip_rate: Simulated evaluators' probability of skipping an item.
+        flip_rate: Simulated evaluators' probability of an adversarial (reversed) judgement.
+        human_timeout_s: How long a round waits for people (``feedback="human"``).
+        rl_updates: RL updates per round.
+        uncertainty_penalty: The proxy reward subtracts this times the ensemble's disagreement.
+        background_refit: Keep refitting in a background thread during RL (useful with people,
+            whose late answers then count before the next round).
+        reward_model: Ensemble shape and training.
+        pooling: Feature pooling, ``"mean"``, ``"completion"`` or ``"last"``.
+        logprob_features: Add the completion's likelihood under the frozen model to the features.
+        min_holdout: Held-out labels needed to judge (and possibly refuse) a candidate.
+        max_prompt_tokens: Prompt budget of the environment and of generation.
+        eval_batch_size: Prompts per batch in validation.
+        seed: Seed of the pool, the selection, the simulated evaluators and the reward model.
+    """
+
+    kind: str = "pairwise"
+    queries_per_round: int = 64
+    pool_prompts: int = 64
+    samples_per_prompt: int = 4
+    pool_temperature: float = 1.0
+    selection: str = "qbc"
+    random_share: float = 0.2
+    per_instruction: int = 1
+    evaluators: int = 3
+    metric: str = "task"
+    noise: float = 0.1
+    bias: float = 0.0
+    skip_rate: float = 0.0
+    flip_rate: float = 0.0
+    human_timeout_s: float = 600.0
+    rl_updates: int = 20
+    uncertainty_penalty: float = 0.0
+    background_refit: bool = False
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    pooling: str = "mean"
+    logprob_features: bool = True
+    min_holdout: int = 10
+    max_prompt_tokens: int = 128
+    eval_batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise unknown_name("feedback kind for the loop", self.kind, _KINDS)
+        if self.selection not in ("qbc", "random"):
+            raise unknown_name("selection strategy", self.selection, ("qbc", "random"))
+        if self.pooling not in ("mean", "completion", "last"):
+            raise ConfigError(f"FeedbackLoopConfig.pooling must be 'mean', 'completion' or 'last'; got {self.pooling!r}.")
+        for name in ("queries_per_round", "pool_prompts", "samples_per_prompt", "per_instruction", "evaluators",
+                     "max_prompt_tokens", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"FeedbackLoopConfig.{name} must be an integer >= 1; got {getattr(self, name)!r}.")
+        for name in ("rl_updates", "min_holdout", "seed"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"FeedbackLoopConfig.{name} must be an integer >= 0; got {getattr(self, name)!r}.")
+        if self.kind == "pairwise" and self.samples_per_prompt < 2:
+            raise ConfigError(
+                f"FeedbackLoopConfig: kind='pairwise' compares completions of one prompt, so samples_per_prompt must "
+                f"be >= 2; got {self.samples_per_prompt}."
+            )
+        for name in ("random_share", "skip_rate", "flip_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"FeedbackLoopConfig.{name} must be in [0, 1]; got {getattr(self, name)!r}.")
+        if not self.pool_temperature > 0 or not self.human_timeout_s >= 0 or self.noise < 0 or self.uncertainty_penalty < 0:
+            raise ConfigError(
+                "FeedbackLoopConfig: pool_temperature must be > 0, and human_timeout_s, noise and uncertainty_penalty "
+                f">= 0; got {self.pool_temperature}, {self.human_timeout_s}, {self.noise}, {self.uncertainty_penalty}."
+            )
+
+
+@dataclass
+class RoundRecord:
+    """What one round did and measured (round 0: the starting policy, before any feedback).
+
+    Attributes:
+        round: Round number.
+        answers: Answers (not skips) collected this round.
+        labels_used: Training labels the current reward model was fitted on (all rounds so far).
+        holdout_labels: Held-out labels so far.
+        rm_version: The promoted reward model's version after this round's refit.
+        promoted: Whether this round's refit was promoted.
+        rm_heldout_accuracy: The promoted model's accuracy on the held-out labels.
+        rm_verifier_agreement: On this round's pool of fresh outputs, the share of same-prompt
+            pairs with different task scores that the reward model orders like the verifier
+            (``nan`` without verifiers).
+        pool_task: Mean task score of the pool (the sampling policy's quality).
+        rl_updates: RL updates run this round.
+        rl_reward: Mean proxy reward over those updates.
+        val_task: Validation task score (greedy) after this round.
+        val_exact_match: Validation exact match after this round.
+        val_task_sampled: Validation task score of one completion per sample drawn at
+            ``pool_temperature`` (the policy as RL samples it).
+        seconds: Duration of the round.
+        refit: The learner's refit report (as a dict), if it refitted.
+    """
+
+    round: int
+    answers: int = 0
+    labels_used: int = 0
+    holdout_labels: int = 0
+    rm_version: int = 0
+    promoted: bool = False
+    rm_heldout_accuracy: float = math.nan
+    rm_verifier_agreement: float = math.nan
+    pool_task: float = math.nan
+    rl_updates: int = 0
+    rl_reward: float = math.nan
+    val_task: float = math.nan
+    val_exact_match: float = math.nan
+    val_task_sampled: float = math.nan
+    seconds: float = 0.0
+    refit: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _default_rl_config(algo: str, seed: int):
+    from agents.rl import default_config
+
+    if algo == "grpo":  # 8 prompts x 4 samples per update; a few seconds each on 2 CPU cores
+        return default_config("grpo", num_envs=32, group_size=4, lr=2e-5, kl_coef=0.02, total_updates=10**9, seed=seed)
+    return default_config(algo, total_updates=10**9, seed=seed)
+
+
+def _builtin(tasks: Sequence[str] | None, split: str, size: int, seed: int) -> list[Sample]:
+    from instruct_env.tasks import BuiltinDataset
+
+    return list(BuiltinDataset(list(tasks) if tasks is not None else None, split=split, size_per_task=size, seed=seed))
+
+
+@torch.no_grad()
+def generate_pool(policy: Any, tokenizer: Any, samples: Sequence[Sample], per_prompt: int, *, max_prompt_tokens: int,
+                  max_new_tokens: int, temperature: float, generator: torch.Generator, formatter: Any = None,
+                  batch_size: int = 64) -> list[Any]:
+    """Sample ``per_prompt`` completions per sample with the policy; one single-completion item each."""
+    from agents.common.generation import SamplingConfig, generate
+    from instruct_env.feedback.oracle import FeedbackItem
+    from instruct_env.tasks import PromptFormatter
+
+    lm = getattr(policy, "lm", policy)
+    formatter = formatter if formatter is not None else PromptFormatter()
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    device = next(lm.parameters()).device
+    rows = [s for s in samples for _ in range(per_prompt)]
+    prompts = [formatter.encode(s, tokenizer, max_prompt_tokens)[0] for s in rows]
+    items = []
+    was_training = lm.training
+    lm.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = range(start, min(start + batch_size, len(rows)))
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, P), left-padded
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            gen = generate(lm, ids.to(device), mask.to(device), max_new_tokens, eos, pad,
+                           SamplingConfig(temperature=temperature), generator)
+            for row, i in enumerate(batch):
+                tokens = gen.tokens[row, : int(gen.lengths[row])].tolist()
+                text = tokenizer.decode([t for t in tokens if t not in (eos, pad)], skip_special_tokens=True)
+                items.append(FeedbackItem.from_sample(rows[i], text))
+    finally:
+        lm.train(was_training)
+    return items
+
+
+def _macro_task(items: Sequence[Any]) -> float:
+    """Task score of single-completion items, averaged per family then over families (as in evaluation)."""
+    by_task: dict[str, list[float]] = {}
+    for it in items:
+        if it.sample.verifier is not None:
+            by_task.setdefault(it.sample.task, []).append(it.sample.score(it.completions[0]))
+    return float(np.mean([np.mean(v) for v in by_task.values()])) if by_task else math.nan
+
+
+def verifier_agreement(model: Any, items: Sequence[Any], formatter: Any = None) -> tuple[float, float]:
+    """``(agreement, mean task score)`` of a reward model with the task verifiers on single-completion items.
+
+    Agreement: over pairs of items of the same sample whose task scores differ, the share the
+    model orders the same way (``nan`` when there is no such pair or no verifier).
+    """
+    scored = [(it, it.sample.score(it.completions[0])) for it in items
+              if it.sample is not None and it.sample.verifier is not None]
+    if not scored:
+        return math.nan, math.nan
+    truth = np.array([s for _, s in scored])
+    mean, _ = model.predict([it.pairs(formatter)[0] for it, _ in scored])
+    groups: dict[str, list[int]] = {}
+    for k, (it, _) in enumerate(scored):
+        groups.setdefault(it.sample.id, []).append(k)
+    right = total = 0.0
+    for members in groups.values():
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                i, j = members[a], members[b]
+                if truth[i] != truth[j]:
+                    total += 1
+                    gap = (mean[i] - mean[j]) * np.sign(truth[i] - truth[j])
+                    right += 0.5 if gap == 0 else float(gap > 0)
+    return (right / total if total else math.nan), float(truth.mean())
+
+
+def run_feedback_loop(
+    policy: Any,
+    tokenizer: Any,
+    rounds: int = 3,
+    feedback: str = "simulated",
+    store_url: str | None = None,
+    algo: str = "grpo",
+    *,
+    config: FeedbackLoopConfig | None = None,
+    rl_config: Any = None,
+    tasks: Sequence[str] | None = None,
+    train_data: Sequence[Sample] | None = None,
+    val_data: Sequence[Sample] | None = None,
+    workdir: str | Path | None = None,
+    log_fn: Callable[[dict[str, Any]], None] | None = None,
+) -> list[RoundRecord]:
+    """Alternate feedback rounds and RL rounds; return one record per round (round 0: the start).
+
+    Args:
+        policy: An :class:`~agents.common.model.ActorCritic` (trained in place) or a causal LM
+            (wrapped in one; its KL reference is the LM as given).
+        tokenizer: The policy's tokenizer.
+        rounds: Feedback + RL rounds.
+        feedback: ``"simulated"`` (simulated evaluators answer through the store) or ``"human"``
+            (people answer through the feedback server on ``store_url``).
+        store_url: The feedback store (``sqlite:///feedback.db``, a path, ``postgresql://...``);
+            required for ``"human"``; default ``<workdir>/feedback.db``.
+        algo: RL algorithm (``grpo``, ``rloo``, ``reinforce``, ``ppo``, ``a2c``).
+        config: A :class:`FeedbackLoopConfig`.
+        rl_config: The algorithm's config (its ``max_new_tokens`` is the completion budget
+            everywhere); default: a small one for 2 CPU cores.
+        tasks: Built-in task families for the default train / validation data (``None``: all).
+        train_data: Prompts RL and the pool draw from (default: 200 per family of the train split).
+        val_data: Held-out samples for the task score (default: 16 per family of the validation split).
+        workdir: Folder for the store and the learner's state (default: a new temporary folder).
+        log_fn: Called with every RL update's metrics (``"phase": "rl"``) and every round record
+            (``"phase": "round"``).
+
+    Returns:
+        ``rounds + 1`` :class:`RoundRecord`, the first for the starting policy.
+    """
+    from agents.common.evaluation import evaluate
+    from agents.common.model import ActorCritic
+    from agents.rl import ALGORITHMS, make_trainer
+    from instruct_env.feedback import FeedbackStore
+    from instruct_env.feedback.active import ActiveSelector
+    from instruct_env.feedback.online import OnlineRewardLearner
+    from instruct_env.feedback.oracle import FeedbackTimeout, HumanOracle, SimulatedOracle
+    from instruct_env.feedback.reward_model import FeatureExtractor, RewardModel
+    from instruct_env.feedback.rewards import ProxyReward
+
+    cfg = config if config is not None else FeedbackLoopConfig()
+    if feedback not in FEEDBACK_MODES:
+        raise unknown_name("feedback mode", feedback, FEEDBACK_MODES)
+    if algo not in ALGORITHMS:
+        raise unknown_name("RL algorithm", algo, ALGORITHMS)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"rounds must be an integer >= 1; got {rounds!r}.")
+    if feedback == "human" and store_url is None:
+        raise ConfigError(
+            "feedback='human' needs store_url= (the store the feedback server uses, e.g. 'sqlite:///feedback.db'); "
+            "start the server with `instruct-env serve <store_url>` and give evaluators their tokens."
+        )
+    rl_config = rl_config if rl_config is not None else _default_rl_config(algo, cfg.seed)
+    max_new_tokens = rl_config.max_new_tokens
+    train = list(train_data) if train_data is not None else _builtin(tasks, "train", 200, cfg.seed)
+    val = list(val_data) if val_data is not None else _builtin(tasks, "validation", 16, cfg.seed)
+    if not train or not val:
+        raise ConfigError("run_feedback_loop needs non-empty train_data and val_data.")
+    if not hasattr(policy, "value_head"):
+        policy = ActorCritic(policy)
+        policy.freeze_reference()
+    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="instruct-env-feedback-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = FeedbackStore(store_url if store_url is not None else workdir / "feedback.db",
+                          min_evaluators=cfg.evaluators, gold_rate=0.0, seed=cfg.seed)
+    log = log_fn or (lambda record: None)
+    rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(cfg.seed)
+    val_generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(cfg.seed + 1)
+
+    features = FeatureExtractor(policy, tokenizer, pooling=cfg.pooling, logprob_features=cfg.logprob_features,
+                                max_tokens=cfg.max_prompt_tokens + max_new_tokens + 1)  # frozen copy of the start
+    reward_model = RewardModel(features, dataclasses.replace(cfg.reward_model, seed=cfg.seed))
+    learner = OnlineRewardLearner(store, reward_model, workdir / "reward_model", refit_every=10**9,
+                                  refit_interval_s=10**9, min_holdout=cfg.min_holdout, seed=cfg.seed)
+    oracle = HumanOracle(store, min_answers=cfg.evaluators)
+    simulated = [SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
+                                 flip_rate=cfg.flip_rate, seed=cfg.seed * 1000 + i, name=f"simulated-{i}")
+                 for i in range(cfg.evaluators)] if feedback == "simulated" else []
+    by_id = {s.id: s for s in train}
+    proxy = ProxyReward(learner, uncertainty_penalty=cfg.uncertainty_penalty)
+    env_kwargs = {"dataset": train, "reward": proxy, "max_prompt_tokens": cfg.max_prompt_tokens}
+    trainer = make_trainer(algo, rl_config, policy, tokenizer, env_kwargs,
+                           log_fn=lambda metrics: log({"phase": "rl", **metrics}))
+
+    def validate(record: RoundRecord) -> None:
+        result = evaluate(policy.lm, tokenizer, val, max_prompt_tokens=cfg.max_prompt_tokens,
+                          max_new_tokens=max_new_tokens, batch_size=cfg.eval_batch_size, split="validation",
+                          keep_records=False)
+        record.val_task, record.val_exact_match = result.overall["task"], result.overall["exact_match"]
+        sampled = generate_pool(policy, tokenizer, val, 1, max_prompt_tokens=cfg.max_prompt_tokens,
+                                max_new_tokens=max_new_tokens, temperature=cfg.pool_temperature, generator=val_generator)
+        record.val_task_sampled = _macro_task(sampled)
+        policy.eval()
+
+    records = [RoundRecord(round=0)]
+    start = time.perf_counter()
+    validate(records[0])
+    records[0].seconds = time.perf_counter() - start
+    log({"phase": "round", **records[0].to_dict()})
+    try:
+        for r in range(1, rounds + 1):
+            start = time.perf_counter()
+            record = RoundRecord(round=r)
+            # 1. generate
+            prompts = [train[i] for i in rng.choice(len(train), min(cfg.pool_prompts, len(train)), replace=False)]
+            pool = generate_pool(policy, tokenizer, prompts, cfg.samples_per_prompt,
+                                 max_prompt_tokens=cfg.max_prompt_tokens, max_new_tokens=max_new_tokens,
+                                 temperature=cfg.pool_temperature, generator=generator)
+            # 2. select
+            selector = ActiveSelector(learner if cfg.selection == "qbc" else None, strategy=cfg.selection,
+                                      random_share=cfg.random_share, per_instruction=cfg.per_instruction,
+                                      seed=int(rng.integers(2**31)))
+            items = selector.select(pool, cfg.queries_per_round, kind=cfg.kind)
+            # 3. collect
+            ticket = oracle.ask(items, cfg.kind)
+            if simulated:
+                for evaluator in simulated:
+                    evaluator.answer_store(store, by_id)
+                result = oracle.poll(ticket)
+            else:
+                try:
+                    result = oracle.wait(ticket, timeout=cfg.human_timeout_s)
+                except FeedbackTimeout as exc:  # go on with what people answered so far
+                    result = exc.partial
+            record.answers = int(result.n_answers().sum())
+            # 4. update the reward model
+            report = learner.step(force=True)
+            record.refit = report.to_dict() if report is not None else None
+            record.promoted = bool(report is not None and report.promoted)
+            record.rm_version = learner.version
+            _, holdout_labels = learner.labels()
+            record.labels_used, record.holdout_labels = learner.current.n_labels, len(holdout_labels)
+            record.rm_heldout_accuracy = learner.current.accuracy(holdout_labels).overall
+            record.rm_verifier_agreement, record.pool_task = verifier_agreement(learner.current, pool)
+            # 5. RL with the proxy reward
+            if learner.version >= 1 and cfg.rl_updates:
+                if cfg.background_refit:
+                    learner.refit_every = max(1, cfg.queries_per_round // 4)
+                    learner.start(poll_interval=5.0)
+                try:
+                    rewards = [trainer.update_step().get("reward_mean", math.nan) for _ in range(cfg.rl_updates)]
+                finally:
+                    if cfg.background_refit:
+                        learner.stop()
+                        learner.refit_every = 10**9
+                record.rl_updates, record.rl_reward = len(rewards), float(np.nanmean(rewards))
+            validate(record)
+            record.seconds = time.perf_counter() - start
+            records.append(record)
+            log({"phase": "round", **record.to_dict()})
+    finally:
+        learner.close()
+        oracle.close()
+        store.close()
+    return records

@@ -1,0 +1,177 @@
+"""Whole-completion policy gradient on ``InstructEnv/Completion-v0``: what REINFORCE, GRPO and RLOO share.
+
+One update: take the prompts of the current observation (``num_envs // group_size`` prompts,
+each repeated in ``group_size`` consecutive slots), sample one completion per slot with
+:func:`~agents.common.generation.generate`, get the rewards from ``env.step(tokens)`` (which
+also returns the next prompts), re-score the completions with the policy and the frozen
+reference (no gradient), turn rewards into advantages (the only thing the three algorithms
+disagree on, with GRPO's clipped loss), and optimise. Each minibatch is scored with one
+forward pass over ``prompt + completion``.
+
+Sequence log-probability: REINFORCE and RLOO use ``log pi(y|x) = sum_t log pi(y_t | x, y_<t)``,
+the exact log-likelihood of the completion the estimator differentiates; GRPO averages its
+per-token terms over each completion's tokens and then over completions, as in the paper.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.common.device import autocast
+from agents.common.generation import SamplingConfig, generate
+from agents.common.kl import kl_estimate
+from agents.common.scoring import TokenScores, score_tokens
+from agents.common.trainer import RLTrainer
+
+__all__ = ["PolicyGradientTrainer", "CompletionBatch"]
+
+
+@dataclass
+class CompletionBatch:
+    """One update's prompts, sampled completions and what the trainer computed about them.
+
+    Attributes:
+        context_ids: (N, P) left-padded prompts.
+        context_mask: (N, P)
+        tokens: (N, K) completions (EOS included), right-padded; K = the longest completion.
+        token_mask: (N, K) 1 on completion tokens.
+        rewards: (N,) task rewards from the environment.
+        old_logprobs: (N, K) log-probs under the policy that sampled (no gradient).
+        ref_logprobs: (N, K) log-probs under the frozen reference.
+        entropy: (N, K) policy entropy at each position.
+    """
+
+    context_ids: torch.Tensor
+    context_mask: torch.Tensor
+    tokens: torch.Tensor
+    token_mask: torch.Tensor
+    rewards: torch.Tensor
+    old_logprobs: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+
+
+class PolicyGradientTrainer(RLTrainer):
+    """Samples whole completions and learns from their rewards; subclasses give the advantages."""
+
+    env_id = "InstructEnv/Completion-v0"
+
+    def _make_env(self, env_kwargs: dict[str, Any]):
+        return gym.make_vec(self.env_id, num_envs=self.config.num_envs, vectorization_mode="vector_entry_point",
+                            group_size=self.config.group_size, **env_kwargs)
+
+    def _start(self) -> None:
+        self._obs, _ = self.env.reset(seed=self.config.seed)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"obs": self._obs}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self._obs = state["obs"]
+
+    # ----------------------------------------------------------------- experience
+    @torch.no_grad()
+    def collect(self) -> CompletionBatch:
+        """Sample a completion in every slot and step the environment with them."""
+        cfg = self.config
+        ids = torch.as_tensor(self._obs["input_ids"], device=self.device)  # (N, P)
+        mask = torch.as_tensor(self._obs["attention_mask"], device=self.device)
+        with autocast(self.device):
+            gen = generate(self.policy.lm, ids, mask, cfg.max_new_tokens, self.env.setup.eos_token_id,
+                           self.env.setup.pad_token_id, SamplingConfig(temperature=cfg.temperature), self.generator)
+        self._obs, rewards, _, _, _ = self.env.step(gen.tokens.cpu().numpy())
+        K = int(gen.lengths.max())
+        return CompletionBatch(context_ids=ids, context_mask=mask, tokens=gen.tokens[:, :K],
+                               token_mask=gen.mask[:, :K],
+                               rewards=torch.as_tensor(rewards, dtype=torch.float32, device=self.device))
+
+    def minibatches(self, n: int, shuffle: bool) -> list[np.ndarray]:
+        order = self.np_rng.permutation(n) if shuffle else np.arange(n)
+        return np.array_split(order, min(self.config.num_minibatches, n))
+
+    def score(self, batch: CompletionBatch, rows: np.ndarray | slice, model=None) -> TokenScores:
+        """Score the completions in ``rows`` with the policy's LM (or ``model``)."""
+        with autocast(self.device):
+            return score_tokens(model if model is not None else self.policy.lm, batch.context_ids[rows],
+                                batch.context_mask[rows], batch.tokens[rows], batch.token_mask[rows],
+                                self.config.temperature)
+
+    @torch.no_grad()
+    def score_old_and_reference(self, batch: CompletionBatch) -> None:
+        """Fill ``old_logprobs``, ``entropy`` and ``ref_logprobs`` of ``batch``."""
+        olds, ents, refs = [], [], []
+        with self.policy.reference() as ref_lm:
+            for rows in self.minibatches(len(batch.rewards), shuffle=False):
+                refs.append(self.score(batch, rows, ref_lm).logprobs)
+        for rows in self.minibatches(len(batch.rewards), shuffle=False):
+            scores = self.score(batch, rows)
+            olds.append(scores.logprobs)
+            ents.append(scores.entropy)
+        batch.old_logprobs, batch.entropy, batch.ref_logprobs = torch.cat(olds), torch.cat(ents), torch.cat(refs)
+
+    # ----------------------------------------------------------------- algorithm hooks
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """(N,) advantages of the completions from their (N,) rewards."""
+        raise NotImplementedError
+
+    def optimize(self, batch: CompletionBatch, advantages: torch.Tensor) -> dict[str, Any]:
+        """One on-policy gradient step: ``-mean_i(A_i * sum_t logp_it)``, accumulated over minibatches."""
+        cfg = self.config
+        N = float(len(advantages))
+        totals = {"pg_loss": 0.0, "kl_loss": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        for rows in self.minibatches(len(advantages), shuffle=False):
+            scores = self.score(batch, rows)
+            mask = batch.token_mask[rows].float()  # (b, K)
+            seq_logprob = (scores.logprobs * mask).sum(1)  # (b,) log pi(y | x)
+            # Sums divided by the batch size: accumulated over minibatches they are full-batch means.
+            pg_loss = -(advantages[rows] * seq_logprob).sum() / N
+            loss = pg_loss
+            kl_loss = torch.zeros((), device=self.device)
+            if cfg.kl_in == "loss":
+                kl = kl_estimate(cfg.kl_estimator, scores.logprobs, batch.ref_logprobs[rows])  # (b, K)
+                kl_loss = (kl * mask).sum() / N  # per-completion KL (summed over tokens), averaged
+                loss = loss + self.kl_ctl.value * kl_loss
+            loss.backward()
+            totals["pg_loss"] += float(pg_loss.detach())
+            totals["kl_loss"] += float(kl_loss.detach())
+        totals["grad_norm"] = self._clip_and_step()
+        return totals
+
+    # ----------------------------------------------------------------- one update
+    def _update(self) -> dict[str, Any]:
+        cfg = self.config
+        start = time.perf_counter()
+        batch = self.collect()
+        rollout_time = time.perf_counter() - start
+        self.score_old_and_reference(batch)
+        mask = batch.token_mask.float()
+        kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K)
+        beta = self.kl_ctl.value
+        rewards = batch.rewards
+        if cfg.kl_in == "reward":  # Ahmadian et al. (2024): r(x, y) - beta * KL summed over y's tokens
+            rewards = rewards - beta * (kl * mask).sum(1)
+        advantages = self.advantages(rewards)
+        metrics: dict[str, Any] = {
+            "reward_mean": float(batch.rewards.mean()),
+            "reward_std": float(batch.rewards.std()) if len(batch.rewards) > 1 else 0.0,
+            "kl": float((kl * mask).sum() / mask.sum()),
+            "kl_coef": beta,
+            "entropy": float((batch.entropy * mask).sum() / mask.sum()),
+            "completion_len": float(mask.sum(1).mean()),
+            "tokens": int(mask.sum()),
+            "rollout_time": rollout_time,
+        }
+        G = cfg.group_size
+        if G > 1:
+            groups = batch.rewards.view(-1, G)
+            metrics["frac_groups_mixed"] = float((groups.max(1).values > groups.min(1).values).float().mean())
+        metrics.update(self.optimize(batch, advantages))
+        self.kl_ctl.update(metrics["kl"], len(rewards))
+        return metrics

@@ -1,0 +1,120 @@
+"""Configs of the policy-gradient trainers (REINFORCE, GRPO, RLOO) on ``InstructEnv/Completion-v0``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.common.trainer import RLConfig, check_positive_int, check_range
+from instruct_env.error import ConfigError
+
+__all__ = ["PolicyGradientConfig", "ReinforceConfig", "GRPOConfig", "RLOOConfig"]
+
+
+@dataclass
+class PolicyGradientConfig(RLConfig):
+    """Fields shared by the whole-completion trainers (see :class:`RLConfig` for the rest).
+
+    Attributes:
+        num_envs: Completions per update: ``num_envs // group_size`` prompts, each answered
+            ``group_size`` times.
+        group_size: Completions sampled per prompt.
+        num_minibatches: Completions per update are scored in this many forward passes.
+    """
+
+    lr: float = 3e-5
+    num_envs: int = 64
+    group_size: int = 1
+    num_minibatches: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        owner = type(self).__name__
+        check_positive_int(owner, "num_envs", self.num_envs)
+        check_positive_int(owner, "group_size", self.group_size)
+        check_positive_int(owner, "num_minibatches", self.num_minibatches)
+        if self.num_envs % self.group_size:
+            fix = max(self.group_size, self.num_envs // self.group_size * self.group_size)
+            raise ConfigError(
+                f"{owner}: num_envs={self.num_envs} is not a multiple of group_size={self.group_size} (each prompt "
+                f"is answered group_size times). Use num_envs={fix} or another multiple of {self.group_size}."
+            )
+        if self.num_minibatches > self.num_envs:
+            raise ConfigError(
+                f"{owner}: num_minibatches={self.num_minibatches} is more than num_envs={self.num_envs} completions "
+                f"per update. Lower num_minibatches to at most {self.num_envs}."
+            )
+
+
+def _check_groups(config: PolicyGradientConfig, why: str) -> None:
+    if config.group_size < 2:
+        raise ConfigError(
+            f"{type(config).__name__}.group_size must be >= 2 ({why}); got {config.group_size}. "
+            "Typical values are 4-16."
+        )
+
+
+@dataclass
+class ReinforceConfig(PolicyGradientConfig):
+    """REINFORCE (Williams, 1992) with a baseline.
+
+    Attributes:
+        baseline: ``"moving_average"`` (an exponential moving average of past batches' mean
+            reward, so a completion's own reward never enters its baseline), ``"batch_mean"``
+            (the current batch's mean) or ``"none"``.
+        baseline_decay: Decay of the moving average (its weight on the past).
+    """
+
+    baseline: str = "moving_average"
+    baseline_decay: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.baseline not in ("moving_average", "batch_mean", "none"):
+            raise ConfigError(
+                f"ReinforceConfig.baseline must be 'moving_average', 'batch_mean' or 'none'; got {self.baseline!r}."
+            )
+        check_range("ReinforceConfig", "baseline_decay", self.baseline_decay, 0.0, 1.0, high_open=True)
+
+
+@dataclass
+class GRPOConfig(PolicyGradientConfig):
+    """Group Relative Policy Optimization (Shao et al., 2024, DeepSeekMath).
+
+    The KL penalty is the k3 estimator in the loss, with beta = ``kl_coef``, as in the paper.
+
+    Attributes:
+        update_epochs: Passes over each batch (the paper's mu); above 1 the clipped ratio matters.
+        clip_range: Clip of the per-token probability ratio.
+        adv_eps: Added to the group's reward standard deviation.
+    """
+
+    group_size: int = 8
+    kl_coef: float = 0.04
+    kl_estimator: str = "k3"
+    kl_in: str = "loss"
+    update_epochs: int = 1
+    clip_range: float = 0.2
+    adv_eps: float = 1e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_groups(self, "advantages are relative to the other completions of the same prompt")
+        check_positive_int("GRPOConfig", "update_epochs", self.update_epochs)
+        check_range("GRPOConfig", "clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True,
+                    hint=" Typical values are 0.1-0.3.")
+        check_range("GRPOConfig", "adv_eps", self.adv_eps, 0.0, 1.0, low_open=True)
+
+
+@dataclass
+class RLOOConfig(PolicyGradientConfig):
+    """REINFORCE Leave-One-Out (Kool et al., 2019; Ahmadian et al., 2024).
+
+    The KL penalty is subtracted from each completion's reward (summed over its tokens), as
+    in Ahmadian et al.
+    """
+
+    group_size: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_groups(self, "the baseline of a completion is the mean reward of the others for its prompt")

@@ -1,0 +1,559 @@
+"""The main job: (pre-trained default model) -> SFT -> RL -> held-out evaluation -> report.
+
+:func:`run_pipeline` is what ``instruct-env pipeline`` runs; ``instruct-env sft``, ``rl`` and
+``eval`` run parts of it (``stages=``). Everything a run writes goes to one folder::
+
+    <out>/config.yaml      the resolved configuration (re-run with --config <out>/config.yaml)
+    <out>/metrics.jsonl    one record per logged update and evaluation, all stages
+    <out>/tensorboard/     the same as TensorBoard scalars (when tensorboard is installed)
+    <out>/plots/*.png      reward, KL, entropy, (value loss), held-out metric, SFT losses
+    <out>/results.json     held-out numbers of every stage
+    <out>/completions.jsonl  the final model's test answers, with their scores
+    <out>/model/           the final model and tokenizer (``save_pretrained``): --model <out>/model
+    <out>/report.md        the report
+
+The default configuration (no arguments) is sized to finish in under 10 minutes on 2 CPU cores,
+including the first run's pre-training of the embedded default model. Stage budgets:
+
+- pre-training: 1000 steps of 64 examples (about 3 minutes on 2 idle cores), then cached, so
+  later runs skip it; a 240 s safety stop keeps busy machines within budget, and the next run
+  resumes an interrupted pre-training where it stopped;
+- SFT: 64 examples per task family, at most 15 epochs, early stopping, at most 60 s;
+- RL: GRPO (16 prompts x 8 samples per update) for 180 s, validation checks included;
+- evaluation: greedy decoding of 50 test samples per family, three times (before SFT, after
+  SFT, after RL), a few seconds each.
+
+By default torch uses the cores other processes leave idle (see ``PipelineConfig.threads``): two
+torch threads competing with other jobs for two cores were measured 4x slower than one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agents.ac.config import A2CConfig, PPOConfig
+from agents.common.model import DefaultModelConfig
+from agents.common.pretrain import PretrainConfig
+from agents.pg.config import GRPOConfig, ReinforceConfig, RLOOConfig
+from agents.rl import ALGORITHMS
+from agents.sft.config import SFTConfig
+from instruct_env.error import ConfigError, unknown_name
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "RLSection",
+    "EvalConfig",
+    "PipelineConfig",
+    "PipelineResult",
+    "STAGES",
+    "run_pipeline",
+    "load_policy_model",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Training stages, in the order they run.
+STAGES = ("sft", "rl")
+
+
+@dataclass
+class DataConfig:
+    """Which tasks, how prompts look, and how many samples each split contributes.
+
+    Attributes:
+        tasks: Built-in task families (``None``: all of them).
+        template: Prompt template (``"default"`` or ``"plain"``).
+        num_shots: In-context demonstrations in every prompt (from the train split).
+        max_prompt_tokens: Prompt budget (longer prompts are truncated, see ``PromptFormatter``).
+        max_new_tokens: Completion budget for RL rollouts and evaluation.
+        reward: The RL training reward: a registered name (``"task"``: each task's verifier,
+            with partial credit) -- held-out evaluation always reports all metrics.
+        train_size_per_task: Prompts per family that RL samples from (train split).
+        val_size_per_task: Validation samples per family for RL's held-out checks.
+        test_size_per_task: Test samples per family for the reported numbers.
+        seed: Seed of the datasets (kept apart from the training seed, so runs with different
+            training seeds are scored on the same test samples).
+    """
+
+    tasks: list[str] | None = None
+    template: str = "default"
+    num_shots: int = 0
+    max_prompt_tokens: int = 128
+    max_new_tokens: int = 32
+    reward: str = "task"
+    train_size_per_task: int = 2000
+    val_size_per_task: int = 16
+    test_size_per_task: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_prompt_tokens", "max_new_tokens", "train_size_per_task", "val_size_per_task",
+                     "test_size_per_task"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1; got {getattr(self, name)}.")
+        if self.num_shots < 0 or self.seed < 0:
+            raise ConfigError(f"data.num_shots and data.seed must be >= 0; got {self.num_shots} and {self.seed}.")
+        if self.tasks is not None:
+            from instruct_env.tasks import task_names
+
+            if not self.tasks:
+                raise ConfigError("data.tasks is empty; leave it unset (null) for every built-in task.")
+            for name in self.tasks:
+                if name not in task_names():
+                    raise unknown_name("task", name, task_names())
+
+
+@dataclass
+class ModelConfig:
+    """The model to train.
+
+    Attributes:
+        name: A Hugging Face hub name or local folder (e.g. a previous run's ``model/``);
+            ``None`` is the embedded default: a small GPT-2 pre-trained on the suite (cached).
+        kind: ``"auto"``, ``"causal"`` or ``"seq2seq"`` (RL needs a causal model).
+        default: Shape of the embedded default model.
+        pretrain: Its pre-training.
+    """
+
+    name: str | None = None
+    kind: str = "auto"
+    default: DefaultModelConfig = field(default_factory=DefaultModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("auto", "causal", "seq2seq"):
+            raise ConfigError(f"model.kind must be 'auto', 'causal' or 'seq2seq'; got {self.kind!r}.")
+
+
+def _default_grpo() -> GRPOConfig:
+    # Sized for 2 CPU cores: 16 prompts x 8 samples per update (~0.5 s), 180 s in all, a
+    # validation check every 40 updates. beta = 0.02 as measured in the calibration note.
+    return GRPOConfig(lr=3e-5, num_envs=128, group_size=8, kl_coef=0.02, total_updates=100_000,
+                      time_budget_s=180.0, eval_every=40)
+
+
+@dataclass
+class RLSection:
+    """Which RL algorithm runs, and each algorithm's own config.
+
+    Only the config of ``algo`` is used. Set fields with e.g. ``--set rl.grpo.lr=1e-5``.
+    """
+
+    algo: str = "grpo"
+    grpo: GRPOConfig = field(default_factory=_default_grpo)
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(time_budget_s=180.0, total_updates=100_000,
+                                                            eval_every=10))
+    a2c: A2CConfig = field(default_factory=lambda: A2CConfig(time_budget_s=180.0, total_updates=100_000,
+                                                            eval_every=40))
+    reinforce: ReinforceConfig = field(default_factory=lambda: ReinforceConfig(
+        num_envs=128, time_budget_s=180.0, total_updates=100_000, eval_every=40))
+    rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(
+        num_envs=128, group_size=8, time_budget_s=180.0, total_updates=100_000, eval_every=40))
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise unknown_name("RL algorithm", self.algo, ALGORITHMS)
+
+    @property
+    def selected(self):
+        """The config of ``algo``."""
+        return getattr(self, self.algo)
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation (greedy decoding).
+
+    Attributes:
+        batch_size: Prompts decoded together.
+        metric: Validation metric that picks the best RL checkpoint (``"task"`` or ``"exact_match"``).
+        keep_best: End RL with the weights of the best validation check (the SFT model counts).
+    """
+
+    batch_size: int = 128
+    metric: str = "task"
+    keep_best: bool = True
+
+    def __post_init__(self) -> None:
+        from agents.common.evaluation import METRICS
+
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1; got {self.batch_size}.")
+        if self.metric not in ("task", "exact_match", "bleu", "rougeL"):
+            raise unknown_name("evaluation metric", self.metric, [m for m in METRICS if m != "length"])
+
+
+@dataclass
+class PipelineConfig:
+    """Everything a run needs. YAML files and ``--set`` overrides are checked against it.
+
+    ``seed`` and ``device`` are the run's; they are copied into the SFT and RL configs, and
+    ``data.max_prompt_tokens`` / ``data.max_new_tokens`` likewise -- set them here, not there
+    (a conflicting value in a stage config is an error rather than silently ignored).
+
+    Attributes:
+        name: Run name; the default output folder is ``runs/<name>`` (a timestamp if ``None``).
+        out: Output folder (overrides ``name``).
+        seed: Training seed (SFT data order, RL sampling).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        threads: CPU threads for torch. ``None`` (auto): ``$INSTRUCT_ENV_THREADS`` if set, else the
+            cores that other processes leave idle (all cores minus the 1-minute load average,
+            at least 1). Measured on 2 cores busy with other jobs, 2 torch threads ran 4x slower
+            than 1; on idle cores 2 threads are faster.
+        progress: Show progress bars.
+    """
+
+    name: str | None = None
+    out: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLSection = field(default_factory=RLSection)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0; got {self.seed}.")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 (or null for all cores); got {self.threads}.")
+        shared = (
+            ("seed", self.seed, [("sft", self.sft, "seed"), (f"rl.{self.rl.algo}", self.rl.selected, "seed")]),
+            ("device", self.device, [("sft", self.sft, "device"), (f"rl.{self.rl.algo}", self.rl.selected, "device")]),
+            ("data.max_prompt_tokens", self.data.max_prompt_tokens, [("sft", self.sft, "max_prompt_tokens")]),
+            ("data.max_new_tokens", self.data.max_new_tokens, [(f"rl.{self.rl.algo}", self.rl.selected,
+                                                                "max_new_tokens")]),
+        )
+        for top_name, top_value, places in shared:
+            for section, cfg, name in places:
+                value = getattr(cfg, name)
+                default = {f.name: f.default for f in dataclasses.fields(cfg)}[name]
+                if value != default and value != top_value:
+                    raise ConfigError(
+                        f"{section}.{name}={value!r} conflicts with {top_name}={top_value!r}: the pipeline sets "
+                        f"{section}.{name} from {top_name}. Set {top_name} instead."
+                    )
+
+    def stage_configs(self) -> tuple[SFTConfig, Any]:
+        """The SFT and RL configs with the run-level fields copied in."""
+        sft = dataclasses.replace(self.sft, seed=self.seed, device=self.device,
+                                  max_prompt_tokens=self.data.max_prompt_tokens)
+        rl = dataclasses.replace(self.rl.selected, seed=self.seed, device=self.device,
+                                 max_new_tokens=self.data.max_new_tokens)
+        return sft, rl
+
+
+@dataclass
+class PipelineResult:
+    """Where a run's outputs are, and its held-out numbers.
+
+    Attributes:
+        out_dir: The run folder.
+        report: ``report.md``; ``metrics``: ``metrics.jsonl``; ``plots``: name -> PNG.
+        results: ``stage -> EvalResult`` on the test split.
+        model_dir: The saved final model (``None`` for ``eval`` runs).
+        wall_time_s: Seconds from start to report.
+        stage_seconds: Seconds per part of the run.
+    """
+
+    out_dir: Path
+    report: Path
+    metrics: Path
+    plots: dict[str, Path]
+    results: dict[str, Any]
+    model_dir: Path | None
+    wall_time_s: float
+    stage_seconds: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _out_dir(config: PipelineConfig) -> Path:
+    if config.out:
+        path = Path(config.out)
+        if (path / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"The output folder {str(path)!r} already holds a run (metrics.jsonl); its records would mix with "
+                "this run's. Choose another --out, or delete that folder."
+            )
+    else:
+        path = Path("runs") / (config.name or datetime.now().strftime("%Y%m%d-%H%M%S"))
+        base, n = path, 1
+        while path.exists() and any(path.iterdir()):
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_policy_model(config: PipelineConfig, run_logger: Any = None):
+    """Load ``config.model`` and its tokenizer; returns ``(model, tokenizer, pretrain_info or None)``."""
+    from agents.common.device import select_device
+    from agents.common.model import load_model
+
+    device = select_device(config.device)
+    if config.model.name is None:
+        from agents.common.pretrain import pretrained_default_model
+        from instruct_env.tokenizer import builtin_tokenizer
+
+        tokenizer = builtin_tokenizer()
+        model, info = pretrained_default_model(tokenizer, config.model.default, config.model.pretrain,
+                                               device=device, run_logger=run_logger)
+        return model, tokenizer, info
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(config.model.name)
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"The tokenizer of {config.model.name!r} has no EOS token; answers could never end.")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # our own fresh copy, nobody else holds it
+    model = load_model(config.model.name, kind=config.model.kind).to(device)
+    pretrain_info = None
+    info_file = Path(config.model.name) / "pretrain_info.json"
+    if info_file.exists():  # a model saved by an earlier run keeps its pre-training note
+        pretrain_info = json.loads(info_file.read_text())
+    return model, tokenizer, pretrain_info
+
+
+def _auto_threads() -> int:
+    """Threads for torch when none are configured (see :attr:`PipelineConfig.threads`)."""
+    import os
+
+    if os.environ.get("INSTRUCT_ENV_THREADS"):
+        return int(os.environ["INSTRUCT_ENV_THREADS"])
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
+class _Run:
+    """One run's shared state: config, folder, logger, data, model, results."""
+
+    def __init__(self, config: PipelineConfig, stages: Sequence[str]) -> None:
+        from agents.common.config import save_yaml
+        from agents.common.device import configure_threads
+        from agents.common.logging import RunLogger
+        from instruct_env.tasks import BuiltinDataset, PromptFormatter
+
+        for stage in stages:
+            if stage not in STAGES:
+                raise unknown_name("pipeline stage", stage, STAGES)
+        self.start = time.perf_counter()
+        self.config = config
+        self.stages = [s for s in STAGES if s in stages]
+        self.threads = configure_threads(config.threads if config.threads is not None else _auto_threads())
+        self.out = _out_dir(config)
+        save_yaml(config, self.out / "config.yaml")
+        self.log = RunLogger(self.out, progress=config.progress)
+        self.seconds: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self.sections: dict[str, str] = {}
+        self.results: dict[str, Any] = {}
+        data = config.data
+        demos = BuiltinDataset(data.tasks, split="train", size_per_task=data.train_size_per_task, seed=data.seed) \
+            if data.num_shots else None
+        self.formatter = PromptFormatter(template=data.template, num_shots=data.num_shots, demonstrations=demos)
+        self.test = list(BuiltinDataset(data.tasks, split="test", size_per_task=data.test_size_per_task,
+                                        seed=data.seed))
+        self.val = list(BuiltinDataset(data.tasks, split="validation", size_per_task=data.val_size_per_task,
+                                       seed=data.seed))
+
+    def timed(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def evaluate(self, model: Any, tokenizer: Any, samples: list, split: str, desc: str):
+        from agents.common.evaluation import evaluate
+
+        return evaluate(model, tokenizer, samples, formatter=self.formatter,
+                        max_prompt_tokens=self.config.data.max_prompt_tokens,
+                        max_new_tokens=self.config.data.max_new_tokens, batch_size=self.config.eval.batch_size,
+                        split=split, progress=lambda it: self.log.progress(it, desc=desc, unit="batch"))
+
+    def test_eval(self, stage: str, model: Any, tokenizer: Any) -> None:
+        start = time.perf_counter()
+        result = self.evaluate(model, tokenizer, self.test, "test", f"test eval ({stage})")
+        self.results[stage] = result
+        self.log.log(result.flat(), step=0, stage=f"test/{stage}", kind="eval")
+        self.timed("evaluation", time.perf_counter() - start)
+        logger.info("%s on test: task %.3f, exact match %.3f", stage, result.overall["task"],
+                    result.overall["exact_match"])
+
+
+def _run_sft(run: _Run, model: Any, tokenizer: Any) -> None:
+    from agents.sft import SFTTrainer
+
+    sft_config, _ = run.config.stage_configs()
+    start = time.perf_counter()
+    trainer = SFTTrainer(model, tokenizer, sft_config, tasks=run.config.data.tasks, formatter=run.formatter,
+                         run_logger=run.log)
+    result = trainer.train()
+    run.timed("sft", time.perf_counter() - start)
+    run.warnings.extend(result.notes)
+    run.sections["SFT"] = (
+        f"{result.num_train} training examples ({sft_config.num_examples} per task family), {result.steps} steps "
+        f"({result.epochs:.1f} epochs) in {result.elapsed_s:.0f} s, stopped by {result.stopped_by.replace('_', ' ')}. "
+        f"Validation loss per response token: {result.initial_val_loss:.3f} before, {result.best_val_loss:.3f} "
+        f"best (step {result.best_step}{', whose weights were restored' if result.restored else ''})."
+    )
+
+
+def _run_rl(run: _Run, model: Any, tokenizer: Any):
+    """RL from ``model`` (trained in place); returns the trained policy's language model."""
+    import numpy as np
+
+    from agents.common.evaluation import HeldOutTracker
+    from agents.common.model import ActorCritic
+    from agents.rl import make_trainer
+
+    cfg = run.config
+    _, rl_config = cfg.stage_configs()
+    metric = cfg.eval.metric
+    policy = ActorCritic(model)
+    policy.freeze_reference()  # the KL reference is the model RL starts from (the SFT model)
+    tracker = HeldOutTracker(metric)
+    rewards_since_eval: list[float] = []
+
+    def validate(policy_: Any) -> dict[str, float]:
+        result = run.evaluate(policy_.lm, tokenizer, run.val, "validation", "validation check")
+        return {f"val_{m}": result.overall[m] for m in ("task", "exact_match", "length")}
+
+    def on_update(metrics: dict[str, Any]) -> None:
+        step = int(metrics["update"])
+        train = {k: v for k, v in metrics.items() if not k.startswith("val_") and k != "update"}
+        run.log.log(train, step=step, stage="rl")
+        rewards_since_eval.append(float(metrics.get("reward_mean", math.nan)))
+        progress.update(1)
+        progress.set_postfix(reward=f"{metrics.get('reward_mean', math.nan):.3f}")
+        if f"val_{metric}" in metrics:
+            check(step, metrics, float(np.nanmean(rewards_since_eval)))
+            rewards_since_eval.clear()
+
+    def check(step: int, values: dict[str, Any], train_reward: float | None) -> None:
+        run.log.log({"task": values["val_task"], "exact_match": values["val_exact_match"],
+                     "length": values["val_length"], "train_reward": train_reward}, step=step, stage="rl", kind="eval")
+        tracker.update(step, float(values[f"val_{metric}"]), train_reward,
+                       model=policy.lm if cfg.eval.keep_best else None)
+
+    start = time.perf_counter()
+    check(0, validate(policy), None)  # the starting point counts for the best checkpoint
+    env_kwargs = {"tasks": cfg.data.tasks, "split": "train", "reward": cfg.data.reward,
+                  "max_prompt_tokens": cfg.data.max_prompt_tokens, "template": cfg.data.template,
+                  "num_shots": cfg.data.num_shots,
+                  "dataset_kwargs": {"size_per_task": cfg.data.train_size_per_task, "seed": cfg.data.seed}}
+    budget = rl_config.time_budget_s
+    progress = run.log.progress(total=rl_config.total_updates if budget is None else None,
+                                desc=f"RL ({cfg.rl.algo}, {budget:.0f} s)" if budget else f"RL ({cfg.rl.algo})",
+                                unit="update")
+    trainer = make_trainer(cfg.rl.algo, rl_config, policy, tokenizer, env_kwargs, log_fn=on_update,
+                           eval_fn=validate)
+    history = trainer.train()
+    progress.close()
+    if history and f"val_{metric}" not in history[-1]:  # a last check on the final weights
+        check(trainer.num_updates, validate(policy), float(np.nanmean(rewards_since_eval)))
+    restored = cfg.eval.keep_best and tracker.best_step != trainer.num_updates and tracker.restore_best(policy.lm)
+    run.timed("rl", time.perf_counter() - start)
+    run.warnings.extend(tracker.warnings)
+    rewards = [h.get("reward_mean", math.nan) for h in history]
+    window = max(1, len(rewards) // 10)
+    run.sections["RL"] = (
+        f"{cfg.rl.algo.upper()}, {trainer.num_updates} updates in {trainer.elapsed:.0f} s, training reward "
+        f"`{cfg.data.reward}` {np.nanmean(rewards[:window]) if rewards else math.nan:.3f} (first 10% of updates) "
+        f"-> {np.nanmean(rewards[-window:]) if rewards else math.nan:.3f} (last 10%). Validation {metric} "
+        f"({len(run.val)} samples) checked every {rl_config.eval_every} updates; best "
+        f"{tracker.best_value:.3f} at update {tracker.best_step}"
+        + (" (the SFT model: RL did not improve on it)" if tracker.best_step == 0 else "")
+        + (", whose weights were restored." if restored else ".")
+    )
+    return policy.lm
+
+
+def _train_and_evaluate(run: _Run):
+    """Load the model, evaluate it, run the stages (each followed by an evaluation)."""
+    start = time.perf_counter()
+    model, tokenizer, pretrain_info = load_policy_model(run.config, run.log)
+    run.timed("model (load or pre-train)", time.perf_counter() - start)
+    if "rl" in run.stages and getattr(model.config, "is_encoder_decoder", False):
+        raise ConfigError(
+            "RL needs a causal (decoder-only) model, but this one is encoder-decoder. Run 'instruct-env sft' for it, "
+            "or pass a causal model with --model."
+        )
+    labels = {"sft": "SFT", "rl": "SFT+RL" if "sft" in run.stages else "RL"}
+    first = "zero-shot" if "sft" in run.stages else "before RL" if run.stages else "model"
+    run.test_eval(first, model, tokenizer)
+    for stage in run.stages:
+        if stage == "sft":
+            _run_sft(run, model, tokenizer)
+        else:
+            model = _run_rl(run, model, tokenizer)
+        run.test_eval(labels[stage], model, tokenizer)
+    return model, tokenizer, pretrain_info
+
+
+def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = STAGES,
+                 command: str = "instruct-env pipeline") -> PipelineResult:
+    """Run ``stages`` (``"sft"``, ``"rl"``, both, or none for a plain evaluation) and write the report.
+
+    The test split is evaluated before training (``zero-shot``) and after every stage.
+    """
+    from agents.common.config import to_dict
+    from agents.common.device import select_device
+    from agents.common.logging import read_metrics
+    from agents.common.plots import plot_metrics
+    from agents.common.report import write_report
+
+    config = config if config is not None else PipelineConfig()
+    run = _Run(config, stages)
+    try:
+        model, tokenizer, pretrain_info = _train_and_evaluate(run)
+    finally:
+        run.log.close()
+    model_dir = None
+    if run.stages:
+        model_dir = run.out / "model"
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        if pretrain_info is not None:
+            info = pretrain_info if isinstance(pretrain_info, dict) else dataclasses.asdict(pretrain_info)
+            (model_dir / "pretrain_info.json").write_text(json.dumps(info, indent=2))
+    final = run.results[list(run.results)[-1]]
+    with open(run.out / "completions.jsonl", "w", encoding="utf-8") as fh:
+        for record in final.records:
+            fh.write(json.dumps(record) + "\n")
+    (run.out / "results.json").write_text(json.dumps({k: v.to_dict() for k, v in run.results.items()}, indent=2))
+    plots = plot_metrics(read_metrics(run.log.path), run.out / "plots", stages=("pretrain", "sft", "rl"))
+    wall = time.perf_counter() - run.start
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in run.seconds.items())
+    summary = [
+        f"Command: `{command}`",
+        f"Run folder: `{run.out}`; metrics: `metrics.jsonl`"
+        + (", TensorBoard: `tensorboard/`" if (run.out / "tensorboard").is_dir() else "")
+        + (f"; final model: `{model_dir.name}/`" if model_dir else ""),
+        f"Model: {config.model.name or 'embedded default (pre-trained on the task suite, see below)'}; "
+        f"device {select_device(config.device)}, {run.threads} CPU thread(s); seed {config.seed}",
+        f"Wall time {wall:.0f} s ({timing})",
+    ]
+    note = None
+    if pretrain_info is not None:
+        note = pretrain_info.describe() if hasattr(pretrain_info, "describe") else (
+            f"The model descends from the embedded default, pre-trained by instruct-env on the task suite's "
+            f"TRAIN split with one phrasing per family held out ({pretrain_info.get('steps')} steps).")
+    report = write_report(run.out / "report.md", run.results, config=to_dict(config), summary=summary,
+                          pretrain_note=note, sections=run.sections, warnings=run.warnings, plots=plots)
+    return PipelineResult(out_dir=run.out, report=report, metrics=run.log.path, plots=plots, results=run.results,
+                          model_dir=model_dir, wall_time_s=time.perf_counter() - run.start,
+                          stage_seconds=dict(run.seconds), warnings=list(run.warnings))

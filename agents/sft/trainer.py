@@ -1,0 +1,352 @@
+"""The SFT trainer: response-only cross-entropy, warm-up + decay, early stopping on validation loss."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents.common.device import autocast, select_device
+from agents.common.model import lm_forward
+from agents.sft.config import SFTConfig
+from agents.sft.data import (
+    IGNORE_INDEX,
+    Example,
+    can_paraphrase,
+    collate_causal,
+    collate_seq2seq,
+    encode_example,
+    paraphrase,
+    take_per_task,
+)
+from instruct_env.error import ConfigError, EmptyDatasetError
+from instruct_env.tasks.sample import Sample
+
+__all__ = ["SFTTrainer", "SFTResult", "response_loss", "lr_multiplier"]
+
+logger = logging.getLogger(__name__)
+
+
+def lr_multiplier(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Learning-rate factor at optimizer step ``step`` (0-based): linear warm-up, then the decay.
+
+    >>> [round(lr_multiplier(s, 10, 2, "linear"), 3) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+    >>> round(lr_multiplier(6, 10, 2, "cosine"), 3)
+    0.5
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def response_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the labelled (response) tokens and their count.
+
+    Causal LMs: ``logits[:, t - 1]`` predicts ``labels[:, t]``. Encoder-decoder LMs: the decoder
+    reads the labels shifted right (teacher forcing) and ``logits[:, t]`` predicts ``labels[:, t]``.
+    """
+    labels = batch["labels"]
+    if getattr(model.config, "is_encoder_decoder", False):
+        decoder_inputs = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=decoder_inputs).logits  # (B, T, V)
+        targets = labels
+    else:
+        logits = lm_forward(model, batch["input_ids"], batch["attention_mask"]).logits[:, :-1]  # (B, T-1, V)
+        targets = labels[:, 1:]  # (B, T-1)
+    loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss_sum, (targets != IGNORE_INDEX).sum()
+
+
+@dataclass
+class SFTResult:
+    """What :meth:`SFTTrainer.train` did.
+
+    Attributes:
+        steps: Optimizer steps taken.
+        epochs: Passes over the training examples (fractional when stopped mid-epoch).
+        stopped_by: ``"epochs"``, ``"max_steps"``, ``"early_stopping"`` or ``"time_budget"``.
+        initial_val_loss: Validation loss before training.
+        best_val_loss: Lowest validation loss seen (the restored weights with ``keep_best``).
+        best_step: Step of ``best_val_loss`` (0: before training).
+        final_train_loss: Mean training loss over the last logging window.
+        elapsed_s: Wall-clock seconds.
+        num_train: Training examples; ``num_val``: validation examples.
+        restored: The weights of ``best_step`` were loaded back at the end (``keep_best``).
+        checkpoint: Where the best model was saved, if anywhere.
+        notes: Things the caller should know (e.g. augmentation skipped).
+    """
+
+    steps: int
+    epochs: float
+    stopped_by: str
+    initial_val_loss: float
+    best_val_loss: float
+    best_step: int
+    final_train_loss: float
+    elapsed_s: float
+    num_train: int
+    num_val: int
+    restored: bool = False
+    checkpoint: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class SFTTrainer:
+    """Supervised fine-tuning of a causal or encoder-decoder language model on solved examples.
+
+    The loss is the mean cross-entropy of the response tokens (prompt tokens are masked with
+    ``-100``). The model is trained in place; with ``keep_best`` it ends with the weights of its
+    lowest validation loss.
+
+    Args:
+        model: A Hugging Face causal or seq2seq LM, or an :class:`~agents.common.model.ActorCritic`
+            (its language model is trained).
+        tokenizer: Its tokenizer (needs an EOS token).
+        config: An :class:`~agents.sft.config.SFTConfig`.
+        train_data: Training samples (default: the built-in suite's train split); the first
+            ``config.num_examples`` of each task are used.
+        val_data: Validation samples (default: the built-in suite's validation split); the first
+            ``config.val_examples`` of each task are used.
+        tasks: Built-in task names for the default datasets (``None``: all of them).
+        formatter: A :class:`~instruct_env.tasks.PromptFormatter` (default template if ``None``).
+        run_logger: An optional :class:`~agents.common.logging.RunLogger` (records under stage ``"sft"``).
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from instruct_env.tokenizer import builtin_tokenizer
+    >>> tok = builtin_tokenizer()
+    >>> lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2))
+    >>> cfg = SFTConfig(num_examples=2, val_examples=1, max_steps=2, batch_size=4, device="cpu")
+    >>> SFTTrainer(lm, tok, cfg, tasks=["copy"]).train().steps
+    2
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        config: SFTConfig | None = None,
+        *,
+        train_data: Sequence[Sample] | None = None,
+        val_data: Sequence[Sample] | None = None,
+        tasks: Sequence[str] | None = None,
+        formatter: Any = None,
+        run_logger: Any = None,
+    ) -> None:
+        from instruct_env.tasks import BuiltinDataset, PromptFormatter
+
+        self.config = config if config is not None else SFTConfig()
+        cfg = self.config
+        self.model = getattr(model, "lm", model) if hasattr(model, "value_head") else model
+        self.tokenizer = tokenizer
+        if tokenizer.eos_token_id is None:
+            raise ConfigError("SFT needs a tokenizer with an eos_token_id: the model must learn where answers end.")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
+        self.formatter = formatter if formatter is not None else PromptFormatter()
+        self.run_logger = run_logger
+        self.device = select_device(cfg.device)
+        if train_data is None:
+            train_data = BuiltinDataset(tasks, split="train", size_per_task=cfg.num_examples, seed=cfg.seed)
+        if val_data is None:
+            val_data = BuiltinDataset(tasks, split="validation", size_per_task=cfg.val_examples, seed=cfg.seed)
+        self.train_samples = take_per_task(train_data, cfg.num_examples)
+        self.val_samples = take_per_task(val_data, cfg.val_examples)
+        if not self.train_samples:
+            raise EmptyDatasetError("SFT has no training examples: the train data is empty.")
+        if not self.val_samples:
+            raise EmptyDatasetError("SFT has no validation examples for early stopping: the validation data is empty.")
+        self.notes: list[str] = []
+        if cfg.paraphrase_prob > 0 and not any(can_paraphrase(s) for s in self.train_samples):
+            note = ("Instruction-paraphrase augmentation was requested but skipped: the training samples' task "
+                    "families do not expose instruction templates (only built-in task families do).")
+            logger.warning(note)
+            self.notes.append(note)
+        self._val_examples = [self._encode(s) for s in self.val_samples]
+        self._train_examples = [self._encode(s) for s in self.train_samples]
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def _max_total_tokens(self) -> int | None:
+        if self.encoder_decoder:
+            return None
+        cfg = self.model.config
+        return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+
+    def _encode(self, sample: Sample) -> Example:
+        return encode_example(sample, self.tokenizer, self.formatter, max_prompt_tokens=self.config.max_prompt_tokens,
+                              max_response_tokens=self.config.max_response_tokens,
+                              max_total_tokens=self._max_total_tokens())
+
+    def _collate(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+        collate = collate_seq2seq if self.encoder_decoder else collate_causal
+        return {k: v.to(self.device) for k, v in collate(examples, self.pad_id).items()}
+
+    def _epoch_batches(self, epoch: int, rng: np.random.Generator) -> list[list[Example]]:
+        cfg = self.config
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train_samples))
+        examples = []
+        for i in order:
+            if cfg.paraphrase_prob > 0 and rng.random() < cfg.paraphrase_prob:
+                examples.append(self._encode(paraphrase(self.train_samples[i], rng)))
+            else:
+                examples.append(self._train_examples[i])
+        return [examples[i:i + cfg.batch_size] for i in range(0, len(examples), cfg.batch_size)]
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean cross-entropy per response token on the validation examples."""
+        was_training = self.model.training
+        self.model.eval()
+        total, count = 0.0, 0
+        try:
+            for i in range(0, len(self._val_examples), 64):
+                with autocast(self.device):
+                    loss_sum, n = response_loss(self.model, self._collate(self._val_examples[i:i + 64]))
+                total += float(loss_sum)
+                count += int(n)
+        finally:
+            self.model.train(was_training)
+        return total / max(count, 1)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("The model has no trainable parameters (all have requires_grad=False).")
+        decay = [p for p in params if p.dim() >= 2]  # weight matrices and embeddings
+        no_decay = [p for p in params if p.dim() < 2]  # biases and norm scales
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.config.lr)
+
+    def _log(self, record: dict[str, Any], step: int, kind: str) -> None:
+        if self.run_logger is not None:
+            self.run_logger.log(record, step=step, stage="sft", kind=kind)
+
+    def train(self) -> SFTResult:
+        """Train until the epochs, ``max_steps``, early stopping or the time budget end it.
+
+        Seeds torch's global generator with ``config.seed`` (dropout).
+        """
+        cfg = self.config
+        start = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        self.model.to(self.device)
+        self.model.train()
+        per_step = cfg.batch_size * cfg.grad_accum
+        steps_per_epoch = math.ceil(len(self.train_samples) / per_step)
+        planned = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+        warmup = int(cfg.warmup_ratio * planned)
+        optimizer = self._optimizer()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_multiplier(s, planned, warmup, cfg.schedule))
+
+        initial = best = self.validation_loss()
+        self._log({"val_loss": initial}, 0, "eval")
+        best_step, best_state, bad_evals = 0, self._snapshot() if cfg.keep_best else None, 0
+        step, epoch, stopped_by = 0, 0, "epochs"
+        window: list[float] = []
+        progress = self.run_logger.progress(total=planned, desc="SFT", unit="step") if self.run_logger else None
+        done = False
+        while not done:
+            batches = self._epoch_batches(epoch, rng)
+            for first in range(0, len(batches), cfg.grad_accum):
+                group = batches[first:first + cfg.grad_accum]
+                step_loss = self._optimizer_step(optimizer, group)
+                scheduler.step()
+                step += 1
+                window.append(step_loss)
+                if progress is not None:
+                    progress.update(1)
+                if step % cfg.log_every == 0:
+                    self._log({"loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0],
+                               "epoch": epoch + (first + len(group)) / len(batches)}, step, "train")
+                    window = window[-cfg.log_every:]
+                end_of_epoch = first + cfg.grad_accum >= len(batches)
+                if (step % cfg.eval_every == 0) if cfg.eval_every else end_of_epoch:
+                    val = self.validation_loss()
+                    self._log({"val_loss": val}, step, "eval")
+                    if val < best - cfg.min_delta:
+                        best, best_step, bad_evals = val, step, 0
+                        best_state = self._snapshot() if cfg.keep_best else None
+                    else:
+                        bad_evals += 1
+                    if cfg.patience and bad_evals >= cfg.patience:
+                        stopped_by, done = "early_stopping", True
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    stopped_by, done = "max_steps", True
+                if cfg.time_budget_s is not None and time.perf_counter() - start >= cfg.time_budget_s:
+                    stopped_by, done = "time_budget", True
+                if done:
+                    epoch_fraction = (first + len(group)) / len(batches)
+                    break
+            else:
+                epoch += 1
+                epoch_fraction = 0.0
+                if epoch >= cfg.epochs and cfg.max_steps is None:
+                    done = True
+        if progress is not None:
+            progress.close()
+        restored = cfg.keep_best and best_state is not None and best_step != step
+        if restored:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        checkpoint = None
+        if cfg.checkpoint_dir is not None:
+            checkpoint = str(self.save(cfg.checkpoint_dir))
+        return SFTResult(
+            steps=step, epochs=epoch + epoch_fraction, stopped_by=stopped_by, initial_val_loss=initial,
+            best_val_loss=best, best_step=best_step, final_train_loss=float(np.mean(window)) if window else math.nan,
+            elapsed_s=time.perf_counter() - start, num_train=len(self.train_samples), num_val=len(self.val_samples),
+            restored=restored, checkpoint=checkpoint, notes=list(self.notes),
+        )
+
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer, group: list[list[Example]]) -> float:
+        """One optimizer step over ``group`` (micro-batches); returns the mean loss per response token."""
+        batches = [self._collate(b) for b in group]
+        total_tokens = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches)
+        optimizer.zero_grad(set_to_none=True)
+        loss_total = 0.0
+        for batch in batches:
+            with autocast(self.device):
+                loss_sum, _ = response_loss(self.model, batch)
+            (loss_sum / max(total_tokens, 1)).backward()
+            loss_total += float(loss_sum.detach())
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        optimizer.step()
+        return loss_total / max(total_tokens, 1)
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def save(self, directory: str | Path) -> Path:
+        """Save the model and tokenizer with ``save_pretrained`` and the config as ``sft_config.yaml``."""
+        from agents.common.config import save_yaml
+
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        save_yaml(self.config, path / "sft_config.yaml")
+        return path

@@ -1,0 +1,332 @@
+"""Human-feedback loop with simulated evaluators: reward-model accuracy, active vs random labels, policy score.
+
+Three measurements on a small policy (2 layers, width 64, pre-trained on four task families; cached
+after the first run):
+
+A. **Active vs random selection.** Fresh prompts each round; 32 pairwise queries per round chosen by
+   query by committee or at random, answered by 3 noisy simulated evaluators; the reward model is
+   refitted and scored on fixed held-out comparisons (pairs of sampled answers to validation prompts
+   whose task-verifier scores differ). Labels needed to reach an accuracy, over seeds.
+B. **The loop** (:func:`agents.feedback_loop.run_feedback_loop`, simulated feedback, RLOO with the
+   proxy reward): per round the online reward model's held-out accuracy (the learner's own random
+   hold-out, and the fixed comparisons of A), labels used, and the policy's validation task score
+   (greedy, and sampled at temperature 1).
+C. **Reference:** the same RL budget with the task verifier itself as the reward.
+
+Run: ``python -m benchmarks.bench_feedback`` (about 6-8 minutes on 2 busy CPU cores, plus about 2
+minutes the first time to pre-train the policy). ``--quick`` runs a smaller version without
+writing the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks._common import provenance, write_section
+
+#: Families of the feedback loop; ``copy`` is pre-trained too but left out (see the README section).
+TASKS = ("pick_word", "most_frequent", "count_words")
+PRETRAIN_TASKS = ("pick_word", "most_frequent", "count_words", "copy")
+MAX_PROMPT, MAX_NEW = 64, 16
+EVALUATORS, NOISE = 3, 0.1
+
+
+def bench_policy():
+    """The benchmark's policy: a 2-layer, width-64 GPT-2 pre-trained on four families (cached)."""
+    from agents.common.model import DefaultModelConfig
+    from agents.common.pretrain import PretrainConfig, pretrained_default_model
+    from instruct_env.tokenizer import builtin_tokenizer
+
+    tokenizer = builtin_tokenizer()
+    model, info = pretrained_default_model(
+        tokenizer, DefaultModelConfig(n_layer=2, n_embd=64, n_head=4, n_positions=128),
+        PretrainConfig(steps=1200, batch_size=32, lr=3e-3, warmup_steps=20, n_per_task=1000,
+                       tasks=list(PRETRAIN_TASKS), seed=0, time_budget_s=None),
+        device="cpu")
+    return model, tokenizer, info
+
+
+def featurizer(model, tokenizer):
+    from instruct_env.feedback.reward_model import FeatureExtractor
+
+    return FeatureExtractor(model, tokenizer, pooling="mean", logprob_features=True,
+                            max_tokens=MAX_PROMPT + MAX_NEW + 1)
+
+
+def fixed_comparisons(model, tokenizer, val, seed=123):
+    """Noiseless comparisons on validation prompts: 4 sampled answers each, pairs whose verifier scores differ."""
+    from agents.feedback_loop import generate_pool
+    from instruct_env.feedback.reward_model import Label
+
+    pool = generate_pool(model, tokenizer, val, 4, max_prompt_tokens=MAX_PROMPT, max_new_tokens=MAX_NEW,
+                         temperature=1.0, generator=torch.Generator().manual_seed(seed))
+    truth = [it.sample.score(it.completions[0]) for it in pool]
+    labels = []
+    for start in range(0, len(pool), 4):
+        for a, b in itertools.combinations(range(start, start + 4), 2):
+            if truth[a] != truth[b]:
+                labels.append(Label("pairwise", (pool[a].pairs()[0], pool[b].pairs()[0]), float(truth[a] > truth[b])))
+    return labels
+
+
+def mean_ci(values):
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+# --------------------------------------------------------------------------------------------------
+# A. Active vs random
+# --------------------------------------------------------------------------------------------------
+
+
+def active_vs_random(model, tokenizer, train, features, fixed, seeds, rounds, prompts_per_round, queries):
+    from agents.feedback_loop import generate_pool
+    from instruct_env.feedback import ActiveSelector, OraclePool, RewardModel, RewardModelConfig, SimulatedOracle
+    from instruct_env.feedback.online import labels_from_answer
+    from instruct_env.feedback.store import Query
+
+    needed = rounds * prompts_per_round
+    if needed > len(train):
+        raise SystemExit(f"active vs random needs {needed} training prompts; only {len(train)}")
+    pool = generate_pool(model, tokenizer, train, 4, max_prompt_tokens=MAX_PROMPT, max_new_tokens=MAX_NEW,
+                         temperature=1.0, generator=torch.Generator().manual_seed(7))
+    by_sample = {}
+    for item in pool:
+        by_sample.setdefault(item.sample.id, []).append(item)
+    curves = {}
+    for strategy in ("qbc", "random"):
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            order = [train[i].id for i in rng.permutation(len(train))]
+            oracle = OraclePool([SimulatedOracle(noise=NOISE, seed=100 * seed + i, name=f"sim-{i}")
+                                 for i in range(EVALUATORS)])
+            reward_model = RewardModel(features, RewardModelConfig(seed=seed))
+            labels, points = [], []
+            for r in range(rounds):
+                candidates = [it for sid in order[r * prompts_per_round:(r + 1) * prompts_per_round]
+                              for it in by_sample[sid]]
+                selector = ActiveSelector(reward_model if strategy == "qbc" else None, strategy=strategy,
+                                          random_share=0.0, seed=seed * 1000 + r)
+                items = selector.select(candidates, queries, kind="pairwise")
+                result = oracle.wait(oracle.ask(items, "pairwise"))
+                for j in result.judgements:
+                    if not j.skipped:
+                        item = items[j.item]
+                        query = Query("pairwise", item.instruction, item.completions, context=item.context)
+                        labels.extend(labels_from_answer(query, j.answer, j.evaluator))
+                reward_model = RewardModel(features, RewardModelConfig(seed=seed))
+                reward_model.fit(labels)
+                points.append((len(labels), reward_model.accuracy(fixed).overall))
+            curves[(strategy, seed)] = points
+            print(f"A {strategy:6s} seed {seed}: " + ", ".join(f"{n}:{a:.3f}" for n, a in points), flush=True)
+    return curves
+
+
+def labels_to_reach(points, threshold):
+    for n, accuracy in points:
+        if accuracy >= threshold:
+            return n
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# B. The loop, and C. the reference
+# --------------------------------------------------------------------------------------------------
+
+
+def rl_config(seed):
+    from agents.rl import default_config
+
+    # RLOO: no per-group standard deviation, which would blow up a reward model's small differences
+    # between equally good answers into full-size advantages (GRPO); lr and KL from a sweep on this policy.
+    return default_config("rloo", num_envs=32, group_size=4, lr=1e-4, kl_coef=0.02, max_new_tokens=MAX_NEW,
+                          total_updates=10**9, seed=seed)
+
+
+def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, updates, queries):
+    from agents.feedback_loop import FeedbackLoopConfig, run_feedback_loop
+    from instruct_env.feedback import RewardModel
+
+    config = FeedbackLoopConfig(kind="pairwise", queries_per_round=queries, pool_prompts=queries, samples_per_prompt=4,
+                                selection="qbc", random_share=0.2, evaluators=EVALUATORS, noise=NOISE,
+                                rl_updates=updates, max_prompt_tokens=MAX_PROMPT, seed=seed)
+    with tempfile.TemporaryDirectory() as workdir:
+        records = run_feedback_loop(copy.deepcopy(model), tokenizer, rounds=rounds, feedback="simulated", algo="rloo",
+                                    config=config, rl_config=rl_config(seed), train_data=train, val_data=val,
+                                    workdir=workdir)
+        for record in records[1:]:
+            path = Path(workdir) / "reward_model" / "models" / f"v{record.rm_version}.pt"
+            record.fixed_accuracy = RewardModel.load(path, features).accuracy(fixed).overall if record.rm_version else \
+                float("nan")
+    for record in records:
+        print(f"B seed {seed} round {record.round}: v{record.rm_version} labels {record.labels_used} held-out "
+              f"{record.rm_heldout_accuracy:.3f} fixed {getattr(record, 'fixed_accuracy', float('nan')):.3f} "
+              f"val {record.val_task:.3f} sampled {record.val_task_sampled:.3f} ({record.seconds:.0f} s)", flush=True)
+    return records
+
+
+def true_reward_rl(model, tokenizer, train, val, seed, rounds, updates):
+    from agents.common.evaluation import evaluate
+    from agents.common.model import ActorCritic
+    from agents.rl import make_trainer
+
+    policy = ActorCritic(copy.deepcopy(model))
+    policy.freeze_reference()
+    trainer = make_trainer("rloo", rl_config(seed), policy, tokenizer,
+                           {"dataset": train, "reward": "task", "max_prompt_tokens": MAX_PROMPT})
+    scores = []
+    for _ in range(rounds):
+        for _ in range(updates):
+            trainer.update_step()
+        result = evaluate(policy.lm, tokenizer, val, max_prompt_tokens=MAX_PROMPT, max_new_tokens=MAX_NEW,
+                          keep_records=False)
+        scores.append(result.overall["task"])
+        policy.eval()
+    print(f"C seed {seed}: " + ", ".join(f"{s:.3f}" for s in scores), flush=True)
+    return scores
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def fmt(value, ci=None, digits=3):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if ci is None or math.isnan(ci):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {ci:.{digits}f}"
+
+
+def report(args, info, curves, loops, reference, fixed, seconds):
+    seeds_a = sorted({s for _, s in curves})
+    lines = []
+    lines.append(
+        f"Policy: a GPT-2 with 2 layers and width 64, pre-trained for 1200 steps on {', '.join(PRETRAIN_TASKS)} "
+        f"({'loaded from the cache' if info.from_cache else 'pre-trained in this run'}). Feedback and RL use "
+        f"{', '.join(TASKS)}. Evaluators: {EVALUATORS} `SimulatedOracle`s judging by the task verifier with "
+        f"noise {NOISE} (so about one comparison in five between equally good answers is a coin flip or a tie). "
+        "Reward model: 4 bootstrap heads (MLP, width 32) over frozen features of the starting policy (mean "
+        "hidden state of prompt + completion, plus the completion's mean and minimum token log-probability and "
+        "its length). \"Fixed comparisons\": "
+        f"{len(fixed)} pairs of sampled answers to validation prompts whose verifier scores differ, "
+        "never used for training; accuracy = share ordered like the verifier.")
+    # A
+    rounds = len(next(iter(curves.values())))
+    table = ["| round | labels (qbc) | accuracy qbc | labels (random) | accuracy random |", "|---:|---:|---:|---:|---:|"]
+    for r in range(rounds):
+        q = [curves[("qbc", s)][r] for s in seeds_a]
+        x = [curves[("random", s)][r] for s in seeds_a]
+        table.append(f"| {r + 1} | {np.mean([n for n, _ in q]):.0f} | {fmt(*mean_ci([a for _, a in q]))} | "
+                     f"{np.mean([n for n, _ in x]):.0f} | {fmt(*mean_ci([a for _, a in x]))} |")
+    reach = []
+    for threshold in args.thresholds:
+        cells = []
+        for strategy in ("qbc", "random"):
+            ns = [labels_to_reach(curves[(strategy, s)], threshold) for s in seeds_a]
+            got = [n for n in ns if n is not None]
+            cells.append(f"{np.mean(got):.0f} ({len(got)}/{len(ns)} seeds)" if got else f"not reached (0/{len(ns)})")
+        reach.append(f"| {threshold:.2f} | {cells[0]} | {cells[1]} |")
+    final_q = [curves[("qbc", s)][-1][1] for s in seeds_a]
+    final_r = [curves[("random", s)][-1][1] for s in seeds_a]
+    lines.append(
+        f"### A. Active vs random selection\n\n{args.prompts_per_round} fresh training prompts per round, 4 sampled "
+        f"answers each; {args.queries} pairwise queries per round (one per prompt), each answered by all "
+        f"{EVALUATORS} evaluators; the reward model is refitted from scratch on all labels after each round. Mean "
+        f"over {len(seeds_a)} seeds ± 95% CI (t-free normal approximation).\n\n" + "\n".join(table) +
+        "\n\nLabels needed to reach an accuracy on the fixed comparisons (mean over the seeds that reached it):\n\n"
+        "| accuracy | query by committee | random |\n|---:|---|---|\n" + "\n".join(reach) +
+        f"\n\nFinal accuracy: query by committee {fmt(*mean_ci(final_q))}, random {fmt(*mean_ci(final_r))}.")
+    # B
+    seeds_b = sorted(loops)
+    n_rounds = len(loops[seeds_b[0]])
+    table = ["| round | RM version | labels used | RM held-out acc. (learner) | RM acc. (fixed comparisons) | "
+             "val task (greedy) | val task (sampled) |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in range(n_rounds):
+        recs = [loops[s][r] for s in seeds_b]
+        versions = "/".join(str(rec.rm_version) for rec in recs)
+        table.append(
+            f"| {r} | {versions} | {np.mean([rec.labels_used for rec in recs]):.0f} | "
+            f"{fmt(*mean_ci([rec.rm_heldout_accuracy for rec in recs]))} | "
+            f"{fmt(*mean_ci([getattr(rec, 'fixed_accuracy', float('nan')) for rec in recs]))} | "
+            f"{fmt(*mean_ci([rec.val_task for rec in recs]))} | {fmt(*mean_ci([rec.val_task_sampled for rec in recs]))} |")
+    refused = sum(1 for s in seeds_b for rec in loops[s][1:] if rec.refit and not rec.refit["promoted"])
+    total_refits = sum(1 for s in seeds_b for rec in loops[s][1:] if rec.refit)
+    lines.append(
+        f"### B. The loop (`run_feedback_loop`, simulated feedback)\n\n{n_rounds - 1} rounds; each: "
+        f"{args.queries_b} prompts x 4 sampled answers -> {args.queries_b} pairwise queries by query by committee (20% "
+        f"random hold-out) -> {EVALUATORS} evaluators -> online refit (warm start; promoted only if the held-out "
+        f"accuracy does not drop) -> {args.updates} RLOO updates (32 completions each, lr 1e-4, KL 0.02) with the "
+        f"proxy reward. Validation: {len(args.val_samples)} samples ({args.val_per_task} per family), greedy (as "
+        "`agents.common.evaluation`) and one sample at temperature 1. Round 0 is the starting policy. Mean over "
+        f"seeds {seeds_b} ± 95% CI; RM versions per seed. {refused} of {total_refits} refits were refused "
+        "(their held-out accuracy would have dropped).\n\n" + "\n".join(table))
+    # C
+    table = ["| round | val task (greedy), RL on the task verifier |", "|---:|---:|"]
+    table.append(f"| 0 | {fmt(*mean_ci([loops[s][0].val_task for s in seeds_b]))} |")
+    for r in range(len(next(iter(reference.values())))):
+        table.append(f"| {r + 1} | {fmt(*mean_ci([reference[s][r] for s in sorted(reference)]))} |")
+    lines.append(
+        "### C. Reference: the same RL budget on the true reward\n\nRLOO with the task verifier as the reward "
+        f"(what the simulated evaluators judge by, without noise), {args.updates} updates per round, same seeds.\n\n"
+        + "\n".join(table))
+    lines.append(
+        f"Command: `python -m benchmarks.bench_feedback`. Measured on {provenance()}; torch threads = 1; "
+        f"{seconds:.0f} s in all.")
+    return "\n\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small run that does not write the README")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/README.md alone")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    quick = args.quick
+    args.seeds_a = (0, 1) if quick else (0, 1, 2)
+    args.seeds_b = (0,) if quick else (0, 1)
+    args.rounds_a, args.prompts_per_round, args.queries = (3, 32, 16) if quick else (8, 64, 32)
+    args.rounds_b, args.updates = (2, 10) if quick else (5, 40)
+    args.val_per_task = 16 if quick else 96
+    args.thresholds = (0.65, 0.7, 0.75)
+
+    from instruct_env.tasks import BuiltinDataset
+
+    start = time.perf_counter()
+    model, tokenizer, info = bench_policy()
+    print(f"policy ready ({'cache' if info.from_cache else 'pre-trained'}) in {time.perf_counter() - start:.0f} s",
+          flush=True)
+    train = list(BuiltinDataset(list(TASKS), split="train", size_per_task=200, seed=0))
+    val = list(BuiltinDataset(list(TASKS), split="validation", size_per_task=args.val_per_task, seed=0))
+    args.val_samples = val
+    features = featurizer(model, tokenizer)
+    fixed = fixed_comparisons(model, tokenizer, list(BuiltinDataset(list(TASKS), split="validation",
+                                                                    size_per_task=100, seed=1)))
+    print(f"{len(fixed)} fixed comparisons", flush=True)
+    curves = active_vs_random(model, tokenizer, train, features, fixed, args.seeds_a, args.rounds_a,
+                              args.prompts_per_round, args.queries)
+    loops = {s: feedback_loop(model, tokenizer, train, val, features, fixed, s, args.rounds_b, args.updates,
+                              2 * args.queries) for s in args.seeds_b}
+    args.queries_b = 2 * args.queries
+    reference = {s: true_reward_rl(model, tokenizer, train, val, s, args.rounds_b, args.updates) for s in args.seeds_b}
+    body = report(args, info, curves, loops, reference, fixed, time.perf_counter() - start)
+    print("\n" + body)
+    if not (quick or args.no_write):
+        write_section("Human-feedback loop (simulated evaluators)", body)
+        print("wrote the 'Human-feedback loop (simulated evaluators)' section of benchmarks/README.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,932 @@
+"""Oracles: one interface for asking people, or simulated people, to judge model outputs.
+
+An oracle takes a batch of :class:`FeedbackItem` (an instruction, its context and one or more
+completions) and a feedback kind (``rating``, ``thumbs``, ``pairwise``, ``ranking``, ``comment``,
+``edit``; see :mod:`instruct_env.feedback.kinds`), and returns a :class:`Ticket` at once::
+
+    ticket = oracle.ask(items, "rating")
+    result = oracle.poll(ticket)                # never blocks: the answers given so far
+    result = oracle.wait(ticket, timeout=60.0)  # blocks until complete, or raises FeedbackTimeout
+
+A :class:`FeedbackResult` holds one :class:`Judgement` per (item, evaluator) that answered or
+skipped, always in **canonical** terms (``"A"`` is ``completions[0]`` of the item, whatever order
+an evaluator saw). ``result.values()`` turns ratings, thumbs and pairwise choices into one number
+per item.
+
+=====================  =============================================================================
+oracle                 answers come from
+=====================  =============================================================================
+:class:`SimulatedOracle`  an automatic metric or the sample's task verifier, with seeded noise,
+                       bias, skips and adversarial flips; also acts as an evaluator of a store
+:class:`HumanOracle`   people, through a :class:`~instruct_env.feedback.store.FeedbackStore`
+                       (in-process) or the feedback server's HTTP API (another process or machine)
+:class:`OraclePool`    several oracles per item, until each item has ``min_evaluators`` answers
+=====================  =============================================================================
+
+Example:
+    >>> from instruct_env.tasks import BuiltinDataset
+    >>> sample = BuiltinDataset(["copy"], split="validation", size_per_task=1)[0]
+    >>> oracle = SimulatedOracle(noise=0.0, seed=0)
+    >>> ticket = oracle.ask([FeedbackItem.from_sample(sample, [sample.references[0]]),
+    ...                      FeedbackItem.from_sample(sample, ["nothing like it"])], "thumbs")
+    >>> result = oracle.wait(ticket, timeout=1.0)
+    >>> [j.answer for j in result.judgements]
+    [{'thumb': 'up'}, {'thumb': 'down'}]
+    >>> result.values()
+    array([1., 0.])
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from instruct_env.error import ConfigError, InstructEnvError, RewardError, require
+from instruct_env.feedback.kinds import FeedbackKind, make_kind
+from instruct_env.feedback.store import Event, FeedbackStore, Query
+from instruct_env.tasks.sample import Sample
+
+__all__ = [
+    "FeedbackItem",
+    "Ticket",
+    "Judgement",
+    "FeedbackResult",
+    "FeedbackTimeout",
+    "Oracle",
+    "SimulatedOracle",
+    "HumanOracle",
+    "OraclePool",
+    "answer_value",
+    "prompt_text",
+]
+
+
+class FeedbackTimeout(InstructEnvError, TimeoutError):
+    """:meth:`Oracle.wait` ran out of time; ``partial`` holds the answers given so far."""
+
+    def __init__(self, message: str, partial: FeedbackResult) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+# --------------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One thing to judge: an instruction, its context and the completion(s) to judge.
+
+    Attributes:
+        instruction: What the model was asked.
+        completions: The output(s): one for ``rating``/``thumbs``/``comment``/``edit``, two for
+            ``pairwise``, 2..9 for ``ranking``. A single string counts as one completion.
+        context: The input the instruction applies to (may be empty).
+        sample: The :class:`~instruct_env.tasks.Sample` it came from, if any; simulated
+            evaluators score with its verifier and references. Never shown to people.
+        selector: Name of whatever chose the item (e.g. an active-learning selector).
+        score: That selector's score.
+        metadata: JSON-serialisable extra information, stored with the query (not shown).
+    """
+
+    instruction: str
+    completions: tuple[str, ...]
+    context: str = ""
+    sample: Sample | None = field(default=None, compare=False, repr=False)
+    selector: str | None = None
+    score: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        completions = self.completions
+        if isinstance(completions, str):
+            completions = (completions,)
+        if not isinstance(completions, Sequence) or not all(isinstance(c, str) for c in completions):
+            raise ConfigError(
+                f"FeedbackItem.completions must be a string or a sequence of strings; got {self.completions!r:.80}."
+            )
+        object.__setattr__(self, "completions", tuple(completions))
+        if not isinstance(self.instruction, str) or not isinstance(self.context, str):
+            raise ConfigError("FeedbackItem.instruction and context must be strings.")
+        if self.sample is not None and not isinstance(self.sample, Sample):
+            raise ConfigError(f"FeedbackItem.sample must be a Sample or None; got {type(self.sample).__name__}.")
+
+    @classmethod
+    def from_sample(cls, sample: Sample, completions: str | Sequence[str], **fields: Any) -> FeedbackItem:
+        """An item for ``sample``'s instruction and context (``fields``: selector, score, metadata)."""
+        return cls(sample.instruction, completions, sample.context, sample=sample, **fields)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The reference answers: the sample's, else ``metadata["references"]``, else none."""
+        if self.sample is not None:
+            return self.sample.references
+        return tuple(self.metadata.get("references", ()))
+
+    def prompt(self, formatter: Any = None) -> str:
+        """The prompt text a reward model scores the completions with (zero-shot, ``formatter``'s template).
+
+        ``formatter`` is a :class:`~instruct_env.tasks.PromptFormatter` (the default template when
+        ``None``). The same function builds the prompts of stored queries and of environment
+        samples, so a reward model sees one format whatever the source.
+        """
+        return prompt_text(self.instruction, self.context, formatter)
+
+    def pairs(self, formatter: Any = None) -> list[tuple[str, str]]:
+        """``(prompt, completion)`` for each completion: what a reward model scores."""
+        prompt = self.prompt(formatter)
+        return [(prompt, c) for c in self.completions]
+
+    def to_query(self, kind: str, options: Mapping[str, Any] | None = None) -> Query:
+        """The store query for this item. The sample's id, task and references go into metadata."""
+        metadata = dict(self.metadata)
+        if self.sample is not None:
+            metadata.setdefault("sample_id", self.sample.id)
+            metadata.setdefault("task", self.sample.task)
+            metadata.setdefault("references", list(self.sample.references))
+        return Query(kind, self.instruction, self.completions, context=self.context, options=dict(options or {}),
+                     selector=self.selector, score=self.score, metadata=metadata)
+
+
+def prompt_text(instruction: str, context: str = "", formatter: Any = None) -> str:
+    """Zero-shot prompt text for an instruction and context (``formatter``: a ``PromptFormatter``).
+
+    >>> print(prompt_text("Sort.", "3 1 2"), end="")
+    ### Instruction:
+    Sort.
+    ### Input:
+    3 1 2
+    ### Response:
+    """
+    from instruct_env.tasks.prompts import PromptFormatter
+
+    formatter = formatter if formatter is not None else _default_formatter()
+    if not isinstance(formatter, PromptFormatter):
+        raise ConfigError(f"formatter must be a PromptFormatter or None; got {type(formatter).__name__}.")
+    return formatter.format(Sample("feedback", "feedback", instruction, context))
+
+
+@functools.cache
+def _default_formatter() -> Any:
+    from instruct_env.tasks.prompts import PromptFormatter
+
+    return PromptFormatter()
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A receipt for one :meth:`Oracle.ask`: pass it to ``poll``, ``wait`` or ``collect``.
+
+    Tickets are small and picklable, so they can travel in an episode's ``info``.
+
+    Attributes:
+        id: Unique id.
+        kind: Feedback kind asked for.
+        options: The kind's options (e.g. ``{"low": 1, "high": 5}``).
+        n_items: Number of items asked about.
+        created: Unix time of the request.
+        query_ids: Store query ids, one per item (oracles backed by a store); else empty.
+    """
+
+    id: str
+    kind: str
+    options: Mapping[str, Any]
+    n_items: int
+    created: float
+    query_ids: tuple[int, ...] = ()
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One evaluator's answer to one item, in canonical terms (``answer is None``: skipped).
+
+    Attributes:
+        item: Position of the item in its ticket.
+        evaluator: Evaluator name (unique within an oracle or pool).
+        answer: The answer (e.g. ``{"rating": 4}``), or ``None`` for a skip.
+        time: Unix time of the answer.
+        query_id: Store query id, when a store is involved.
+        event_id: Store event id of the answer, when a store is involved.
+    """
+
+    item: int
+    evaluator: str
+    answer: Mapping[str, Any] | None
+    time: float
+    query_id: int | None = None
+    event_id: int | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.answer is None
+
+
+def answer_value(kind: str, answer: Mapping[str, Any] | None, options: Mapping[str, Any] | None = None) -> float:
+    """One number in ``[0, 1]`` for an answer, or ``nan`` when it carries no such number.
+
+    ``rating``: ``(rating - low) / (high - low)``; ``thumbs``: 1 up, 0 down; ``pairwise``: the
+    probability that completion A is better (1 ``A``, 0 ``B``, 0.5 ``tie``; ``both_bad`` says
+    nothing about the order: ``nan``). Other kinds and skips (``None``) give ``nan``.
+
+    >>> answer_value("rating", {"rating": 4}), answer_value("pairwise", {"choice": "B"})
+    (0.75, 0.0)
+    """
+    if answer is None:
+        return math.nan
+    if kind == "rating":
+        spec = make_kind("rating", **dict(options or {}))
+        return (answer["rating"] - spec.low) / (spec.high - spec.low)
+    if kind == "thumbs":
+        return 1.0 if answer["thumb"] == "up" else 0.0
+    if kind == "pairwise":
+        return {"A": 1.0, "B": 0.0, "tie": 0.5}.get(answer["choice"], math.nan)
+    return math.nan
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """The answers to one ticket so far.
+
+    Attributes:
+        ticket: The ticket.
+        judgements: One per (item, evaluator) that answered or skipped, by item then evaluator.
+        complete: No more answers are expected (every item has as many as the oracle wants, or
+            every evaluator asked has answered or skipped it).
+    """
+
+    ticket: Ticket
+    judgements: tuple[Judgement, ...]
+    complete: bool
+
+    def by_item(self) -> list[list[Judgement]]:
+        """The judgements of each item (answers and skips), in item order."""
+        out: list[list[Judgement]] = [[] for _ in range(self.ticket.n_items)]
+        for j in self.judgements:
+            out[j.item].append(j)
+        return out
+
+    def n_answers(self) -> np.ndarray:
+        """``(n_items,)`` number of (non-skip) answers per item."""
+        counts = np.zeros(self.ticket.n_items, dtype=np.int64)
+        for j in self.judgements:
+            counts[j.item] += not j.skipped
+        return counts
+
+    def values(self) -> np.ndarray:
+        """``(n_items,)`` mean :func:`answer_value` over each item's answers (``nan`` where none).
+
+        Raises:
+            ConfigError: the kind has no numeric value (``ranking``, ``comment``, ``edit``).
+        """
+        if self.ticket.kind not in ("rating", "thumbs", "pairwise"):
+            raise ConfigError(
+                f"values() is defined for rating, thumbs and pairwise feedback; this ticket is "
+                f"{self.ticket.kind!r}. Read result.judgements instead."
+            )
+        sums = np.zeros(self.ticket.n_items)
+        counts = np.zeros(self.ticket.n_items)
+        for j in self.judgements:
+            v = answer_value(self.ticket.kind, j.answer, self.ticket.options)
+            if not math.isnan(v):
+                sums[j.item] += v
+                counts[j.item] += 1
+        with np.errstate(invalid="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+# --------------------------------------------------------------------------------------------------
+# The interface
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_batch(items: Sequence[FeedbackItem], kind: str, options: Mapping[str, Any]) -> FeedbackKind:
+    spec = make_kind(kind, **options)
+    if isinstance(items, (FeedbackItem, str)) or not isinstance(items, Sequence):
+        raise ConfigError(
+            f"ask() needs a sequence of FeedbackItem; got {type(items).__name__}. Wrap one item in a list."
+        )
+    for i, item in enumerate(items):
+        if not isinstance(item, FeedbackItem):
+            raise ConfigError(
+                f"items[{i}] is a {type(item).__name__}; expected a FeedbackItem (FeedbackItem.from_sample(...))."
+            )
+        try:
+            spec.check_completions(item.completions)
+        except ConfigError as exc:
+            raise ConfigError(f"items[{i}]: {exc}") from None
+    return spec
+
+
+def _new_ticket(kind: FeedbackKind, n_items: int, query_ids: Sequence[int] = ()) -> Ticket:
+    return Ticket(uuid.uuid4().hex, kind.name, dict(kind.options()), n_items, time.time(), tuple(query_ids))
+
+
+class Oracle:
+    """Base class: ask for judgements, then poll (non-blocking) or wait (blocking, with a timeout).
+
+    Subclasses implement :meth:`ask` and :meth:`poll`; :meth:`wait` polls until the result is
+    complete.
+
+    Attributes:
+        name: The oracle's name (evaluator name of a simulated oracle).
+    """
+
+    name: str = "oracle"
+    poll_interval: float = 0.05
+
+    def ask(self, items: Sequence[FeedbackItem], kind: str = "rating", **options: Any) -> Ticket:
+        """Request judgements of ``items`` of feedback ``kind`` (with its ``options``); never blocks.
+
+        Raises:
+            ConfigError: an item does not fit the kind (e.g. one completion for ``pairwise``).
+            UnknownNameError: an unknown kind.
+        """
+        raise NotImplementedError
+
+    def poll(self, ticket: Ticket) -> FeedbackResult:
+        """The answers to ``ticket`` given so far; never blocks."""
+        raise NotImplementedError
+
+    def wait(self, ticket: Ticket, timeout: float | None = None) -> FeedbackResult:
+        """Block until ``ticket``'s result is complete and return it.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+
+        Raises:
+            FeedbackTimeout: ``timeout`` passed first; its ``partial`` holds the answers so far.
+        """
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ConfigError(f"timeout must be a number of seconds >= 0 or None; got {timeout!r}.")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            result = self.poll(ticket)
+            if result.complete:
+                return result
+            left = math.inf if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                missing = int(np.sum(result.n_answers() == 0))
+                raise FeedbackTimeout(
+                    f"No complete feedback for ticket {ticket.id} ({ticket.n_items} {ticket.kind} item(s)) after "
+                    f"{timeout:g} s: {len(result.judgements)} judgement(s) so far, {missing} item(s) without an "
+                    "answer. The partial result is in the exception's .partial; poll(ticket) later for more.",
+                    result,
+                )
+            time.sleep(min(self.poll_interval, left))
+
+    def close(self) -> None:
+        """Release what the oracle holds (database connections...)."""
+
+    def __enter__(self) -> Oracle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulated evaluators
+# --------------------------------------------------------------------------------------------------
+
+
+class SimulatedOracle(Oracle):
+    """A simulated evaluator: answers from an automatic metric, with seeded noise, bias and mistakes.
+
+    Each completion's true quality ``q`` is the metric's value clipped to ``[0, 1]``. The evaluator
+    then, per item and independently:
+
+    1. skips it with probability ``skip_rate``;
+    2. turns adversarial with probability ``flip_rate``: it judges ``1 - q`` instead of ``q``
+       (best rated worst, preferences reversed);
+    3. perceives ``p = q + bias + noise * N(0, 1)`` per completion, plus ``position_bias`` on the
+       first completion of a ``pairwise`` or ``ranking`` item;
+    4. answers: ``rating`` ``round(low + clip(p, 0, 1) * (high - low))``; ``thumbs`` up when
+       ``p >= 0.5``; ``pairwise`` ``A``/``B`` for the higher ``p`` (strength 1/2/3 when the
+       gap is under 0.25 / under 0.5 / larger), or, within ``tie_margin``, ``tie`` when both are
+       at least 0.5 and ``both_bad`` otherwise; ``ranking`` by ``p``; ``comment`` a sentence
+       naming ``p``; ``edit`` the first reference (the completion unchanged when flipped; a skip
+       when there is no reference).
+
+    ``bias`` shifts absolute judgements (a lenient or harsh evaluator); it cancels out of
+    comparisons. All draws come from one generator seeded with ``seed``, so the same sequence of
+    requests gets the same answers.
+
+    Args:
+        metric: ``"task"`` (each sample's verifier; items need a ``sample``), a registered reward
+            name such as ``"rougeL"`` (needs references), a :class:`~instruct_env.rewards.Reward`,
+            or a function with the reward signature.
+        noise: Standard deviation of the perception noise, in quality units.
+        bias: Added to every perceived quality.
+        position_bias: Added to the first completion's perceived quality in comparisons.
+        skip_rate: Probability of skipping an item, in ``[0, 1]``.
+        flip_rate: Probability of judging an item adversarially, in ``[0, 1]``.
+        tie_margin: Perceived gap under which a pair counts as a tie (or both bad).
+        latency: Seconds before the answers to a request become visible to ``poll``.
+        seed: Seed of the generator (``None``: fresh entropy).
+        name: The evaluator's name in judgements (and in a store).
+    """
+
+    def __init__(
+        self,
+        metric: Any = "task",
+        *,
+        noise: float = 0.1,
+        bias: float = 0.0,
+        position_bias: float = 0.0,
+        skip_rate: float = 0.0,
+        flip_rate: float = 0.0,
+        tie_margin: float = 0.05,
+        latency: float = 0.0,
+        seed: int | None = None,
+        name: str = "simulated",
+    ) -> None:
+        from instruct_env import rewards
+
+        for arg, value, low, high in (("noise", noise, 0, math.inf), ("skip_rate", skip_rate, 0, 1),
+                                      ("flip_rate", flip_rate, 0, 1), ("tie_margin", tie_margin, 0, 1),
+                                      ("latency", latency, 0, math.inf), ("bias", bias, -1, 1),
+                                      ("position_bias", position_bias, -1, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"SimulatedOracle {arg} must be a number in [{low}, {high}]; got {value!r}.")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"SimulatedOracle name must be a non-empty string; got {name!r}.")
+        self.metric = rewards.make(metric)
+        self.noise, self.bias, self.position_bias = float(noise), float(bias), float(position_bias)
+        self.skip_rate, self.flip_rate, self.tie_margin = float(skip_rate), float(flip_rate), float(tie_margin)
+        self.latency = float(latency)
+        self.seed = seed
+        self.name = name
+        self.rng = np.random.default_rng(seed)
+        self._results: dict[str, tuple[float, list[Judgement]]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"SimulatedOracle({self.metric.name!r}, noise={self.noise}, bias={self.bias}, skip_rate={self.skip_rate}, "
+                f"flip_rate={self.flip_rate}, seed={self.seed}, name={self.name!r})")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- judging ------------------------------------------------------------------------------
+
+    def quality(self, items: Sequence[FeedbackItem]) -> list[np.ndarray]:
+        """True quality in ``[0, 1]`` of every completion of every item (one array per item)."""
+        flat, refs, samples, sizes = [], [], [], []
+        for item in items:
+            sizes.append(len(item.completions))
+            for completion in item.completions:
+                flat.append(completion)
+                refs.append(item.references)
+                samples.append(item.sample)
+        if not flat:
+            return [np.zeros(0) for _ in items]
+        if self.metric.name == "task" and any(s is None for s in samples):
+            raise RewardError(
+                "SimulatedOracle(metric='task') scores with each sample's verifier, but an item has no sample. "
+                "Build items with FeedbackItem.from_sample(sample, completions), or use a reference metric "
+                "such as metric='rougeL' (items then need references)."
+            )
+        values = np.clip(np.asarray(self.metric(flat, refs, samples=samples), dtype=np.float64), 0.0, 1.0)
+        return list(np.split(values, np.cumsum(sizes)[:-1]))
+
+    def judge(self, kind: FeedbackKind, quality: np.ndarray, references: Sequence[str] = (),
+              completions: Sequence[str] = ()) -> dict[str, Any] | None:
+        """One answer (canonical terms) for one item of true ``quality``; ``None`` is a skip."""
+        rng = self.rng
+        if rng.random() < self.skip_rate:
+            return None
+        flipped = rng.random() < self.flip_rate
+        q = 1.0 - quality if flipped else quality
+        perceived = q + self.bias + self.noise * rng.standard_normal(len(q))
+        if kind.name in ("pairwise", "ranking"):
+            perceived[0] += self.position_bias
+        if kind.name == "rating":
+            span = kind.high - kind.low
+            return {"rating": int(round(kind.low + float(np.clip(perceived[0], 0.0, 1.0)) * span))}
+        if kind.name == "thumbs":
+            return {"thumb": "up" if perceived[0] >= 0.5 else "down"}
+        if kind.name == "pairwise":
+            gap = float(perceived[0] - perceived[1])
+            if abs(gap) <= self.tie_margin:
+                return {"choice": "tie" if min(perceived) >= 0.5 else "both_bad"}
+            strength = 1 if abs(gap) < 0.25 else 2 if abs(gap) < 0.5 else 3
+            return {"choice": "A" if gap > 0 else "B", "strength": strength}
+        if kind.name == "ranking":
+            return {"ranking": [int(i) for i in np.argsort(-perceived, kind="stable")]}
+        if kind.name == "comment":
+            return {"comment": f"I would give this {float(np.clip(perceived[0], 0, 1)):.2f} out of 1."}
+        if kind.name == "edit":
+            if flipped and completions and completions[0].strip():
+                return {"completion": completions[0]}
+            if references and references[0].strip():
+                return {"completion": references[0]}
+            return None
+        raise ConfigError(f"SimulatedOracle cannot answer {kind.name!r} feedback.")
+
+    # -- the oracle interface -----------------------------------------------------------------
+
+    def ask(self, items: Sequence[FeedbackItem], kind: str = "rating", **options: Any) -> Ticket:
+        spec = _check_batch(items, kind, options)
+        ticket = _new_ticket(spec, len(items))
+        qualities = self.quality(items)
+        with self._lock:
+            judgements = []
+            for i, (item, quality) in enumerate(zip(items, qualities)):
+                answer = self.judge(spec, quality, item.references, item.completions)
+                judgements.append(Judgement(i, self.name, answer, ticket.created + self.latency))
+            self._results[ticket.id] = (ticket.created + self.latency, judgements)
+        return ticket
+
+    def poll(self, ticket: Ticket) -> FeedbackResult:
+        entry = self._results.get(ticket.id)
+        if entry is None:
+            raise ConfigError(
+                f"Ticket {ticket.id} was not issued by this SimulatedOracle ({self.name!r}), or was forgotten."
+            )
+        ready_at, judgements = entry
+        if time.time() < ready_at:
+            return FeedbackResult(ticket, (), False)
+        return FeedbackResult(ticket, tuple(judgements), True)
+
+    def forget(self, ticket: Ticket) -> None:
+        """Drop a ticket's stored answers (they are kept until then)."""
+        self._results.pop(ticket.id, None)
+
+    # -- acting as an evaluator of a store ----------------------------------------------------
+
+    def answer_store(self, store: FeedbackStore, samples: Mapping[str, Sample] | None = None,
+                     limit: int | None = None) -> int:
+        """Answer this evaluator's queue in ``store`` (registering ``self.name`` if new); return how many.
+
+        Works like a person at the evaluator page: ``next_query``, judge the completions in the
+        order shown, ``submit`` (or ``skip``). The true quality is scored with the sample named by
+        the query's ``metadata["sample_id"]`` in ``samples`` when given, else with the references
+        in ``metadata["references"]`` (queries posted by :class:`HumanOracle` carry both).
+
+        Args:
+            store: An open store.
+            samples: ``sample id -> Sample`` (needed for ``metric="task"``).
+            limit: Answer (or skip) at most this many queries.
+        """
+        evaluator_id = self._evaluator_id(store)
+        done = 0
+        while limit is None or done < limit:
+            view = store.next_query(evaluator_id)
+            if view is None:
+                break
+            query = store.get_query(view.id)
+            sample = (samples or {}).get(query.metadata.get("sample_id"))
+            if sample is None and self.metric.name == "task":
+                raise ConfigError(
+                    f"Query {view.id} names sample {query.metadata.get('sample_id')!r}, which is not in samples=; "
+                    "SimulatedOracle(metric='task') needs each query's Sample to run its verifier. Pass "
+                    "samples={sample.id: sample, ...} covering the queries posted."
+                )
+            item = FeedbackItem(view.instruction, view.completions, view.context, sample=sample,
+                                metadata={"references": list(query.metadata.get("references", []))})
+            [quality] = self.quality([item])
+            with self._lock:
+                answer = self.judge(make_kind(view.kind, **view.options), quality, item.references, item.completions)
+            if answer is None:
+                store.skip(evaluator_id, view.id, "simulated skip")
+            else:
+                store.submit(evaluator_id, view.id, answer)  # display terms: judged as shown
+            done += 1
+        return done
+
+    def _evaluator_id(self, store: FeedbackStore) -> int:
+        for evaluator in store.evaluators():
+            if evaluator.name == self.name:
+                return evaluator.id
+        return store.add_evaluator(self.name)[0].id
+
+
+# --------------------------------------------------------------------------------------------------
+# People, through a store
+# --------------------------------------------------------------------------------------------------
+
+
+class _LocalStore:
+    """Talks to a store in this process."""
+
+    def __init__(self, store: FeedbackStore | str | os.PathLike[str]) -> None:
+        if isinstance(store, FeedbackStore):
+            self.store, self.owned = store, False
+        else:
+            self.store, self.owned = FeedbackStore(store), True
+
+    def add_queries(self, queries: list[Query]) -> list[int]:
+        return self.store.add_queries(queries)
+
+    def events_since(self, watermark: int) -> list[Event]:
+        return self.store.events_since(watermark, limit=5000)
+
+    def evaluator_names(self) -> dict[int, str]:
+        return {e.id: e.name for e in self.store.evaluators()}
+
+    def min_evaluators(self) -> int:
+        return self.store.min_evaluators
+
+    def close(self) -> None:
+        if self.owned:
+            self.store.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A database connection does not pickle: keep what reopens the store.
+        s = self.store
+        return {"url": s.url.target, "min_evaluators": s.min_evaluators,
+                "gold_rate": s.gold_rate, "assignment_ttl": s.assignment_ttl}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.store = FeedbackStore(state["url"], min_evaluators=state["min_evaluators"], gold_rate=state["gold_rate"],
+                                   assignment_ttl=state["assignment_ttl"])
+        self.owned = True
+
+
+class _HTTPStore:
+    """Talks to the feedback server's admin API (``POST /api/admin/queries``, ``GET /api/export``)."""
+
+    def __init__(self, url: str, token: str, client: Any = None, timeout: float = 30.0) -> None:
+        if not isinstance(token, str) or not token:
+            raise ConfigError("HumanOracle over HTTP needs an admin token (token='12.<secret>').")
+        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        self.client = client if client is not None else self._client()
+        self._min_evaluators: int | None = None
+
+    def _client(self) -> Any:
+        httpx = require("httpx", "server")
+        return httpx.Client(base_url=self.url, timeout=self.timeout)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        reply = self.client.request(method, path, headers={"Authorization": f"Bearer {self.token}"}, **kwargs)
+        if reply.status_code >= 400:
+            try:
+                detail = reply.json().get("detail", reply.text)
+            except ValueError:
+                detail = reply.text
+            raise ConfigError(f"The feedback server at {self.url} answered {method} {path} with "
+                              f"{reply.status_code}: {detail}")
+        return reply
+
+    def add_queries(self, queries: list[Query]) -> list[int]:
+        ids: list[int] = []
+        fields = ("kind", "instruction", "completions", "context", "options", "selector", "score", "metadata")
+        for start in range(0, len(queries), 10_000):
+            body = [{f: (list(getattr(q, f)) if f == "completions" else
+                         dict(getattr(q, f)) if f in ("options", "metadata") else getattr(q, f)) for f in fields}
+                    for q in queries[start:start + 10_000]]
+            ids.extend(self._request("POST", "/api/admin/queries", json={"queries": body}).json()["ids"])
+        return ids
+
+    def events_since(self, watermark: int) -> list[Event]:
+        import json
+
+        text = self._request("GET", "/api/export", params={"format": "events", "since": watermark}).text
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [Event(r["id"], r["query_id"], r["evaluator_id"], r["type"], r["answer"], r["ref"], r["time"])
+                for r in rows]
+
+    def evaluator_names(self) -> dict[int, str]:
+        return {e["id"]: e["name"] for e in self._request("GET", "/api/admin/evaluators").json()}
+
+    def min_evaluators(self) -> int:
+        if self._min_evaluators is None:
+            self._min_evaluators = int(self._request("GET", "/api/admin/metrics").json()["queries"]["min_evaluators"])
+        return self._min_evaluators
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "token": self.token, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.client = self._client()
+        self._min_evaluators = None
+
+
+class HumanOracle(Oracle):
+    """People answer through a feedback store: queries are posted, answers read from the event log.
+
+    ``ask`` stores one query per item (kind, instruction, context, completions, the item's
+    selector and score, and metadata holding the sample id, task and references). Evaluators
+    answer them in the web pages or through the REST API. ``poll`` reads the store's event log
+    from the oracle's watermark (each event once), applies edits and undos, and reports every
+    evaluator's current answer or skip. A result is complete once every item has
+    ``min_answers`` answers.
+
+    In-process: ``HumanOracle(store)`` with a :class:`FeedbackStore` or a store URL. From another
+    process or machine: ``HumanOracle(url="http://host:8000", token=admin_token)`` uses the
+    server's admin API (needs ``httpx``: ``pip install 'instruct-env[server]'``); ``client=``
+    accepts a ready ``httpx.Client`` (e.g. FastAPI's ``TestClient``).
+
+    Pickling keeps the store URL (or server URL and token) and the log read so far; the copy
+    reconnects when unpickled. A store passed as an object is not closed by :meth:`close`.
+
+    Args:
+        store: A :class:`FeedbackStore` or a store URL (in-process).
+        url: The feedback server's base URL (over HTTP).
+        token: An admin token (over HTTP).
+        client: An ``httpx.Client`` to use instead of a new one (over HTTP).
+        min_answers: Answers per item for a complete result (default: the store's
+            ``min_evaluators``).
+        name: The oracle's name.
+    """
+
+    poll_interval = 0.2
+
+    def __init__(
+        self,
+        store: FeedbackStore | str | os.PathLike[str] | None = None,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        client: Any = None,
+        min_answers: int | None = None,
+        name: str = "human",
+    ) -> None:
+        if (store is None) == (url is None):
+            raise ConfigError(
+                "HumanOracle needs either store= (a FeedbackStore or store URL, in this process) or url= and "
+                "token= (the feedback server's address and an admin token), not both."
+            )
+        if min_answers is not None and (isinstance(min_answers, bool) or not isinstance(min_answers, int)
+                                        or min_answers < 1):
+            raise ConfigError(f"min_answers must be an integer >= 1 or None; got {min_answers!r}.")
+        self.backend: _LocalStore | _HTTPStore = _LocalStore(store) if store is not None else \
+            _HTTPStore(url, token, client)  # type: ignore[arg-type]
+        self.min_answers = min_answers
+        self.name = name
+        self.watermark = 0
+        self._stacks: dict[tuple[int, int], list[Event]] = {}
+        self._names: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> FeedbackStore | None:
+        """The store, when in-process (``None`` over HTTP)."""
+        return self.backend.store if isinstance(self.backend, _LocalStore) else None
+
+    def ask(self, items: Sequence[FeedbackItem], kind: str = "rating", **options: Any) -> Ticket:
+        spec = _check_batch(items, kind, options)
+        queries = [item.to_query(kind, spec.options()) for item in items]
+        query_ids = self.backend.add_queries(queries) if queries else []
+        return _new_ticket(spec, len(items), query_ids)
+
+    def refresh(self) -> int:
+        """Read new events from the log (from the watermark); return how many were read."""
+        n = 0
+        with self._lock:
+            while True:
+                events = self.backend.events_since(self.watermark)
+                if not events:
+                    return n
+                for event in events:
+                    stack = self._stacks.setdefault((event.query_id, event.evaluator_id), [])
+                    if event.type == "undo":
+                        stack[:] = [e for e in stack if e.id != event.ref]
+                    else:
+                        stack.append(event)
+                self.watermark = events[-1].id
+                n += len(events)
+
+    def _name(self, evaluator_id: int) -> str:
+        if evaluator_id not in self._names:
+            self._names = self.backend.evaluator_names()
+        return self._names.get(evaluator_id, f"evaluator-{evaluator_id}")
+
+    def poll(self, ticket: Ticket) -> FeedbackResult:
+        if len(ticket.query_ids) != ticket.n_items:
+            raise ConfigError(f"Ticket {ticket.id} has no store query ids: it was not issued by a HumanOracle.")
+        self.refresh()
+        position = {qid: i for i, qid in enumerate(ticket.query_ids)}
+        judgements = []
+        with self._lock:
+            for (qid, eid), stack in self._stacks.items():
+                if qid in position and stack:
+                    current = stack[-1]
+                    answer = None if current.type == "skip" else current.answer
+                    judgements.append(Judgement(position[qid], self._name(eid), answer, current.time, qid, current.id))
+        judgements.sort(key=lambda j: (j.item, j.evaluator))
+        needed = self.min_answers if self.min_answers is not None else self.backend.min_evaluators()
+        result = FeedbackResult(ticket, tuple(judgements), False)
+        return FeedbackResult(ticket, result.judgements, bool(np.all(result.n_answers() >= needed)))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Several evaluators per item
+# --------------------------------------------------------------------------------------------------
+
+
+class OraclePool(Oracle):
+    """Several oracles judge each item; a result is complete once each item has ``min_evaluators`` answers.
+
+    ``ask`` sends every item to ``per_item`` members (all of them by default, else a seeded random
+    choice per item); judgements are collected per evaluator, under each member's evaluator names
+    (which must not collide: give simulated members distinct ``name=``). An item whose members
+    all answered or skipped counts as done even below ``min_evaluators``.
+
+    Args:
+        oracles: The members.
+        min_evaluators: Answers per item for a complete result (default: ``per_item``).
+        per_item: Members asked per item (default: all).
+        seed: Seed of the member choice.
+        name: The pool's name.
+    """
+
+    def __init__(self, oracles: Sequence[Oracle], *, min_evaluators: int | None = None, per_item: int | None = None,
+                 seed: int | None = None, name: str = "pool") -> None:
+        oracles = list(oracles)
+        if not oracles or not all(isinstance(o, Oracle) for o in oracles):
+            raise ConfigError("OraclePool needs a non-empty list of Oracle instances.")
+        names = [o.name for o in oracles]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(
+                f"OraclePool members must have distinct names (their answers are kept per evaluator); "
+                f"{dupes} appear more than once. Give each a name=..."
+            )
+        per_item = len(oracles) if per_item is None else per_item
+        if isinstance(per_item, bool) or not isinstance(per_item, int) or not 1 <= per_item <= len(oracles):
+            raise ConfigError(f"per_item must be an integer in [1, {len(oracles)}] (the pool's size); got {per_item!r}.")
+        min_evaluators = per_item if min_evaluators is None else min_evaluators
+        if isinstance(min_evaluators, bool) or not isinstance(min_evaluators, int) or not 1 <= min_evaluators <= per_item:
+            raise ConfigError(
+                f"min_evaluators must be an integer in [1, per_item={per_item}]; got {min_evaluators!r}. "
+                "Raise per_item or lower min_evaluators."
+            )
+        self.oracles, self.per_item, self.min_evaluators, self.name = oracles, per_item, min_evaluators, name
+        self.rng = np.random.default_rng(seed)
+        self._tickets: dict[str, list[tuple[int, Ticket, list[int]]]] = {}
+
+    def ask(self, items: Sequence[FeedbackItem], kind: str = "rating", **options: Any) -> Ticket:
+        spec = _check_batch(items, kind, options)
+        ticket = _new_ticket(spec, len(items))
+        assigned: list[list[int]] = [[] for _ in self.oracles]
+        for i in range(len(items)):
+            members = range(len(self.oracles)) if self.per_item == len(self.oracles) else \
+                self.rng.choice(len(self.oracles), self.per_item, replace=False)
+            for m in members:
+                assigned[int(m)].append(i)
+        parts = []
+        for m, indices in enumerate(assigned):
+            if indices:
+                sub = self.oracles[m].ask([items[i] for i in indices], kind, **options)
+                parts.append((m, sub, indices))
+        self._tickets[ticket.id] = parts
+        return ticket
+
+    def poll(self, ticket: Ticket) -> FeedbackResult:
+        parts = self._tickets.get(ticket.id)
+        if parts is None:
+            raise ConfigError(f"Ticket {ticket.id} was not issued by this OraclePool ({self.name!r}).")
+        judgements = []
+        members_done = np.zeros(ticket.n_items, dtype=np.int64)
+        members_asked = np.zeros(ticket.n_items, dtype=np.int64)
+        for m, sub, indices in parts:
+            result = self.oracles[m].poll(sub)
+            for j in result.judgements:
+                judgements.append(Judgement(indices[j.item], j.evaluator, j.answer, j.time, j.query_id, j.event_id))
+            members_asked[indices] += 1
+            if result.complete:
+                members_done[indices] += 1
+        judgements.sort(key=lambda j: (j.item, j.evaluator))
+        partial = FeedbackResult(ticket, tuple(judgements), False)
+        done = (partial.n_answers() >= self.min_evaluators) | (members_done == members_asked)
+        return FeedbackResult(ticket, partial.judgements, bool(np.all(done)))
+
+    def close(self) -> None:
+        for oracle in self.oracles:
+            oracle.close()

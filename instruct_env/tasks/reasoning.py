@@ -1,0 +1,311 @@
+"""reasoning-gym's procedural datasets as task sources, scored by their own ``score_answer``.
+
+Needs the optional package: ``pip install 'instruct-env[reasoning]'`` (reasoning-gym 0.1.25 is
+the tested version).
+
+Example (not a doctest, as the package is optional)::
+
+    import gymnasium as gym
+    import instruct_env
+    from instruct_env.tasks import from_reasoning_gym
+
+    env = gym.make("InstructEnv/Completion-v0", dataset=from_reasoning_gym("gcd", size=50, seed=0))
+    obs, info = env.reset(seed=0)
+    env.step(info["references"][0])[1]  # 1.0: the reference answer, scored by gcd's own scorer
+
+Samples:
+    Each reasoning-gym entry (``{"question", "answer", "metadata"}``) becomes one
+    :class:`~instruct_env.tasks.sample.Sample`: the question is the instruction and the context
+    is empty. reasoning-gym questions interleave the task and its data in free text (e.g. "Sort
+    these numbers in ascending order: 51.6, -91.9, ..." followed by format rules), with no field
+    marking where one ends, so the question is kept whole rather than split by guesswork. The
+    reference is the entry's answer (none for the datasets whose answers are ``None`` because
+    many answers are valid: ``boxnet``, ``graph_color``, ``propositional_logic``, ``rubiks_cube``
+    and ``rush_hour``; use ``reward="task"`` there). The whole entry is kept in
+    ``metadata["entry"]``, for the scorer.
+
+Scoring:
+    The completion itself is the answer: no ``<answer>`` tags are extracted. A
+    :class:`ReasoningGymVerifier` scores it in four steps:
+
+    1. Surrounding whitespace is stripped. reasoning-gym compares strings exactly, and in 48 of
+       its 105 datasets a correct answer followed by a newline loses credit (``basic_arithmetic``
+       gives ``"-4\\n"`` 0.67, ``gcd`` gives ``" 1\\n"`` 0.33). No reasoning-gym answer starts or
+       ends with whitespace, so stripping never turns a right answer wrong.
+    2. A guard rejects (score 0) answers that a dataset's scorer is known to mishandle; see
+       "Scorer quirks" below.
+    3. ``dataset.score_answer(answer, entry)`` runs. An exception, a score that ``float()``
+       rejects (``None``, a list...), NaN or an infinity scores 0; a finite score is clamped to
+       ``[0, 1]``. A bad completion must not stop an RL run, and the reward must stay a number
+       in ``[0, 1]``.
+    4. With ``partial_credit=False`` any score below 1 becomes 0.
+
+Scorer quirks (reasoning-gym 0.1.25; each is pinned by ``tests/test_reasoning_gym.py``):
+    * Substring credit. The default scorer (used by ``basic_arithmetic``, ``gcd``,
+      ``base_conversion``, ``leg_counting`` and most others) gives ``len(answer) / len(completion)``
+      when the answer occurs anywhere in the completion: "The answer is -4." gets 0.12, and the
+      constant "0123456789" gets 0.1 on every one-digit answer. ``chain_sum`` does the same when
+      the completion is not a number. Numeric formatting is not normalised: ``-4.0`` for ``-4``
+      gets 0.5 in ``basic_arithmetic`` (``chain_sum`` compares as decimals and gives 1.0).
+      Pass ``partial_credit=False`` to reward exact answers only.
+    * Floors for garbage. Several scorers give 0.01-0.05 to any answer, even an empty one
+      (``advanced_geometry``, ``countdown``, ``fraction_simplification``, ``power_function``,
+      ``puzzle24``, ``sentence_reordering``, ...). ``partial_credit=False`` removes them too.
+    * ``number_sorting`` accepts a list of ``NaN`` of the right length as any sorted list (NaN
+      fails every comparison, so both its order check and its tolerance check pass). Guarded:
+      answers naming NaN or infinity score 0. Its tolerance of 1 per number is kept: rounding
+      ``[-2.8, 0.9]`` to ``[-3, 1]`` still scores 1.0.
+    * ``game_of_life_halting`` compares ``bool(answer) == bool(reference)``, and every non-empty
+      string is true, so "banana" scores 1.0. Guarded: only the reference ("True"/"False", any
+      case) gets through.
+    * ``coin_flip`` gives credit for a shared prefix divided by the *shorter* length, so "0"
+      scores 1.0 for every probability above 1e-4 and below 1, and it parses
+      ``Fraction("1e999999999")``, which does not finish. Guarded: the answer must be a number
+      (a decimal with an exponent of at most three digits, or a fraction) within 1e-4 of the
+      reference (the scorer's own tolerance), so this dataset scores 0 or 1.
+    * ``binary_matrix``, ``n_queens``, ``spiral_matrix`` and ``string_insertion`` call Python's
+      ``eval`` on the completion: a completion such as ``__import__('os').system(...)`` is run.
+      Guarded: the completion must equal the reference (or a valid n-queens board) or be a
+      Python literal (``ast.literal_eval`` accepts it), so nothing is executed.
+    * ``prime_factorization`` raises ``ValueError`` on non-numeric answers (scored 0).
+    * Scorers run in-process without a time limit; apart from ``coin_flip`` none hung on the
+      probes above, 10,000-character answers included, but they are third-party code.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from typing import Any
+
+from instruct_env.error import (
+    ConfigError,
+    DataFormatError,
+    EmptyDatasetError,
+    RewardError,
+    require,
+    unknown_name,
+)
+from instruct_env.tasks.sample import Sample
+
+__all__ = ["ReasoningGymVerifier", "from_reasoning_gym"]
+
+
+# -- guards: answers that a dataset's scorer mishandles score 0 without calling it -------------------
+
+_NON_FINITE = re.compile(r"nan|inf", re.IGNORECASE)
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?(/\d+)?")  # exponents: 3 digits
+
+
+def _finite_numbers(answer: str, entry: Mapping[str, Any]) -> bool:
+    """number_sorting: a list of NaN passes both its order and its tolerance checks.
+
+    >>> _finite_numbers("['-1.5', '2']", {}), _finite_numbers("['NaN', 'nan']", {})
+    (True, False)
+    """
+    return _NON_FINITE.search(answer) is None
+
+
+def _same_boolean(answer: str, entry: Mapping[str, Any]) -> bool:
+    """game_of_life_halting: its scorer compares ``bool(answer)``, true for any non-empty string.
+
+    >>> _same_boolean("true", {"answer": "True"}), _same_boolean("banana", {"answer": "True"})
+    (True, False)
+    """
+    return answer.lower() == str(entry["answer"]).lower()
+
+
+def _close_number(answer: str, entry: Mapping[str, Any]) -> bool:
+    """coin_flip: prefix credit gives "0" full marks, and exponents make ``Fraction`` hang.
+
+    >>> [_close_number(a, {"answer": "0.3125"}) for a in ("5/16", "3.125e-1", "0", "1e999999999")]
+    [True, True, False, False]
+    """
+    answer = answer.replace(",", "")
+    if not _PLAIN_NUMBER.fullmatch(answer):
+        return False
+    try:
+        value = float(Fraction(answer))
+        reference = float(Fraction(str(entry["answer"]).replace(",", "")))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return False
+    return abs(value - reference) <= 1e-4
+
+
+def _no_code(answer: str, entry: Mapping[str, Any]) -> bool:
+    """Scorers that ``eval`` the completion: let through only references and Python literals.
+
+    >>> entry = {"answer": "0 1\\n1 0", "metadata": {}}
+    >>> [_no_code(a, entry) for a in ("0 1\\n1 0", "[[0, 1], [1, 0]]", "__import__('os').getcwd()")]
+    [True, True, False]
+    """
+    metadata = entry.get("metadata") or {}
+    if answer == entry["answer"] or answer in metadata.get("valid_answers", ()):
+        return True
+    try:
+        ast.literal_eval(answer)
+    except Exception:  # SyntaxError, ValueError, RecursionError, MemoryError...: not a literal
+        return False
+    return True
+
+
+_GUARDS: dict[str, Callable[[str, Mapping[str, Any]], bool]] = {
+    "binary_matrix": _no_code,
+    "coin_flip": _close_number,
+    "game_of_life_halting": _same_boolean,
+    "n_queens": _no_code,
+    "number_sorting": _finite_numbers,
+    "spiral_matrix": _no_code,
+    "string_insertion": _no_code,
+}
+
+
+# -- dataset creation ---------------------------------------------------------------------------------
+
+
+def _create_dataset(name: str, config: Mapping[str, Any]) -> Any:
+    """``reasoning_gym.create_dataset(name, **config)`` with its errors turned into ours."""
+    reasoning_gym = require("reasoning_gym", "reasoning")
+    registry = getattr(getattr(reasoning_gym, "factory", None), "DATASETS", None)
+    if isinstance(registry, Mapping) and name not in registry:
+        raise unknown_name("reasoning-gym dataset", name, registry)
+    try:
+        return reasoning_gym.create_dataset(name, **config)
+    except TypeError as exc:  # an unknown option: the config dataclass rejects the keyword
+        if not isinstance(registry, Mapping):
+            raise
+        options = [f.name for f in dataclasses.fields(registry[name][1])]
+        raise ConfigError(
+            f"reasoning-gym dataset {name!r} rejected its options {dict(config)!r}: {exc}. "
+            f"Its options are: {', '.join(options)}."
+        ) from None
+    except AssertionError as exc:  # reasoning-gym validates its configs with assert
+        raise ConfigError(
+            f"reasoning-gym dataset {name!r} rejected its options {dict(config)!r}: {exc}."
+        ) from None
+
+
+class ReasoningGymVerifier:
+    """Scores completions with a reasoning-gym dataset's ``score_answer`` (see the module docs).
+
+    Always returns a float in ``[0, 1]``: whitespace around the completion is stripped, known
+    scorer quirks are guarded, scorer exceptions and non-finite or non-numeric scores give 0,
+    and other scores are clamped. Pickling keeps only the dataset's name and options; the
+    dataset is re-created (with the same options) on first use.
+
+    Args:
+        name: The reasoning-gym dataset name, e.g. ``"gcd"``.
+        config: Options of ``reasoning_gym.create_dataset`` (``size``, ``seed``, ...).
+        partial_credit: If False, scores below 1 become 0 (only exact answers are rewarded).
+    """
+
+    def __init__(self, name: str, config: Mapping[str, Any], partial_credit: bool = True) -> None:
+        if not isinstance(partial_credit, bool):
+            raise ConfigError(f"partial_credit must be True or False, got {partial_credit!r}.")
+        self.name = name
+        self.config = dict(config)
+        self.partial_credit = partial_credit
+        self._dataset: Any = None
+
+    @property
+    def dataset(self) -> Any:
+        """The reasoning-gym dataset (created on first use)."""
+        if self._dataset is None:
+            self._dataset = _create_dataset(self.name, self.config)
+        return self._dataset
+
+    def __call__(self, completion: str, sample: Sample) -> float:
+        if not isinstance(completion, str):
+            raise RewardError(
+                f"{self!r} scores text; got a completion of type {type(completion).__name__} for sample "
+                f"{sample.id!r}. Decode token ids to a string first."
+            )
+        dataset = self.dataset  # outside the try: a missing package must not read as a 0 score
+        entry = sample.metadata["entry"]
+        answer = completion.strip()
+        guard = _GUARDS.get(self.name)
+        if guard is not None and not guard(answer, entry):
+            return 0.0
+        try:
+            score = float(dataset.score_answer(answer=answer, entry=entry))
+        except Exception:  # a scorer crash, or a score that is None or not a number
+            return 0.0
+        if not math.isfinite(score):
+            return 0.0
+        score = min(1.0, max(0.0, score))
+        if not self.partial_credit and score < 1.0:
+            return 0.0
+        return score
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_dataset": None}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReasoningGymVerifier) and (self.name, self.config, self.partial_credit) == (
+            other.name,
+            other.config,
+            other.partial_credit,
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        extra = "" if self.partial_credit else ", partial_credit=False"
+        return f"ReasoningGymVerifier(name={self.name!r}, config={self.config!r}{extra})"
+
+
+def from_reasoning_gym(
+    name: str, size: int = 100, seed: int = 0, *, partial_credit: bool = True, **config: Any
+) -> list[Sample]:
+    """Samples from a procedural reasoning-gym dataset (needs ``pip install 'instruct-env[reasoning]'``).
+
+    Each entry becomes ``Sample(id="<name>/<i>", task=name, instruction=entry["question"],
+    context="", references=(entry["answer"],), metadata={"entry": entry, "source":
+    "reasoning_gym"})`` with one shared :class:`ReasoningGymVerifier`, so ``reward="auto"``
+    (or ``"task"``) scores completions with the dataset's own scorer. See the module docs for
+    how completions are scored and the scorer quirks that are guarded.
+
+    Args:
+        name: The reasoning-gym dataset name, e.g. ``"basic_arithmetic"``.
+        size: Number of entries.
+        seed: Seed of the reasoning-gym generator.
+        partial_credit: Keep the scorer's partial credit (True) or reward exact answers only.
+        **config: The dataset's own options, passed to ``reasoning_gym.create_dataset``, e.g.
+            ``max_terms=3`` for ``basic_arithmetic``.
+
+    Raises:
+        MissingDependency: reasoning-gym is not installed.
+        UnknownNameError: no reasoning-gym dataset has that name (the message suggests close ones).
+        ConfigError: bad ``size``, ``seed`` or ``partial_credit``, or options the dataset rejects.
+        DataFormatError: an entry lacks ``question`` or ``answer``.
+        EmptyDatasetError: the dataset yields no entries.
+    """
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ConfigError(f"size must be a positive integer, got {size!r}.")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer, got {seed!r}.")
+    verifier = ReasoningGymVerifier(name, {"size": size, "seed": seed, **config}, partial_credit)
+    samples = []
+    for i, entry in enumerate(verifier.dataset):
+        missing = [k for k in ("question", "answer") if not isinstance(entry, Mapping) or k not in entry]
+        if missing:
+            raise DataFormatError(f"reasoning-gym dataset {name!r}, entry {i}: missing key {missing[0]!r}.")
+        answer = entry["answer"]
+        samples.append(
+            Sample(
+                id=f"{name}/{i}",
+                task=name,
+                instruction=str(entry["question"]),
+                references=() if answer is None else (str(answer),),
+                metadata={"entry": entry, "source": "reasoning_gym"},
+                verifier=verifier,
+            )
+        )
+    if not samples:
+        raise EmptyDatasetError(f"reasoning-gym dataset {name!r} yielded no entries.")
+    return samples
