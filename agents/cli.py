@@ -11,12 +11,18 @@ Every subcommand reads an optional YAML file (``--config``) shaped like
 :class:`agents.pipeline.PipelineConfig` (``instruct-env <cmd> --print-config`` shows it with
 every default), then the dedicated flags, then ``--set section.field=value`` overrides. Each
 value is converted to its field's declared type; unknown fields get "did you mean" hints.
+
+Data-parallel training: ``torchrun --nproc_per_node=N -m agents.cli rl ...`` (any torchrun
+launch, multi-node included), or ``instruct-env rl --nproc N ...``, which re-launches the same
+command through ``torch.distributed.run --standalone``. Only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instruct-env",
         description="Instruction tuning as reinforcement learning: SFT warm start, RL, held-out evaluation.",
+        epilog="examples:\n"
+               "  instruct-env pipeline                       # the main job, < 10 min on 2 CPU cores\n"
+               "  instruct-env pipeline --algo rloo --num-examples 16 --set rl.rloo.lr=1e-5\n"
+               "  instruct-env sft --print-config > run.yaml   # every field with its default\n"
+               "  instruct-env rl --algo ppo --model runs/<sft run>/model --config run.yaml\n"
+               "  instruct-env eval --model runs/<run>/model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="{pipeline,sft,rl,eval}", required=True)
     for name in ("pipeline", "sft", "rl", "eval"):
@@ -58,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="SFT training examples per task family (few-shot; default 64).")
         if name in ("pipeline", "rl"):
             sub.add_argument("--algo", choices=_ALGOS, help="RL algorithm (default: grpo).")
+        if name in ("pipeline", "sft", "rl"):
+            sub.add_argument("--nproc", type=int, metavar="N",
+                             help="Data-parallel processes on this machine: re-launches this command with "
+                                  "torch.distributed.run (for several nodes, call torchrun yourself).")
         sub.add_argument("--no-progress", action="store_true", help="No progress bars.")
         sub.add_argument("--print-config", action="store_true",
                          help="Print the resolved configuration as YAML and exit.")
@@ -77,9 +94,31 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return pairs + list(args.overrides)
 
 
+def _relaunch(nproc: int, argv: Sequence[str]) -> int:
+    """Run ``instruct-env argv`` (without ``--nproc``) in ``nproc`` processes via torch.distributed.run."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "agents.cli", *rest]
+    return subprocess.run(cmd).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``instruct-env`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        print(f"instruct-env: error: --nproc must be >= 1; got {nproc}.", file=sys.stderr)
+        return 2
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(nproc, argv)
     logging.basicConfig(level=logging.INFO, format="[instruct-env] %(message)s")
     for noisy in ("httpx", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -88,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # "Writing model shards" bars; our own bars stay
 
+    from agents.common import distributed as dist
     from agents.common.config import build_config, load_yaml, to_dict
     from agents.pipeline import PipelineConfig, run_pipeline
     from instruct_env.error import InstructEnvError
@@ -104,11 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
             return 0
-        command = "instruct-env " + " ".join(sys.argv[1:] if argv is None else argv)
-        result = run_pipeline(config, stages=_STAGES[args.command], command=command.strip())
+        command = "instruct-env " + " ".join(argv)
+        dist.init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
+        try:
+            result = run_pipeline(config, stages=_STAGES[args.command], command=command.strip())
+        finally:
+            dist.destroy_distributed()
     except InstructEnvError as exc:
         print(f"instruct-env: error: {exc}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", 0)) != 0:  # rank 0 wrote the run and reports it
+        return 0
     print(f"Report:  {result.report}")
     print(f"Metrics: {result.metrics}")
     if result.plots:

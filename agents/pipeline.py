@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.ac.config import A2CConfig, PPOConfig
+from agents.common import distributed as dist
 from agents.common.model import DefaultModelConfig
 from agents.common.pretrain import PretrainConfig
 from agents.pg.config import GRPOConfig, ReinforceConfig, RLOOConfig
@@ -357,9 +358,11 @@ class _Run:
         self.config = config
         self.stages = [s for s in STAGES if s in stages]
         self.threads = configure_threads(config.threads if config.threads is not None else _auto_threads())
-        self.out = _out_dir(config)
-        save_yaml(config, self.out / "config.yaml")
-        self.log = RunLogger(self.out, progress=config.progress)
+        # Data parallel (torchrun): rank 0 picks the folder and is the only rank that writes in it.
+        self.out = dist.broadcast_object(_out_dir(config) if dist.is_main() else None)
+        if dist.is_main():
+            save_yaml(config, self.out / "config.yaml")
+        self.log = RunLogger(self.out, rank=dist.rank(), progress=config.progress)
         self.seconds: dict[str, float] = {}
         self.warnings: list[str] = []
         self.sections: dict[str, str] = {}
@@ -485,7 +488,11 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
 def _train_and_evaluate(run: _Run):
     """Load the model, evaluate it, run the stages (each followed by an evaluation)."""
     start = time.perf_counter()
+    if not dist.is_main():
+        dist.barrier()  # rank 0 pre-trains / downloads into the cache first; the others then read it
     model, tokenizer, pretrain_info = load_policy_model(run.config, run.log)
+    if dist.is_main():
+        dist.barrier()
     run.timed("model (load or pre-train)", time.perf_counter() - start)
     if "rl" in run.stages and getattr(model.config, "is_encoder_decoder", False):
         raise ConfigError(
@@ -522,6 +529,11 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
         model, tokenizer, pretrain_info = _train_and_evaluate(run)
     finally:
         run.log.close()
+    if not dist.is_main():  # the model is rank 0's too; rank 0 writes the model, results and report
+        return PipelineResult(out_dir=run.out, report=run.out / "report.md", metrics=run.log.path, plots={},
+                              results=run.results, model_dir=run.out / "model" if run.stages else None,
+                              wall_time_s=time.perf_counter() - run.start, stage_seconds=dict(run.seconds),
+                              warnings=list(run.warnings))
     model_dir = None
     if run.stages:
         model_dir = run.out / "model"

@@ -150,7 +150,7 @@ def rl_config(seed):
 
     # RLOO: no per-group standard deviation, which would blow up a reward model's small differences
     # between equally good answers into full-size advantages (GRPO); lr and KL from a sweep on this policy.
-    return default_config("rloo", num_envs=32, group_size=4, lr=1e-4, kl_coef=0.02, max_new_tokens=MAX_NEW,
+    return default_config("rloo", num_envs=32, group_size=4, lr=3e-4, kl_coef=0.02, max_new_tokens=MAX_NEW,
                           total_updates=10**9, seed=seed)
 
 
@@ -268,7 +268,7 @@ def report(args, info, curves, loops, reference, fixed, seconds):
         f"### B. The loop (`run_feedback_loop`, simulated feedback)\n\n{n_rounds - 1} rounds; each: "
         f"{args.queries_b} prompts x 4 sampled answers -> {args.queries_b} pairwise queries by query by committee (20% "
         f"random hold-out) -> {EVALUATORS} evaluators -> online refit (warm start; promoted only if the held-out "
-        f"accuracy does not drop) -> {args.updates} RLOO updates (32 completions each, lr 1e-4, KL 0.02) with the "
+        f"accuracy does not drop) -> {args.updates} RLOO updates (32 completions each, lr 3e-4, KL 0.02) with the "
         f"proxy reward. Validation: {len(args.val_samples)} samples ({args.val_per_task} per family), greedy (as "
         "`agents.common.evaluation`) and one sample at temperature 1. Round 0 is the starting policy. Mean over "
         f"seeds {seeds_b} ± 95% CI; RM versions per seed. {refused} of {total_refits} refits were refused "

@@ -312,6 +312,39 @@ def test_eval_scorers_never_run_completions(name, monkeypatch):
         assert sample.score(sample.references[0]) == 1.0 and sample.score(sample.references[0] + "\n") == 1.0
 
 
+SYMPY_SCORED = ["countdown", "puzzle24", "simple_integration", "intermediate_integration", "polynomial_multiplication"]
+#: Completions the sympy-parsing scorers would run (the second spells "import os; os.environ[...]=..." in chr()).
+CODE = [
+    "__import__('os').environ.__setitem__('INSTRUCT_ENV_EVAL_PROBE', '1') or 1",
+    "exec(" + "+".join(f"chr({ord(c)})" for c in "import os; os.environ['INSTRUCT_ENV_EVAL_PROBE']='1'") + ")",
+]
+
+
+@needs_reasoning_gym
+@pytest.mark.parametrize("name", SYMPY_SCORED)
+def test_sympy_scorers_never_run_completions_nor_power_towers(name, monkeypatch):
+    monkeypatch.delenv("INSTRUCT_ENV_EVAL_PROBE", raising=False)
+    for sample in samples_of(name, size=10):
+        for completion in CODE + ["9**9**9**9", "(9**99)**99", "2**(10**10)", "1e999999999", "99999999!"]:
+            assert sample.score(completion) == 0.0
+        assert os.environ.get("INSTRUCT_ENV_EVAL_PROBE") is None
+        assert sample.score(" " + sample.references[0] + "\n") == 1.0
+
+
+@needs_reasoning_gym
+def test_raw_countdown_scorer_runs_completions_as_code(monkeypatch):
+    monkeypatch.delenv("INSTRUCT_ENV_EVAL_PROBE", raising=False)
+    raw_score(samples_of("countdown", size=1)[0], CODE[1])
+    assert os.environ.get("INSTRUCT_ENV_EVAL_PROBE") == "1"
+
+
+@needs_reasoning_gym
+def test_sympy_scorers_keep_equivalent_answers():
+    sample = next(s for s in samples_of("polynomial_multiplication", size=10) if "+" in s.references[0])
+    terms = sample.references[0].replace(" - ", " + -").split(" + ")
+    assert sample.score(" + ".join(reversed(terms))) == 1.0  # same polynomial, other order
+
+
 @needs_reasoning_gym
 def test_eval_scorers_keep_their_literal_credit():
     sample = samples_of("binary_matrix", size=1)[0]

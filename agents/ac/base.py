@@ -8,6 +8,11 @@ continues in the next rollout, and its advantage is bootstrapped from the value 
 at the cut. Since the cached keys/values of those running episodes were computed by the
 weights before the update, the actor re-reads them (:meth:`SlotActor.resume`) after each update.
 
+Data parallel: each rank rolls out its own ``num_envs`` slots. Advantage whitening uses the
+mean and std of all ranks' advantages, the KL the adaptive controller sees and the logged
+reward/length means are global; the per-minibatch loss means are per rank and the gradients
+are averaged, so they weight ranks equally (exact when ranks hold equal token counts).
+
 Each action is one ``env.step`` and one one-token forward of :class:`SlotActor`. The update
 re-scores the batch as *segments* (one episode's actions inside one rollout, after its
 context: prompt + earlier completion tokens) in one forward pass per minibatch.
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.common import distributed as dist
 from agents.common.buffer import Segment, SegmentBatch, TokenRolloutBuffer
 from agents.common.device import autocast
 from agents.common.generation import SlotActor
@@ -50,7 +56,7 @@ class ActorCriticTrainer(RLTrainer):
         self.buffer = TokenRolloutBuffer(self.config.n_steps, self.config.num_envs, self.env.setup.pad_token_id,
                                          self.device)
         self.actor = SlotActor(self.policy, self.env.setup.max_prompt_tokens)
-        self._obs, _ = self.env.reset(seed=self.config.seed)
+        self._obs, _ = self.env.reset(seed=self.seed)
         self._episode_return = np.zeros(self.config.num_envs)
         with autocast(self.device):
             self.actor.start(self._obs)
@@ -92,11 +98,14 @@ class ActorCriticTrainer(RLTrainer):
                 self.actor.advance(actions, finished, next_obs)
             self._obs = next_obs
         buf.finish(self.actor.values.float())
+        sums = torch.tensor([sum(returns), float(len(returns)), float(sum(lengths)), float(cfg.n_steps * cfg.num_envs)],
+                            dtype=torch.float64)
+        ret_sum, episodes, len_sum, tokens = dist.all_reduce_sum(sums).tolist()  # global over ranks
         return {
-            "reward_mean": float(np.mean(returns)) if returns else float("nan"),
-            "episodes": len(returns),
-            "completion_len": float(np.mean(lengths)) if lengths else float("nan"),
-            "tokens": cfg.n_steps * cfg.num_envs,
+            "reward_mean": ret_sum / episodes if episodes else float("nan"),
+            "episodes": int(episodes),
+            "completion_len": len_sum / episodes if episodes else float("nan"),
+            "tokens": int(tokens),
         }
 
     def minibatches(self, segments: list[Segment], shuffle: bool) -> list[list[Segment]]:
@@ -125,14 +134,23 @@ class ActorCriticTrainer(RLTrainer):
         # Ziegler et al. (2019): the reward of every token is -beta * KL, plus the task reward at the end.
         rewards = buf.rewards - beta * kl if cfg.kl_in == "reward" else buf.rewards
         buf.compute_advantages(rewards, cfg.gamma, cfg.lam)
-        return {"kl": float(kl.mean()), "kl_coef": beta}
+        return {"kl": dist.all_reduce_mean(float(kl.mean())), "kl_coef": beta}
 
     def advantages_for_update(self) -> torch.Tensor:
         """Flat (n_steps * N,) advantages, whitened over the rollout if configured."""
         adv = self.buffer.advantages.reshape(-1)
-        if self.config.normalize_advantage:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        return adv
+        if not self.config.normalize_advantage:
+            return adv
+        if dist.world_size() == 1:
+            return (adv - adv.mean()) / (adv.std() + 1e-8)
+        # Whiten with the statistics of the global batch: sums over ranks, Bessel-corrected std.
+        a = adv.double()
+        total, total_sq, n = dist.all_reduce_sum(torch.stack([a.sum(), (a * a).sum(),
+                                                              torch.tensor(float(a.numel()), device=a.device,
+                                                                           dtype=torch.float64)])).tolist()
+        mean = total / n
+        std = ((total_sq - n * mean * mean) / max(n - 1, 1)) ** 0.5
+        return (adv - mean) / (std + 1e-8)
 
     def explained_variance(self) -> float:
         """1 - Var[returns - values] / Var[returns] of the rollout (1 = perfect critic)."""

@@ -9,6 +9,7 @@ import torch
 
 from agents.ac.base import ActorCriticTrainer
 from agents.ac.config import PPOConfig
+from agents.common import distributed as dist
 from agents.common.buffer import Segment
 from agents.common.kl import kl_estimate
 from agents.common.scoring import masked_mean
@@ -54,6 +55,8 @@ class PPOTrainer(ActorCriticTrainer):
                     # k3 estimate of KL(old || new) (Schulman's "Approximating KL divergence"), as CleanRL.
                     approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
                     clip_fraction = masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), mask)
+                    if cfg.target_kl is not None:  # every rank must take the same decision
+                        approx_kl = dist.all_reduce_mean(approx_kl)
                 if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
                     stopped_at = epoch  # as Stable-Baselines3: stop before a step that would go too far
                     break

@@ -132,11 +132,14 @@ class RunLogger:
             self._tb.flush()
 
     def progress(self, iterable: Iterable[Any] | None = None, *, total: float | None = None,
-                 desc: str | None = None, unit: str = "it"):
-        """A tqdm progress bar (a silent one on other ranks or with ``progress=False``)."""
+                 desc: str | None = None, unit: str = "it", initial: int = 0):
+        """A tqdm progress bar (a silent one on other ranks or with ``progress=False``).
+
+        ``initial`` is where a resumed loop starts (it does not count toward the shown rate).
+        """
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not self.show_progress,
+        return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=not self.show_progress,
                     leave=False, dynamic_ncols=True)
 
     def close(self) -> None:

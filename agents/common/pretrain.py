@@ -228,9 +228,8 @@ def _train(model, corpus_ids: list[list[int]], pad_id: int, config: PretrainConf
         for _ in range(step):  # the data order continues where the interrupted run stopped
             next(batches)
     start = time.perf_counter()
-    progress = run_logger.progress(total=config.steps, desc="pre-training", unit="step") if run_logger else None
-    if progress is not None:
-        progress.update(step)
+    progress = run_logger.progress(total=config.steps, desc="pre-training", unit="step",
+                                   initial=step) if run_logger else None
     while step < config.steps:
         rows = [corpus_ids[i] for i in next(batches)]
         width = max(len(r) for r in rows)

@@ -5,6 +5,13 @@ KL controller and its random generators; the *policy* (an
 :class:`~agents.common.model.ActorCritic`) is the caller's and is trained in place.
 Subclasses implement :meth:`RLTrainer._update` (collect one batch of experience and
 learn from it) and the environment they need.
+
+Data parallelism (see :mod:`agents.common.distributed`): under torchrun every rank builds the
+same trainer; rank 0's weights are broadcast at construction, each rank runs its own vector env
+(seeded ``seed + rank``, on its shard ``dataset[rank::world_size]`` of an explicit ``dataset``)
+and sampling generator, gradients are averaged across ranks before each optimizer step
+(:meth:`RLTrainer._clip_and_step`), and the statistics that must be global are reduced. The
+per-rank batch is ``num_envs`` slots, so the global batch is ``world_size * num_envs``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from agents.common import distributed as dist
 from agents.common.device import select_device
 from agents.common.kl import KL_ESTIMATORS, KLController
 from instruct_env.error import ConfigError
@@ -154,7 +162,9 @@ class RLTrainer:
         tokenizer: The tokenizer the policy was built for (passed to the environment).
         env_kwargs: Keyword arguments of the environment (``tasks``, ``split``, ``reward``,
             ``max_prompt_tokens``...); ``max_new_tokens`` comes from the config.
-        log_fn: Called with each update's metrics.
+        log_fn: Called with each update's metrics, on every rank (the metrics are global, so
+            they agree); give it a :class:`~agents.common.logging.RunLogger` (which writes on
+            rank 0 only) or check :func:`agents.common.distributed.is_main`.
         eval_fn: ``eval_fn(policy) -> dict``, called every ``config.eval_every`` updates;
             its result is merged into that update's metrics.
     """
@@ -171,6 +181,7 @@ class RLTrainer:
                 f"Build one with {self.config_class.__name__}(...)."
             )
         self.config = config
+        self.seed = dist.rank_seed(config.seed)  # this rank's env/sampling seed (config.seed on rank 0)
         self.policy = policy
         self.tokenizer = tokenizer
         self.log_fn, self.eval_fn = log_fn, eval_fn
@@ -179,6 +190,7 @@ class RLTrainer:
         self.device = next(policy.parameters()).device
         if not getattr(policy, "uses_adapter", False) and getattr(policy, "_reference", None) is None:
             policy.freeze_reference()
+        dist.broadcast_module(policy)  # every rank starts from rank 0's weights (and reference)
         policy.eval()
         self.env_kwargs = self._env_kwargs(env_kwargs, tokenizer)
         self.env = self._make_env(self.env_kwargs)
@@ -189,8 +201,8 @@ class RLTrainer:
                 "pass the tokenizer the policy was built for."
             )
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(config.seed)
-        self.np_rng = np.random.default_rng(config.seed)
+        self.generator.manual_seed(self.seed)
+        self.np_rng = np.random.default_rng(self.seed)
         self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
         params = [p for p in self.trainable_parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps)
@@ -237,13 +249,16 @@ class RLTrainer:
             )
         kwargs["max_new_tokens"] = self.config.max_new_tokens
         kwargs["tokenizer"] = tokenizer
+        if kwargs.get("dataset") is not None and dist.world_size() > 1:
+            kwargs["dataset"] = dist.shard(list(kwargs["dataset"]))  # this rank's instructions
         return kwargs
 
     def train(self) -> list[dict[str, Any]]:
         """Run updates until ``total_updates`` or ``time_budget_s``; return the metrics history."""
         budget = self.config.time_budget_s
         while self.num_updates < self.config.total_updates:
-            if budget is not None and self.elapsed >= budget:
+            # Every rank must stop at the same update (or the others would wait in a collective).
+            if budget is not None and dist.any_rank(self.elapsed >= budget):
                 break
             self.update_step()
         return self.history
@@ -273,8 +288,9 @@ class RLTrainer:
         return metrics
 
     def _clip_and_step(self) -> float:
-        """Clip the gradient norm (if configured), step the optimizer; return the pre-clip norm."""
+        """Average gradients over ranks, clip their norm (if configured), step; return the pre-clip norm."""
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        dist.all_reduce_gradients(params)  # no-op in a single process
         if self.config.max_grad_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         else:
@@ -291,9 +307,20 @@ class RLTrainer:
         the KL controller, the update counter, elapsed time and every RNG state;
         ``env.pkl`` pickles the vector environment with the trainer's in-flight state
         (current observations, unfinished episodes). Load only checkpoints you trust.
+
+        In a multi-process run rank 0 writes both files (the weights and optimizer are the same
+        on every rank) and rank ``r > 0`` writes its own env, in-flight state and RNG states to
+        ``env.rank<r>.pkl``; every rank must call ``save``. A single process resumes from
+        rank 0's files and ignores the others; see :meth:`load_state` for the reverse.
         """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
+        if not dist.is_main():
+            with open(path / f"env.rank{dist.rank()}.pkl", "wb") as f:
+                pickle.dump({"env": self.env, "extra": self._extra_state(), "history": self.history,
+                             "rng": self._rng_state()}, f)
+            dist.barrier()
+            return path
         state = {
             "algo": self.algo,
             "config": dataclasses.asdict(self.config),
@@ -302,20 +329,38 @@ class RLTrainer:
             "kl_controller": self.kl_ctl.state_dict(),
             "num_updates": self.num_updates,
             "elapsed": self.elapsed,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "generator": self.generator.get_state(),
-                "numpy": self.np_rng.bit_generator.state,
-            },
+            "rng": self._rng_state(),
+            "world_size": dist.world_size(),
         }
         torch.save(state, path / "trainer.pt")
         with open(path / "env.pkl", "wb") as f:
             pickle.dump({"env": self.env, "extra": self._extra_state(), "history": self.history}, f)
+        dist.barrier()
         return path
 
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "generator": self.generator.get_state(),
+            "numpy": self.np_rng.bit_generator.state,
+        }
+
+    def _set_rng_state(self, rng: dict[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        self.generator.set_state(rng["generator"].cpu())
+        self.np_rng.bit_generator.state = rng["numpy"]
+
     def load_state(self, directory: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save` into this trainer (same algorithm and model shape)."""
+        """Restore a checkpoint written by :meth:`save` into this trainer (same algorithm and model shape).
+
+        Every rank loads the weights, optimizer and KL controller from ``trainer.pt``. Rank 0
+        restores ``env.pkl``; rank ``r > 0`` restores ``env.rank<r>.pkl`` when the checkpoint
+        has it, and otherwise (a checkpoint from a run with fewer processes) keeps the fresh
+        environment and generators it was built with (seeded ``seed + r``).
+        """
         path = Path(directory)
         if not (path / "trainer.pt").exists():
             raise ConfigError(f"No checkpoint in {str(path)!r}: expected trainer.pt and env.pkl written by save().")
@@ -328,14 +373,19 @@ class RLTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.num_updates, self.elapsed = int(state["num_updates"]), float(state["elapsed"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-        self.generator.set_state(rng["generator"].cpu())
-        self.np_rng.bit_generator.state = rng["numpy"]
-        with open(path / "env.pkl", "rb") as f:
-            saved = pickle.load(f)
-        self.env = saved["env"]
-        self.history = list(saved["history"])
-        self._load_extra_state(saved["extra"])
+        if dist.is_main():
+            self._set_rng_state(state["rng"])
+            env_file = path / "env.pkl"
+        else:
+            env_file = path / f"env.rank{dist.rank()}.pkl"
+        if env_file.exists():
+            with open(env_file, "rb") as f:
+                saved = pickle.load(f)
+            if "rng" in saved:
+                self._set_rng_state(saved["rng"])
+            self.env = saved["env"]
+            self.history = list(saved["history"])
+            self._load_extra_state(saved["extra"])
+        else:  # a rank the saving run did not have: fresh env, but the shared history and counters
+            with open(path / "env.pkl", "rb") as f:
+                self.history = list(pickle.load(f)["history"])

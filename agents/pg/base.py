@@ -11,10 +11,16 @@ forward pass over ``prompt + completion``.
 Sequence log-probability: REINFORCE and RLOO use ``log pi(y|x) = sum_t log pi(y_t | x, y_<t)``,
 the exact log-likelihood of the completion the estimator differentiates; GRPO averages its
 per-token terms over each completion's tokens and then over completions, as in the paper.
+
+Data parallel: each rank samples its own ``num_envs`` completions; every group of
+``group_size`` answers to one prompt lives on one rank, so GRPO's and RLOO's group baselines
+need no communication. REINFORCE's batch-mean baseline, the KL the adaptive controller sees and
+the logged statistics are global (reduced over ranks); gradients are averaged over ranks.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.common import distributed as dist
 from agents.common.device import autocast
 from agents.common.generation import SamplingConfig, generate
 from agents.common.kl import kl_estimate
@@ -67,7 +74,7 @@ class PolicyGradientTrainer(RLTrainer):
                             group_size=self.config.group_size, **env_kwargs)
 
     def _start(self) -> None:
-        self._obs, _ = self.env.reset(seed=self.config.seed)
+        self._obs, _ = self.env.reset(seed=self.seed)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"obs": self._obs}
@@ -158,20 +165,28 @@ class PolicyGradientTrainer(RLTrainer):
         if cfg.kl_in == "reward":  # Ahmadian et al. (2024): r(x, y) - beta * KL summed over y's tokens
             rewards = rewards - beta * (kl * mask).sum(1)
         advantages = self.advantages(rewards)
+        # Global statistics from per-rank sums (one all-reduce; plain values in a single process).
+        r = batch.rewards
+        sums = torch.stack([r.sum(), (r * r).sum(), torch.tensor(float(len(r)), device=r.device),
+                            (kl * mask).sum(), (batch.entropy * mask).sum(), mask.sum()]).double()
+        r_sum, r_sq, n, kl_sum, ent_sum, tokens = dist.all_reduce_sum(sums).tolist()
+        r_mean = r_sum / n
         metrics: dict[str, Any] = {
-            "reward_mean": float(batch.rewards.mean()),
-            "reward_std": float(batch.rewards.std()) if len(batch.rewards) > 1 else 0.0,
-            "kl": float((kl * mask).sum() / mask.sum()),
+            "reward_mean": r_mean,
+            "reward_std": math.sqrt(max(r_sq - n * r_mean ** 2, 0.0) / (n - 1)) if n > 1 else 0.0,
+            "kl": kl_sum / tokens,
             "kl_coef": beta,
-            "entropy": float((batch.entropy * mask).sum() / mask.sum()),
-            "completion_len": float(mask.sum(1).mean()),
-            "tokens": int(mask.sum()),
+            "entropy": ent_sum / tokens,
+            "completion_len": tokens / n,
+            "tokens": int(tokens),
             "rollout_time": rollout_time,
         }
         G = cfg.group_size
         if G > 1:
             groups = batch.rewards.view(-1, G)
-            metrics["frac_groups_mixed"] = float((groups.max(1).values > groups.min(1).values).float().mean())
-        metrics.update(self.optimize(batch, advantages))
-        self.kl_ctl.update(metrics["kl"], len(rewards))
+            metrics["frac_groups_mixed"] = dist.all_reduce_mean(
+                float((groups.max(1).values > groups.min(1).values).float().mean()))
+        losses = self.optimize(batch, advantages)
+        metrics.update({k: dist.all_reduce_mean(v) for k, v in losses.items()})
+        self.kl_ctl.update(metrics["kl"], int(n))
         return metrics

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from agents.common import distributed as dist
 from agents.pg.base import PolicyGradientTrainer
 from agents.pg.config import ReinforceConfig
 
@@ -29,7 +30,7 @@ class ReinforceTrainer(PolicyGradientTrainer):
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        batch_mean = float(rewards.mean())
+        batch_mean = dist.all_reduce_mean(float(rewards.mean()))  # the global batch's mean (equal shards)
         if cfg.baseline == "none":
             b = 0.0
         elif cfg.baseline == "batch_mean" or self.baseline is None:

@@ -1,4 +1,11 @@
-"""The SFT trainer: response-only cross-entropy, warm-up + decay, early stopping on validation loss."""
+"""The SFT trainer: response-only cross-entropy, warm-up + decay, early stopping on validation loss.
+
+Data parallel under torchrun (see :mod:`agents.common.distributed`): each epoch's shuffled order
+(the same on every rank) is split ``order[rank::world_size]`` after padding it by wrap-around to
+a multiple of the world size (as ``torch.utils.data.DistributedSampler``), gradients are summed
+over ranks and divided by the global response-token count, so a step equals one process's step
+on the global batch (``world_size * batch_size * grad_accum`` examples). Only rank 0 saves.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.common import distributed as dist
 from agents.common.device import autocast, select_device
 from agents.common.model import lm_forward
 from agents.sft.config import SFTConfig
@@ -200,6 +208,9 @@ class SFTTrainer:
     def _epoch_batches(self, epoch: int, rng: np.random.Generator) -> list[list[Example]]:
         cfg = self.config
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train_samples))
+        if dist.world_size() > 1:  # this rank's share; equal-length shards so every rank steps together
+            world = dist.world_size()
+            order = np.resize(order, -(-len(order) // world) * world)[dist.rank()::world]
         examples = []
         for i in order:
             if cfg.paraphrase_prob > 0 and rng.random() < cfg.paraphrase_prob:
@@ -249,12 +260,13 @@ class SFTTrainer:
         """
         cfg = self.config
         start = time.perf_counter()
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(dist.rank_seed(cfg.seed))  # dropout masks differ between ranks
         rng = np.random.default_rng(cfg.seed)
         self.model.to(self.device)
+        dist.broadcast_module(self.model)
         self.model.train()
         per_step = cfg.batch_size * cfg.grad_accum
-        steps_per_epoch = math.ceil(len(self.train_samples) / per_step)
+        steps_per_epoch = math.ceil(math.ceil(len(self.train_samples) / dist.world_size()) / per_step)
         planned = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
         warmup = int(cfg.warmup_ratio * planned)
         optimizer = self._optimizer()
@@ -295,7 +307,7 @@ class SFTTrainer:
                         stopped_by, done = "early_stopping", True
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     stopped_by, done = "max_steps", True
-                if cfg.time_budget_s is not None and time.perf_counter() - start >= cfg.time_budget_s:
+                if cfg.time_budget_s is not None and dist.any_rank(time.perf_counter() - start >= cfg.time_budget_s):
                     stopped_by, done = "time_budget", True
                 if done:
                     epoch_fraction = (first + len(group)) / len(batches)
@@ -324,14 +336,18 @@ class SFTTrainer:
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, group: list[list[Example]]) -> float:
         """One optimizer step over ``group`` (micro-batches); returns the mean loss per response token."""
         batches = [self._collate(b) for b in group]
-        total_tokens = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches)
+        total_tokens = int(dist.all_reduce_sum(float(sum(int((b["labels"] != IGNORE_INDEX).sum())
+                                                              for b in batches))))  # over all ranks
         optimizer.zero_grad(set_to_none=True)
         loss_total = 0.0
         for batch in batches:
             with autocast(self.device):
                 loss_sum, _ = response_loss(self.model, batch)
-            (loss_sum / max(total_tokens, 1)).backward()
+            # Scaled by world_size because all_reduce_gradients averages: the result is sum / global tokens.
+            (loss_sum * dist.world_size() / max(total_tokens, 1)).backward()
             loss_total += float(loss_sum.detach())
+        dist.all_reduce_gradients(self.model.parameters())
+        loss_total = dist.all_reduce_sum(loss_total)
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         optimizer.step()
@@ -341,12 +357,19 @@ class SFTTrainer:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def save(self, directory: str | Path) -> Path:
-        """Save the model and tokenizer with ``save_pretrained`` and the config as ``sft_config.yaml``."""
+        """Save the model and tokenizer with ``save_pretrained`` and the config as ``sft_config.yaml``.
+
+        In a multi-process run only rank 0 writes (the weights are the same on every rank).
+        """
         from agents.common.config import save_yaml
 
         path = Path(directory)
+        if not dist.is_main():
+            dist.barrier()
+            return path
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         save_yaml(self.config, path / "sft_config.yaml")
+        dist.barrier()
         return path

@@ -64,12 +64,23 @@ Scorer quirks (reasoning-gym 0.1.25; each is pinned by ``tests/test_reasoning_gy
       (a decimal with an exponent of at most three digits, or a fraction) within 1e-4 of the
       reference (the scorer's own tolerance), so this dataset scores 0 or 1.
     * ``binary_matrix``, ``n_queens``, ``spiral_matrix`` and ``string_insertion`` call Python's
-      ``eval`` on the completion: a completion such as ``__import__('os').system(...)`` is run.
-      Guarded: the completion must equal the reference (or a valid n-queens board) or be a
-      Python literal (``ast.literal_eval`` accepts it), so nothing is executed.
+      ``eval`` on the completion: a completion such as ``__import__('os').system(...)`` is run,
+      and ``9**9**9**9`` never finishes. Guarded: the completion must equal the reference (or a
+      valid n-queens board) or be a Python literal (``ast.literal_eval`` accepts it), so
+      nothing is executed.
+    * ``countdown``, ``puzzle24``, ``simple_integration``, ``intermediate_integration`` and
+      ``polynomial_multiplication`` parse the completion with sympy's ``parse_expr``, which
+      also runs it with ``eval`` (even without quotes: ``exec(chr(105)+...)``), and computes
+      integer powers exactly (``9**9**9**9``, ``1e999999999`` never finish). Guarded: the
+      completion must be at most 1,000 characters of arithmetic on finite numbers, one-letter
+      symbols and common functions (``sin``, ``exp``, ``sqrt``...), with no power inside the
+      base of a power and exponents that are small numbers or symbols; checked on Python's
+      syntax tree without running anything. Every reference passes.
     * ``prime_factorization`` raises ``ValueError`` on non-numeric answers (scored 0).
-    * Scorers run in-process without a time limit; apart from ``coin_flip`` none hung on the
-      probes above, 10,000-character answers included, but they are third-party code.
+    * Scorers run in-process without a time limit. With the guards, no scorer of the 103
+      datasets probed (all but ``composite``, which needs other datasets, and the slow
+      ``rubiks_cube``) ran code or hung on the probes: code, power towers, huge exponents,
+      10,000-character answers. They remain third-party code.
 """
 
 from __future__ import annotations
@@ -153,12 +164,80 @@ def _no_code(answer: str, entry: Mapping[str, Any]) -> bool:
     return True
 
 
+_MATH_NAMES = frozenset(
+    "sin cos tan cot sec csc asin acos atan acot sinh cosh tanh asinh acosh atanh "
+    "exp log ln sqrt Abs pi Integral".split()
+)
+_MATH_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.Load,
+               ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd)
+_MAX_MATH_CHARS = 1_000  # about 8 times the longest reference of these datasets
+
+
+def _is_pow(node: ast.AST) -> bool:
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow)
+
+
+def _small_exponent(node: ast.AST) -> bool:
+    """An exponent such as ``2``, ``-1``, ``(3/2)`` or ``n``: no power, no number above 100."""
+    for part in ast.walk(node):
+        if isinstance(part, ast.Constant):
+            if not isinstance(part.value, (int, float)) or not abs(part.value) <= 100:
+                return False
+        elif not isinstance(part, (ast.Name, ast.Load, ast.UnaryOp, ast.USub, ast.UAdd, ast.BinOp, ast.Div)):
+            return False
+    return True
+
+
+def _plain_math(answer: str, entry: Mapping[str, Any]) -> bool:
+    """Scorers that parse the answer with sympy's ``parse_expr``, which runs it with ``eval``.
+
+    Lets through only arithmetic on finite numbers, one-letter symbols and common functions
+    (checked on Python's syntax tree, without running anything), at most 1,000 characters,
+    and powers whose base holds no power and whose exponent is small: sympy computes integer
+    powers exactly, so ``9**9**9**9`` or ``2**(10**10)`` would never finish.
+
+    >>> [_plain_math(a, {}) for a in ("-4*(-2*x - 8)**(3/2)/3 + C", "exp(x)*sin(x)", "6*(98 - 54) - 34")]
+    [True, True, True]
+    >>> bad = ("9**9**9", "(9**9)**9", "2**(10*10)", "x**'a'", "1e999999999", "chr(95)", "x.y", "'x'", "5!")
+    >>> [_plain_math(a, {}) for a in bad]
+    [False, False, False, False, False, False, False, False, False]
+    """
+    if len(answer) > _MAX_MATH_CHARS:
+        return False
+    try:
+        tree = ast.parse(answer, mode="eval")
+    except Exception:  # SyntaxError, ValueError (too many digits), RecursionError, MemoryError
+        return False
+    for node in ast.walk(tree):
+        if not isinstance(node, _MATH_NODES):
+            return False
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False
+        elif isinstance(node, ast.Name):
+            if len(node.id) != 1 and node.id not in _MATH_NAMES:
+                return False
+        elif isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.keywords:
+                return False
+        elif _is_pow(node):
+            if any(_is_pow(part) for part in ast.walk(node.left)) or not _small_exponent(node.right):
+                return False
+    return True
+
+
 _GUARDS: dict[str, Callable[[str, Mapping[str, Any]], bool]] = {
     "binary_matrix": _no_code,
     "coin_flip": _close_number,
+    "countdown": _plain_math,
     "game_of_life_halting": _same_boolean,
+    "intermediate_integration": _plain_math,
     "n_queens": _no_code,
     "number_sorting": _finite_numbers,
+    "polynomial_multiplication": _plain_math,
+    "puzzle24": _plain_math,
+    "simple_integration": _plain_math,
     "spiral_matrix": _no_code,
     "string_insertion": _no_code,
 }
@@ -228,9 +307,9 @@ class ReasoningGymVerifier:
         entry = sample.metadata["entry"]
         answer = completion.strip()
         guard = _GUARDS.get(self.name)
-        if guard is not None and not guard(answer, entry):
-            return 0.0
         try:
+            if guard is not None and not guard(answer, entry):
+                return 0.0
             score = float(dataset.score_answer(answer=answer, entry=entry))
         except Exception:  # a scorer crash, or a score that is None or not a number
             return 0.0

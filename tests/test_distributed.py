@@ -1,0 +1,147 @@
+"""Data-parallel RL on 2 CPU processes (gloo): identical weights, the 2B-batch equivalence, rank-0-only outputs.
+
+One spawn of two worker processes does every distributed check (each spawn pays for importing
+torch and transformers); the test process then compares with single-process runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from rl_utils import count_env_kwargs, small_config, tiny_policy, tiny_tokenizer
+
+from agents.common import distributed as dist
+from agents.common.logging import RunLogger
+from agents.pg.base import CompletionBatch
+from agents.rl import load_trainer, make_trainer
+
+WORLD = 2
+B = 4  # completions per rank in the equivalence check; the single process gets 2B
+UPDATES = 3
+# (algo, config overrides) whose update is a deterministic function of the batch.
+EQUIVALENCE = [("reinforce", {"baseline": "batch_mean"}),
+               ("grpo", {"group_size": 2, "update_epochs": 2, "num_minibatches": 1})]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fixed_batch(n: int, seed: int = 123) -> CompletionBatch:
+    """``n`` prompts, completions (with varied lengths) and rewards, the same for every caller."""
+    g = torch.Generator().manual_seed(seed)
+    P, K = 5, 3
+    lengths = torch.randint(1, K + 1, (n,), generator=g)
+    token_mask = (torch.arange(K)[None, :] < lengths[:, None]).long()  # (n, K)
+    tokens = torch.randint(3, 16, (n, K), generator=g) * token_mask
+    return CompletionBatch(context_ids=torch.randint(3, 16, (n, P), generator=g),
+                           context_mask=torch.ones(n, P, dtype=torch.long), tokens=tokens, token_mask=token_mask,
+                           rewards=torch.rand(n, generator=g))
+
+
+def _rows(batch: CompletionBatch, rows: slice) -> CompletionBatch:
+    return CompletionBatch(batch.context_ids[rows], batch.context_mask[rows], batch.tokens[rows],
+                           batch.token_mask[rows], batch.rewards[rows])
+
+
+def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer) -> torch.Tensor:
+    """Train a fresh tiny policy for UPDATES steps on ``rows`` of the fixed batch; its flat parameters."""
+    trainer = make_trainer(algo, small_config(algo, num_envs=rows.stop - rows.start, kl_coef=0.0, **overrides),
+                           tiny_policy(tokenizer, seed=0), tokenizer, count_env_kwargs())
+    batch = _rows(_fixed_batch(WORLD * B), rows)
+    for _ in range(UPDATES):
+        trainer.score_old_and_reference(batch)
+        trainer.optimize(batch, trainer.advantages(batch.rewards))
+    return torch.cat([p.detach().reshape(-1) for p in trainer.trainable_parameters()])
+
+
+def _worker(rank: int, port: int, tmp: str) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    dist.init_distributed(timeout_s=60)
+    try:
+        tokenizer = tiny_tokenizer()
+        out = Path(tmp) / "run"
+        results: dict = {}
+
+        # (a) + (c): a real data-parallel GRPO run that logs and checkpoints.
+        with RunLogger(out, rank=dist.rank(), tensorboard=False, progress=False) as log:
+            trainer = make_trainer("grpo", small_config("grpo"), tiny_policy(tokenizer, seed=rank), tokenizer,
+                                   count_env_kwargs(), log_fn=lambda m: log.log(m, step=m["update"], stage="rl"))
+            history = [trainer.update_step() for _ in range(UPDATES)]
+        trainer.save(out / "ckpt")
+        flat = torch.cat([p.detach().reshape(-1) for p in trainer.policy.parameters()])
+        results["params"] = flat
+        results["gathered_params"] = dist.all_gather(flat[None])  # (WORLD, n)
+        results["reward_mean"] = [h["reward_mean"] for h in history]
+
+        # (b): the same fixed batch, split over the ranks.
+        for algo, overrides in EQUIVALENCE:
+            results[algo] = _fixed_batch_updates(algo, overrides, slice(rank * B, (rank + 1) * B), tokenizer)
+        torch.save(results, Path(tmp) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_distributed()
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp)), nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the 2-process run did not finish within 120 s")
+    return tmp, [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_parameters_identical_across_ranks(spawned):
+    _, results = spawned
+    gathered = results[0]["gathered_params"]
+    assert torch.equal(gathered[0], gathered[1])  # started from different seeds: rank 0's were broadcast
+    assert torch.equal(results[0]["params"], results[1]["params"])
+    assert results[0]["reward_mean"] == results[1]["reward_mean"]  # logged statistics are global
+
+
+@pytest.mark.parametrize("algo,overrides", EQUIVALENCE, ids=[a for a, _ in EQUIVALENCE])
+def test_two_ranks_batch_b_match_one_rank_batch_2b(spawned, algo, overrides):
+    _, results = spawned
+    single = _fixed_batch_updates(algo, overrides, slice(0, WORLD * B), tiny_tokenizer())
+    start = torch.cat([p.detach().reshape(-1) for p in
+                       make_trainer(algo, small_config(algo, num_envs=WORLD * B, kl_coef=0.0, **overrides),
+                                    tiny_policy(tiny_tokenizer(), seed=0), tiny_tokenizer(),
+                                    count_env_kwargs()).trainable_parameters()])
+    assert not torch.allclose(single, start)  # the updates did move the weights
+    for r in range(WORLD):
+        torch.testing.assert_close(results[r][algo], single, rtol=1e-4, atol=1e-6)
+
+
+def test_only_rank_zero_writes_and_checkpoint_resumes_in_one_process(spawned):
+    tmp, _ = spawned
+    out = tmp / "run"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, UPDATES + 1))  # one writer, not two
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["env.pkl", "env.rank1.pkl", "trainer.pt"]
+    tokenizer = tiny_tokenizer()
+    trainer = load_trainer(out / "ckpt", tiny_policy(tokenizer, seed=5), tokenizer, count_env_kwargs())
+    assert trainer.num_updates == UPDATES
+    assert trainer.update_step()["update"] == UPDATES + 1
