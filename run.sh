@@ -16,7 +16,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     # torch first, pinned to a CPU build that installs quickly; the project's own
     # requirement (torch>=2.3) is then already satisfied and pip pulls nothing bigger.
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    "$VENV/bin/python" -m pip install --quiet -e ".[dev,server,bench,peft]"
+    "$VENV/bin/python" -m pip install --quiet -e ".[dev,server,bench,peft,reasoning]"
     echo "$want" > "$stamp"
 fi
 

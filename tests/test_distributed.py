@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from rl_utils import count_env_kwargs, small_config, tiny_policy, tiny_tokenizer
+from rl_utils import count_env_kwargs, say_dataset, small_config, tiny_policy, tiny_tokenizer
 
 from agents.common import distributed as dist
 from agents.common.logging import RunLogger
 from agents.pg.base import CompletionBatch
 from agents.rl import load_trainer, make_trainer
+from agents.sft import SFTConfig, SFTTrainer
 
 WORLD = 2
 B = 4  # completions per rank in the equivalence check; the single process gets 2B
@@ -64,6 +65,17 @@ def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer) -> 
     return torch.cat([p.detach().reshape(-1) for p in trainer.trainable_parameters()])
 
 
+def _sft(batch_size: int, tokenizer, checkpoint_dir: Path | None = None) -> torch.Tensor:
+    """Two SFT steps (constant lr, no dropout) on four samples; the flat parameters after."""
+    lm = tiny_policy(tokenizer, seed=0).lm
+    config = SFTConfig(max_steps=2, batch_size=batch_size, lr=1e-2, schedule="constant", warmup_ratio=0.0,
+                       keep_best=False, patience=0, device="cpu", time_budget_s=None, log_every=1,
+                       checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir))
+    words = ("yes", "no", "cat", "dog")
+    SFTTrainer(lm, tokenizer, config, train_data=say_dataset(words), val_data=say_dataset(words)).train()
+    return torch.cat([p.detach().reshape(-1) for p in lm.parameters()])
+
+
 def _worker(rank: int, port: int, tmp: str) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
@@ -88,6 +100,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         # (b): the same fixed batch, split over the ranks.
         for algo, overrides in EQUIVALENCE:
             results[algo] = _fixed_batch_updates(algo, overrides, slice(rank * B, (rank + 1) * B), tokenizer)
+        results["sft"] = _sft(1, tokenizer, checkpoint_dir=out / "sft")  # each rank: 1 of the 2 examples per step
         torch.save(results, Path(tmp) / f"rank{rank}.pt")
     finally:
         dist.destroy_distributed()
@@ -135,12 +148,21 @@ def test_two_ranks_batch_b_match_one_rank_batch_2b(spawned, algo, overrides):
         torch.testing.assert_close(results[r][algo], single, rtol=1e-4, atol=1e-6)
 
 
+def test_sft_two_ranks_batch_1_match_one_rank_batch_2(spawned):
+    _, results = spawned
+    single = _sft(2, tiny_tokenizer())
+    torch.testing.assert_close(results[0]["sft"], results[1]["sft"], rtol=0, atol=0)
+    # Not bit-exact: a batch of 2 is padded to its longer example, so the matmuls reduce in another order.
+    torch.testing.assert_close(results[0]["sft"], single, rtol=1e-4, atol=1e-5)
+
+
 def test_only_rank_zero_writes_and_checkpoint_resumes_in_one_process(spawned):
     tmp, _ = spawned
     out = tmp / "run"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, UPDATES + 1))  # one writer, not two
     assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["env.pkl", "env.rank1.pkl", "trainer.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt", "metrics.jsonl", "sft"]
     tokenizer = tiny_tokenizer()
     trainer = load_trainer(out / "ckpt", tiny_policy(tokenizer, seed=5), tokenizer, count_env_kwargs())
     assert trainer.num_updates == UPDATES
