@@ -101,6 +101,14 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         for algo, overrides in EQUIVALENCE:
             results[algo] = _fixed_batch_updates(algo, overrides, slice(rank * B, (rank + 1) * B), tokenizer)
         results["sft"] = _sft(1, tokenizer, checkpoint_dir=out / "sft")  # each rank: 1 of the 2 examples per step
+
+        # A single-process checkpoint resumes on 2 ranks (rank 1 starts a fresh env, seeded seed + 1).
+        resumed = load_trainer(Path(tmp) / "single", tiny_policy(tokenizer, seed=7 + rank), tokenizer,
+                               count_env_kwargs())
+        results["resumed_updates"] = resumed.num_updates
+        resumed.update_step()
+        results["resumed_params"] = dist.all_gather(
+            torch.cat([p.detach().reshape(-1) for p in resumed.trainable_parameters()])[None])
         torch.save(results, Path(tmp) / f"rank{rank}.pt")
     finally:
         dist.destroy_distributed()
@@ -109,6 +117,10 @@ def _worker(rank: int, port: int, tmp: str) -> None:
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
+    tokenizer = tiny_tokenizer()
+    single = make_trainer("grpo", small_config("grpo"), tiny_policy(tokenizer), tokenizer, count_env_kwargs())
+    single.update_step()
+    single.save(tmp / "single")
     ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp)), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=1):
@@ -156,6 +168,13 @@ def test_sft_two_ranks_batch_1_match_one_rank_batch_2(spawned):
     torch.testing.assert_close(results[0]["sft"], single, rtol=1e-4, atol=1e-5)
 
 
+def test_single_process_checkpoint_resumes_on_two_ranks(spawned):
+    _, results = spawned
+    assert results[0]["resumed_updates"] == results[1]["resumed_updates"] == 1
+    gathered = results[0]["resumed_params"]
+    assert torch.equal(gathered[0], gathered[1])
+
+
 def test_only_rank_zero_writes_and_checkpoint_resumes_in_one_process(spawned):
     tmp, _ = spawned
     out = tmp / "run"
@@ -167,3 +186,17 @@ def test_only_rank_zero_writes_and_checkpoint_resumes_in_one_process(spawned):
     trainer = load_trainer(out / "ckpt", tiny_policy(tokenizer, seed=5), tokenizer, count_env_kwargs())
     assert trainer.num_updates == UPDATES
     assert trainer.update_step()["update"] == UPDATES + 1
+
+
+def test_nproc_relaunches_through_torch_distributed_run(monkeypatch):
+    import subprocess
+
+    from agents import cli
+
+    calls = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    assert cli.main(["rl", "--nproc", "2", "--algo", "reinforce", "--seed", "3"]) == 0
+    assert calls[0][1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "agents.cli",
+                            "rl", "--algo", "reinforce", "--seed", "3"]
+    assert cli.main(["rl", "--nproc", "0"]) == 2
