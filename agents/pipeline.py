@@ -334,7 +334,8 @@ def _auto_threads() -> int:
 
     if os.environ.get("INSTRUCT_ENV_THREADS"):
         return int(os.environ["INSTRUCT_ENV_THREADS"])
-    cores = os.cpu_count() or 1
+    # Processes of one data-parallel run on this machine share its cores.
+    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     try:
         busy = os.getloadavg()[0]
     except (AttributeError, OSError):  # not available on this platform
