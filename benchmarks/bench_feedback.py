@@ -271,11 +271,18 @@ def findings(args, curves, loops, reference, exact):
     exact_last = float(np.mean([exact[s][-1] for s in seeds_b]))
     updates = final * args.updates
     policy_rises = mean("val_task", final) > mean("val_task", 0)
+    got_q = [n for n in reach["qbc"] if n is not None]
+    got_r = [n for n in reach["random"] if n is not None]
+    helps = last["qbc"][0] > last["random"][0] and len(got_q) >= len(got_r) and \
+        (not got_r or (got_q and np.mean(got_q) < np.mean(got_r)))
+    rm_rises = fixed_last > fixed_first
     bullets = [
-        f"**Active learning helps.** To reach {threshold:.2f} accuracy on the fixed comparisons, query by committee "
+        f"**Active learning {'helps' if helps else 'does not clearly help'}.** To reach {threshold:.2f} accuracy on "
+        "the fixed comparisons, query by committee "
         f"needed {reached(reach['qbc'])}, random selection {reached(reach['random'])}; after {n_labels:.0f} labels: "
         f"{fmt(*last['qbc'])} vs {fmt(*last['random'])}.",
-        f"**The online reward model gets more accurate over rounds**: on the fixed comparisons from "
+        f"**The online reward model {'gets more accurate' if rm_rises else 'does not get more accurate'} over "
+        "rounds**: on the fixed comparisons from "
         f"{fixed_first:.3f} (round {first}) to {fixed_last:.3f} (round {final}); on the learner's own hold-out from "
         f"{mean('rm_heldout_accuracy', first):.3f} to {mean('rm_heldout_accuracy', final):.3f}.",
         f"**The policy's held-out task score {'rises' if policy_rises else 'does not rise'} with the learned proxy**: "

@@ -11,9 +11,15 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from instruct_env.envs.core import EnvSetup
+from instruct_env.envs.core import (
+    EnvSetup,
+    SetupAccess,
+    check_render_mode,
+    split_vector_options,
+    vector_seeds,
+)
 from instruct_env.envs.slots import TokenSlots
-from instruct_env.error import ConfigError, InvalidAction, InvalidOption, ResetNeeded
+from instruct_env.error import ConfigError, InvalidAction, ResetNeeded
 
 __all__ = ["CompletionEnv", "CompletionVectorEnv"]
 
@@ -86,7 +92,7 @@ class _Completions:
         return arr.astype(np.int64).tolist()
 
 
-class CompletionEnv(gym.Env):
+class CompletionEnv(SetupAccess, gym.Env):
     """Answer an instruction in one step with a whole completion.
 
     ## Description
@@ -140,22 +146,12 @@ class CompletionEnv(gym.Env):
 
     def __init__(self, *, render_mode: str | None = None, **kwargs: Any) -> None:
         self.setup = EnvSetup(**kwargs)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise InvalidOption(f"render_mode must be one of {self.metadata['render_modes']} or None; got {render_mode!r}.")
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.observation_space, self.action_space = _spaces(self.setup)
         self._slots = TokenSlots(self.setup, 1)
         self._parser = _Completions(self.setup)
         self._running = False
         self._last = ""
-
-    @property
-    def eos_token_id(self) -> int:
-        return int(self.setup.eos_token_id)
-
-    @property
-    def tokenizer(self):
-        return self.setup.tokenizer
 
     def _obs(self) -> dict[str, np.ndarray]:
         P = self.setup.max_prompt_tokens
@@ -185,7 +181,7 @@ class CompletionEnv(gym.Env):
         return self._slots.prompt_info[0][1] + self._last
 
 
-class CompletionVectorEnv(VectorEnv):
+class CompletionVectorEnv(SetupAccess, VectorEnv):
     """``num_envs`` completion episodes answered in one batched call.
 
     ``actions`` is a list of ``num_envs`` answers (each a str or a sequence of ids) or an
@@ -220,14 +216,6 @@ class CompletionVectorEnv(VectorEnv):
         self._started = False
 
     @property
-    def eos_token_id(self) -> int:
-        return int(self.setup.eos_token_id)
-
-    @property
-    def tokenizer(self):
-        return self.setup.tokenizer
-
-    @property
     def samples(self) -> list:
         """The samples currently posed in each slot."""
         return list(self._slots.samples)
@@ -252,21 +240,10 @@ class CompletionVectorEnv(VectorEnv):
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: Mapping[str, Any] | None = None):
         """Reset every slot; ``options`` may hold per-slot lists under ``index``/``sample_id``/``sample``."""
         if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, (int, np.integer)) else list(seed)
-            if len(seeds) != self.num_envs:
-                raise InvalidOption(f"reset(seed=...) needs an int or {self.num_envs} seeds; got {len(seeds)}.")
+            seeds = vector_seeds(seed, self.num_envs)
             self._rngs = [np.random.default_rng(s) for s in seeds]
             self._np_random, self._np_random_seed = np.random.default_rng(seeds[0]), seeds[0]
-        per_slot: list[dict[str, Any] | None] = [None] * self.num_envs
-        for key, values in dict(options or {}).items():
-            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != self.num_envs:
-                raise InvalidOption(
-                    f"Vector reset option {key!r} must be a list of {self.num_envs} values (None to draw "
-                    f"at random); got {values!r}."
-                )
-            for i, v in enumerate(values):
-                if v is not None:
-                    per_slot[i] = {key: v}
+        per_slot = split_vector_options(dict(options or {}), self.num_envs)
         infos = self._start_all(range(self.num_envs), per_slot)
         self._started = True
         return self._obs(), infos

@@ -17,7 +17,8 @@ import numpy as np
 from instruct_env.error import ConfigError, EmptyDatasetError, InvalidOption, RewardError
 from instruct_env.tasks.sample import Sample
 
-__all__ = ["EnvSetup", "PromptBank", "resolve_tokenizer", "RESET_OPTION_KEYS"]
+__all__ = ["EnvSetup", "PromptBank", "SetupAccess", "resolve_tokenizer", "vector_seeds", "split_vector_options",
+           "check_render_mode", "RESET_OPTION_KEYS"]
 
 #: Keys accepted by ``reset(options=...)``.
 RESET_OPTION_KEYS = ("sample", "sample_id", "index")
@@ -134,17 +135,15 @@ class EnvSetup:
         self.formatter = PromptFormatter(
             template=template, use_chat_template=use_chat_template, num_shots=num_shots, demonstrations=demos
         )
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        self._decode_batch = (
-            # A loop of single decodes: decode_batch's thread pool costs more than it saves on short texts.
-            (lambda seqs: [backend.decode(s, skip_special_tokens=True) for s in seqs])
-            if backend is not None
-            else (lambda seqs: [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs])
-        )
+        self._backend = getattr(self.tokenizer, "backend_tokenizer", None)  # fast path for HF tokenizers
 
     def decode_batch(self, sequences: Sequence[Sequence[int]]) -> list[str]:
         """Decode token-id sequences to text (special tokens dropped)."""
-        return self._decode_batch([list(map(int, s)) for s in sequences])
+        seqs = [list(map(int, seq)) for seq in sequences]
+        if self._backend is not None:
+            # One decode per text: decode_batch's thread pool costs more than it saves on short texts.
+            return [self._backend.decode(seq, skip_special_tokens=True) for seq in seqs]
+        return [self.tokenizer.decode(seq, skip_special_tokens=True) for seq in seqs]
 
     def score(
         self, completions: Sequence[str], samples: Sequence[Sample]
@@ -201,21 +200,6 @@ class EnvSetup:
             raise InvalidOption(f"No sample with id {sample_id!r} in this dataset.{suggest(str(sample_id), index)}")
         return self.dataset[index[sample_id]]
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_decode_batch", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        self._decode_batch = (
-            # A loop of single decodes: decode_batch's thread pool costs more than it saves on short texts.
-            (lambda seqs: [backend.decode(s, skip_special_tokens=True) for s in seqs])
-            if backend is not None
-            else (lambda seqs: [self.tokenizer.decode(s, skip_special_tokens=True) for s in seqs])
-        )
-
 
 class PromptBank:
     """Encodes samples into left-padded prompt rows of width ``max_prompt_tokens``, cached by id."""
@@ -248,3 +232,49 @@ class PromptBank:
         row_ids[width - n:width] = ids
         row_mask[width - n:width] = 1
         return n, text, info
+
+
+class SetupAccess:
+    """Read-only shortcuts shared by every environment class (they all hold ``self.setup``)."""
+
+    setup: EnvSetup
+
+    @property
+    def eos_token_id(self) -> int:
+        """The token id that ends an answer."""
+        return int(self.setup.eos_token_id)
+
+    @property
+    def tokenizer(self):
+        """The tokenizer used to build observations and decode actions."""
+        return self.setup.tokenizer
+
+
+def check_render_mode(render_mode: str | None, modes: Sequence[str]) -> str | None:
+    """Validate ``render_mode`` against the env's ``metadata["render_modes"]``."""
+    if render_mode is not None and render_mode not in modes:
+        raise InvalidOption(f"render_mode must be one of {list(modes)} or None; got {render_mode!r}.")
+    return render_mode
+
+
+def vector_seeds(seed: int | Sequence[int | None], num_envs: int) -> list[int | None]:
+    """Per-slot seeds of a vector ``reset(seed=...)``: ``seed + i`` for an int, else the list as given."""
+    seeds = [seed + i for i in range(num_envs)] if isinstance(seed, (int, np.integer)) else list(seed)
+    if len(seeds) != num_envs:
+        raise InvalidOption(f"reset(seed=...) needs an int or {num_envs} seeds; got {len(seeds)}.")
+    return seeds
+
+
+def split_vector_options(options: Mapping[str, Any], num_envs: int) -> list[dict[str, Any] | None]:
+    """Turn vector reset options (one list of ``num_envs`` values per key) into per-slot options."""
+    per_slot: list[dict[str, Any] | None] = [None] * num_envs
+    for key, values in options.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != num_envs:
+            raise InvalidOption(
+                f"Vector reset option {key!r} must be a list of {num_envs} values (None to draw "
+                f"at random); got {values!r}."
+            )
+        for i, v in enumerate(values):
+            if v is not None:
+                per_slot[i] = {key: v}
+    return per_slot

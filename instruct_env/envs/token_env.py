@@ -11,7 +11,13 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from instruct_env.envs.core import EnvSetup
+from instruct_env.envs.core import (
+    EnvSetup,
+    SetupAccess,
+    check_render_mode,
+    split_vector_options,
+    vector_seeds,
+)
 from instruct_env.envs.slots import ShapingFn, TokenSlots
 from instruct_env.error import InvalidAction, InvalidOption, ResetNeeded
 
@@ -41,7 +47,7 @@ def _check_token(action: Any, vocab_size: int, where: str = "action") -> int:
     return int(action)
 
 
-class TokenEnv(gym.Env):
+class TokenEnv(SetupAccess, gym.Env):
     """Answer an instruction token by token.
 
     ## Description
@@ -115,23 +121,11 @@ class TokenEnv(gym.Env):
     ) -> None:
         self.setup = EnvSetup(**kwargs)
         self.shaping = shaping
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise InvalidOption(f"render_mode must be one of {self.metadata['render_modes']} or None; got {render_mode!r}.")
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.observation_space = _observation_space(self.setup)
         self.action_space = spaces.Discrete(self.setup.vocab_size)
         self._slots = TokenSlots(self.setup, 1)
         self._running = False
-
-    @property
-    def eos_token_id(self) -> int:
-        """The token id that ends an answer."""
-        return int(self.setup.eos_token_id)
-
-    @property
-    def tokenizer(self):
-        """The tokenizer used to build observations and decode actions."""
-        return self.setup.tokenizer
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         super().reset(seed=seed)
@@ -169,7 +163,7 @@ class TokenEnv(gym.Env):
         return self._slots.prompt_info[0][1] + self._slots.completion_texts([0])[0]
 
 
-class TokenVectorEnv(VectorEnv):
+class TokenVectorEnv(SetupAccess, VectorEnv):
     """``num_envs`` token episodes stepped together with array operations.
 
     Created with ``gymnasium.make_vec("InstructEnv/Token-v0", num_envs=N,
@@ -224,20 +218,10 @@ class TokenVectorEnv(VectorEnv):
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
         self._started = False
 
-    @property
-    def eos_token_id(self) -> int:
-        return int(self.setup.eos_token_id)
-
-    @property
-    def tokenizer(self):
-        return self.setup.tokenizer
-
     def _seed(self, seed: int | Sequence[int | None] | None) -> None:
         if seed is None:
             return
-        seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, (int, np.integer)) else list(seed)
-        if len(seeds) != self.num_envs:
-            raise InvalidOption(f"reset(seed=...) needs an int or {self.num_envs} seeds; got {len(seeds)}.")
+        seeds = vector_seeds(seed, self.num_envs)
         for i, s in enumerate(seeds):
             if s is not None:
                 self._rngs[i] = np.random.default_rng(int(s))
@@ -262,26 +246,13 @@ class TokenVectorEnv(VectorEnv):
         mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
         if mask.shape != (self.num_envs,):
             raise InvalidOption(f"options['reset_mask'] must have shape ({self.num_envs},); got {mask.shape}.")
-        per_slot = self._split_options(options)
+        per_slot = split_vector_options(options, self.num_envs)
         infos: dict[str, Any] = {}
         for slot in np.flatnonzero(mask):
             infos = self._add_info(infos, self._start(int(slot), per_slot[slot]), int(slot))
         self._needs_reset[mask] = False
         self._started = True
         return self._slots.observation(), infos
-
-    def _split_options(self, options: Mapping[str, Any]) -> list[dict[str, Any] | None]:
-        per_slot: list[dict[str, Any] | None] = [None] * self.num_envs
-        for key, values in options.items():
-            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != self.num_envs:
-                raise InvalidOption(
-                    f"Vector reset option {key!r} must be a list of {self.num_envs} values (None to draw "
-                    f"at random); got {values!r}."
-                )
-            for i, v in enumerate(values):
-                if v is not None:
-                    per_slot[i] = {key: v}
-        return per_slot
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         arr = np.asarray(actions)
