@@ -200,3 +200,19 @@ def test_nproc_relaunches_through_torch_distributed_run(monkeypatch):
     assert calls[0][1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "agents.cli",
                             "rl", "--algo", "reinforce", "--seed", "3"]
     assert cli.main(["rl", "--nproc", "0"]) == 2
+
+
+def test_shard_is_a_lazy_disjoint_view(monkeypatch):
+    from agents.common import distributed as dist
+    from instruct_env.tasks import BuiltinDataset
+
+    data = BuiltinDataset(tasks=["copy", "sort_numbers"], size_per_task=5)
+    monkeypatch.setattr(dist, "world_size", lambda: 3)
+    shards = []
+    for r in range(3):
+        monkeypatch.setattr(dist, "rank", lambda r=r: r)
+        shards.append(dist.shard(data))
+    assert [len(s) for s in shards] == [4, 3, 3]
+    ids = [s[i].id for s in shards for i in range(len(s))]
+    assert sorted(ids) == sorted(data[i].id for i in range(len(data)))  # disjoint and complete
+    assert shards[1][-1].id == data[7].id

@@ -204,12 +204,33 @@ def rank_seed(seed: int) -> int:
     return seed + rank()
 
 
-def shard(items: Sequence[T]) -> list[T]:
+def shard(items: Sequence[T]) -> Sequence[T]:
     """This rank's share ``items[rank::world_size]`` (all of them in a single process).
 
-    A sequence shorter than the world size is not split (every rank would not get one).
+    The share is a lazy view, so a large or procedurally generated dataset is not
+    materialised. A sequence shorter than the world size is not split (every rank would
+    not get one).
     """
     n = world_size()
     if n <= 1 or len(items) < n:
-        return list(items)
-    return list(items[rank()::n])
+        return items
+    return _Strided(items, rank(), n)
+
+
+class _Strided(Sequence):
+    """Read-only view ``items[start::step]`` of any indexable collection."""
+
+    def __init__(self, items: Sequence[T], start: int, step: int) -> None:
+        self.items, self.start, self.step = items, start, step
+
+    def __len__(self) -> int:
+        return max(0, (len(self.items) - self.start + self.step - 1) // self.step)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"shard index {index} out of range for a shard of {len(self)}")
+        return self.items[self.start + index * self.step]

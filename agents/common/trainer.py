@@ -8,7 +8,7 @@ learn from it) and the environment they need.
 
 Data parallelism (see :mod:`agents.common.distributed`): under torchrun every rank builds the
 same trainer; rank 0's weights are broadcast at construction, each rank runs its own vector env
-(seeded ``seed + rank``, on its shard ``dataset[rank::world_size]`` of an explicit ``dataset``)
+(seeded ``seed + rank``, on its shard ``dataset[rank::world_size]`` of the instructions)
 and sampling generator, gradients are averaged across ranks before each optimizer step
 (:meth:`RLTrainer._clip_and_step`), and the statistics that must be global are reduced. The
 per-rank batch is ``num_envs`` slots, so the global batch is ``world_size * num_envs``.
@@ -249,8 +249,19 @@ class RLTrainer:
             )
         kwargs["max_new_tokens"] = self.config.max_new_tokens
         kwargs["tokenizer"] = tokenizer
-        if kwargs.get("dataset") is not None and dist.world_size() > 1:
-            kwargs["dataset"] = dist.shard(list(kwargs["dataset"]))  # this rank's instructions
+        if dist.world_size() > 1:  # this rank's own shard of the instructions
+            if kwargs.get("dataset") is None:
+                from instruct_env.tasks import BuiltinDataset
+
+                tasks = kwargs.pop("tasks", None)
+                kwargs["dataset"] = BuiltinDataset(tasks=[tasks] if isinstance(tasks, str) else tasks,
+                                                   split=kwargs.get("split", "train"),
+                                                   **dict(kwargs.pop("dataset_kwargs", None) or {}))
+            elif isinstance(kwargs["dataset"], (str, bytes)) or hasattr(kwargs["dataset"], "__fspath__"):
+                from instruct_env.tasks import load_file
+
+                kwargs["dataset"] = load_file(kwargs["dataset"])
+            kwargs["dataset"] = dist.shard(kwargs["dataset"])
         return kwargs
 
     def train(self) -> list[dict[str, Any]]:
