@@ -46,7 +46,8 @@ from instruct_env.error import ConfigError, unknown_name
 from instruct_env.feedback.reward_model import RewardModelConfig
 from instruct_env.tasks.sample import Sample
 
-__all__ = ["FeedbackLoopConfig", "RoundRecord", "run_feedback_loop", "FEEDBACK_MODES"]
+__all__ = ["FeedbackLoopConfig", "RoundRecord", "run_feedback_loop", "generate_pool", "verifier_agreement",
+           "FEEDBACK_MODES"]
 
 #: Where the feedback comes from.
 FEEDBACK_MODES = ("simulated", "human")

@@ -175,8 +175,8 @@ def labels_to_reach(points, threshold):
 def rl_config(seed):
     from agents.rl import default_config
 
-    # RLOO: no per-group standard deviation, which would blow up a reward model's small differences
-    # between equally good answers into full-size advantages (GRPO); lr and KL from a sweep on this policy.
+    # RLOO rather than GRPO: GRPO divides by each group's reward std, which turns a reward model's small differences
+    # between equally good answers into full-size advantages. lr and KL from a sweep of RL on the task reward.
     return default_config("rloo", num_envs=32, group_size=4, lr=3e-4, kl_coef=0.02, max_new_tokens=MAX_NEW,
                           total_updates=10**9, seed=seed)
 
@@ -296,10 +296,14 @@ def findings(args, curves, loops, reference, exact):
         f"{mean('val_task', final):.3f} after {updates} RL updates (RL on the verifier itself: {verifier:.3f}).",
     ]
     if not policy_rises:
+        heads = last["qbc"][0]
+        compared = (f"more than the trained heads reach with {n_labels:.0f} labels, {heads:.3f}: at this scale the "
+                    "hidden-state features add noise rather than signal" if args.likelihood > heads else
+                    f"the trained heads reach {heads:.3f} with {n_labels:.0f} labels")
         bullets.append(
             "Why, as far as measured here: the reward model's strongest cue is the start policy's own likelihood of "
-            f"an answer (that number alone orders {args.likelihood:.3f} of the fixed comparisons right; the heads "
-            "add the rest). RL quickly finds answers the heads over-rate, faster than "
+            f"an answer (that number alone orders {args.likelihood:.3f} of the fixed comparisons right, {compared}). "
+            "RL finds answers the heads over-rate (the proxy reward rises while the task score falls) faster than "
             f"{args.queries_b} new queries a round correct them: the over-optimisation of a learned reward "
             "(Gao et al., 2023, *Scaling laws for reward model overoptimization*). Richer frozen features (a "
             "larger policy), more labels per RL update, or a stronger KL are the levers; this 2-layer policy on "

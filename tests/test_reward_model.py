@@ -173,6 +173,10 @@ def test_feature_extractor_is_frozen_cached_and_padding_free():
     alone = np.stack([FeatureExtractor(policy, tokenizer)([p])[0] for p in pairs])
     assert np.allclose(together, alone, atol=1e-5)  # left padding does not change a text's features
     assert len(extract._cache) == 3
+    answer = FeatureExtractor(policy, tokenizer, pooling="completion", logprob_features=False)
+    batched = answer(pairs)
+    assert np.allclose(batched, np.stack([answer._compute([p])[0] for p in pairs]), atol=1e-5)
+    assert not np.allclose(batched, together[:, :32])
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(1.0)  # training the policy afterwards...

@@ -779,6 +779,7 @@ class HumanOracle(Oracle):
         self.name = name
         self.watermark = 0
         self._stacks: dict[tuple[int, int], list[Event]] = {}
+        self._by_query: dict[int, set[int]] = {}  # query id -> evaluators with events on it
         self._names: dict[int, str] = {}
         self._lock = threading.Lock()
 
@@ -812,6 +813,7 @@ class HumanOracle(Oracle):
                     return n
                 for event in events:
                     stack = self._stacks.setdefault((event.query_id, event.evaluator_id), [])
+                    self._by_query.setdefault(event.query_id, set()).add(event.evaluator_id)
                     if event.type == "undo":
                         stack[:] = [e for e in stack if e.id != event.ref]
                     else:
@@ -828,14 +830,15 @@ class HumanOracle(Oracle):
         if len(ticket.query_ids) != ticket.n_items:
             raise ConfigError(f"Ticket {ticket.id} has no store query ids: it was not issued by a HumanOracle.")
         self.refresh()
-        position = {qid: i for i, qid in enumerate(ticket.query_ids)}
         judgements = []
         with self._lock:
-            for (qid, eid), stack in self._stacks.items():
-                if qid in position and stack:
-                    current = stack[-1]
-                    answer = None if current.type == "skip" else current.answer
-                    judgements.append(Judgement(position[qid], self._name(eid), answer, current.time, qid, current.id))
+            for i, qid in enumerate(ticket.query_ids):
+                for eid in self._by_query.get(qid, ()):
+                    stack = self._stacks[(qid, eid)]
+                    if stack:
+                        current = stack[-1]
+                        answer = None if current.type == "skip" else current.answer
+                        judgements.append(Judgement(i, self._name(eid), answer, current.time, qid, current.id))
         judgements.sort(key=lambda j: (j.item, j.evaluator))
         needed = self.min_answers if self.min_answers is not None else self.backend.min_evaluators()
         result = FeedbackResult(ticket, tuple(judgements), False)
