@@ -51,7 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
                "  instruct-env eval --model runs/<run>/model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="{pipeline,sft,rl,eval}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{pipeline,sft,rl,eval,serve,add-evaluator}",
+                                     required=True)
+    serve = commands.add_parser("serve", help="Run the human-feedback server and evaluator pages.",
+                                description="Run the human-feedback server (REST API + evaluator pages) on a "
+                                            "feedback store. Binds 127.0.0.1 unless --host says otherwise.")
+    serve.add_argument("--store", required=True, metavar="URL_OR_PATH",
+                       help="Feedback store: a SQLite file path or sqlite:///path.db (postgresql://... needs psycopg).")
+    serve.add_argument("--host", default="127.0.0.1", help="Interface to bind (default 127.0.0.1).")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")
+    serve.add_argument("--min-evaluators", type=int, default=3, help="Answers wanted per item (default 3).")
+    serve.add_argument("--gold-rate", type=float, default=0.1, help="Share of gold items served (default 0.1).")
+    evaluator = commands.add_parser("add-evaluator", help="Create an evaluator (or admin) and print its token once.",
+                                    description="Create an evaluator or admin on a feedback store and print the "
+                                                "access token (stored only as a hash; it cannot be shown again).")
+    evaluator.add_argument("--store", required=True, metavar="URL_OR_PATH", help="Feedback store.")
+    evaluator.add_argument("name", help="Evaluator name.")
+    evaluator.add_argument("--admin", action="store_true", help="Give the admin role.")
     for name in ("pipeline", "sft", "rl", "eval"):
         sub = commands.add_parser(name, help=_DESCRIPTIONS[name], description=_DESCRIPTIONS[name])
         sub.add_argument("--config", metavar="FILE.yaml", help="YAML configuration file (see --print-config).")
@@ -109,10 +125,33 @@ def _relaunch(nproc: int, argv: Sequence[str]) -> int:
     return subprocess.run(cmd).returncode
 
 
+def _feedback_command(args: argparse.Namespace) -> int:
+    from instruct_env.error import InstructEnvError
+    from instruct_env.feedback import FeedbackStore, serve
+
+    try:
+        if args.command == "serve":
+            serve(args.store, host=args.host, port=args.port, min_evaluators=args.min_evaluators,
+                  gold_rate=args.gold_rate)
+            return 0
+        store = FeedbackStore(args.store)
+        try:
+            evaluator, token = store.add_evaluator(args.name, role="admin" if args.admin else "evaluator")
+        finally:
+            store.close()
+    except InstructEnvError as exc:
+        print(f"instruct-env: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{evaluator.role} {evaluator.name!r} created; token (shown once): {token}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``instruct-env`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command in ("serve", "add-evaluator"):
+        return _feedback_command(args)
     nproc = getattr(args, "nproc", None)
     if nproc is not None and nproc < 1:
         print(f"instruct-env: error: --nproc must be >= 1; got {nproc}.", file=sys.stderr)
