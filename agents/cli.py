@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="SFT training examples per task family (few-shot; default 64).")
         if name in ("pipeline", "rl"):
             sub.add_argument("--algo", choices=_ALGOS, help="RL algorithm (default: grpo).")
+        if name == "pipeline":
+            sub.add_argument("--feedback", choices=("simulated", "human"),
+                             help="Rewards from simulated evaluators or people (through an online reward "
+                                  "model) instead of the automatic reward; see feedback.* settings.")
         if name in ("pipeline", "sft", "rl"):
             sub.add_argument("--nproc", type=int, metavar="N",
                              help="Data-parallel processes on this machine: re-launches this command with "
@@ -101,7 +105,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     pairs = []
     for flag, path in (("model", "model.name"), ("out", "out"), ("name", "name"), ("device", "device"),
                        ("threads", "threads"), ("seed", "seed"), ("tasks", "data.tasks"),
-                       ("num_examples", "sft.num_examples"), ("algo", "rl.algo")):
+                       ("num_examples", "sft.num_examples"), ("algo", "rl.algo"), ("feedback", "feedback.mode")):
         value = getattr(args, flag, None)
         if value is not None:
             pairs.append(f"{path}={value}")

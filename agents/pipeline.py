@@ -44,6 +44,7 @@ from agents.ac.config import A2CConfig, PPOConfig
 from agents.common import distributed as dist
 from agents.common.model import DefaultModelConfig
 from agents.common.pretrain import PretrainConfig
+from agents.feedback_loop import FeedbackLoopConfig
 from agents.pg.config import GRPOConfig, ReinforceConfig, RLOOConfig
 from agents.rl import ALGORITHMS
 from agents.sft.config import SFTConfig
@@ -144,6 +145,38 @@ def _default_grpo() -> GRPOConfig:
 
 
 @dataclass
+class FeedbackSection:
+    """Rewards from people or simulated evaluators instead of the automatic reward.
+
+    With ``mode`` set, the RL stage becomes the iterative loop of
+    :func:`agents.feedback_loop.run_feedback_loop`: generate -> select (active learning) ->
+    collect feedback -> update the reward model -> RL on the reward model's proxy reward, for
+    ``rounds`` rounds; the report shows reward-model accuracy and held-out score per round.
+
+    Attributes:
+        mode: ``None`` (automatic reward), ``"simulated"`` or ``"human"`` (people answer on the
+            feedback server -- start ``instruct-env serve --store STORE`` and add evaluators).
+        store: Feedback store URL or path; required for ``"human"`` (default
+            ``<run>/feedback/feedback.db`` for ``"simulated"``).
+        rounds: Feedback + RL rounds.
+        loop: How feedback is asked for and used.
+    """
+
+    mode: str | None = None
+    store: str | None = None
+    rounds: int = 3
+    loop: FeedbackLoopConfig = field(default_factory=FeedbackLoopConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in (None, "simulated", "human"):
+            raise ConfigError(f"feedback.mode must be null, 'simulated' or 'human'; got {self.mode!r}.")
+        if self.mode == "human" and not self.store:
+            raise ConfigError("feedback.mode='human' needs feedback.store: the store your feedback server uses.")
+        if self.rounds < 1:
+            raise ConfigError(f"feedback.rounds must be >= 1; got {self.rounds}.")
+
+
+@dataclass
 class RLSection:
     """Which RL algorithm runs, and each algorithm's own config.
 
@@ -225,6 +258,7 @@ class PipelineConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLSection = field(default_factory=RLSection)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    feedback: FeedbackSection = field(default_factory=FeedbackSection)
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -429,6 +463,8 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
     metric = cfg.eval.metric
     policy = ActorCritic(model)
     policy.freeze_reference()  # the KL reference is the model RL starts from (the SFT model)
+    if cfg.feedback.mode:
+        return _run_feedback_rl(run, policy, tokenizer, rl_config)
     tracker = HeldOutTracker(metric)
     rewards_since_eval: list[float] = []
 
@@ -482,6 +518,33 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         f"{tracker.best_value:.3f} at update {tracker.best_step}"
         + (" (the SFT model: RL did not improve on it)" if tracker.best_step == 0 else "")
         + (", whose weights were restored." if restored else ".")
+    )
+    return policy.lm
+
+
+def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
+    """The RL stage with rewards from (simulated) people: alternate feedback and RL rounds."""
+    from agents.feedback_loop import run_feedback_loop
+    from instruct_env.tasks import BuiltinDataset
+
+    cfg, fb = run.config, run.config.feedback
+    data = cfg.data
+    train = BuiltinDataset(data.tasks, split="train", size_per_task=data.train_size_per_task, seed=data.seed)
+    start = time.perf_counter()
+    records = run_feedback_loop(
+        policy, tokenizer, rounds=fb.rounds, feedback=fb.mode, store_url=fb.store, algo=cfg.rl.algo,
+        config=fb.loop, rl_config=rl_config, train_data=train, val_data=run.val, workdir=run.out / "feedback",
+        log_fn=lambda record: run.log.log(record, step=int(record.get("round", 0)), stage="feedback"),
+    )
+    run.timed("rl (feedback rounds)", time.perf_counter() - start)
+    rows = ["| round | answers | labels | reward-model version | RM held-out accuracy | validation task score |",
+            "|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        rows.append(f"| {r.round} | {r.answers} | {r.labels_used} | {r.rm_version} | "
+                    f"{r.rm_heldout_accuracy:.3f} | {r.val_task:.3f} |")
+    run.sections["Feedback rounds"] = (
+        f"Rewards from {fb.mode} evaluators through an online reward model ({cfg.rl.algo.upper()} on its "
+        f"proxy reward), {len(records) - 1} rounds; round 0 is the starting policy.\n\n" + "\n".join(rows)
     )
     return policy.lm
 
