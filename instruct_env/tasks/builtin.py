@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,14 +226,17 @@ def digit_credit(predicted: str, reference: str) -> float:
     return matches / max(len(predicted), len(reference))
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 def count_credit(predicted: str, reference: str) -> float:
     """Partial credit for a count: ``max(0, 1 - |p - r| / max(r, 1))``; not an integer -> 0.
 
-    >>> count_credit("4", "4"), count_credit("3", "4"), count_credit("four", "4")
-    (1.0, 0.75, 0.0)
+    >>> count_credit("4", "4"), count_credit("3", "4"), count_credit("four", "4"), count_credit("--6", "4")
+    (1.0, 0.75, 0.0, 0.0)
     """
     text = predicted.strip()
-    if not text.lstrip("-").isdigit() or not text.isascii():
+    if not _INTEGER.fullmatch(text):
         return 0.0
     guess, answer = int(text), int(reference)
     return max(0.0, 1.0 - abs(guess - answer) / max(abs(answer), 1))
