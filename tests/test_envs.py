@@ -276,3 +276,20 @@ def test_builtin_dataset_default_split_is_train():
     env = TokenEnv()
     assert env.setup.split == "train"
     assert isinstance(env.setup.dataset, BuiltinDataset)
+
+
+def test_batch_infos_matches_gymnasium_layout():
+    from instruct_env.envs.core import batch_infos
+
+    entries = [(0, {"task": "copy", "n": 3, "ok": True, "r": 0.5, "refs": ("a", "b"), "sub": {"x": 1.0}}),
+               (2, {"task": "dedup", "n": 4, "ok": False, "r": 1.0, "refs": ("c",)})]
+    expected: dict = {}
+    venv = TokenVectorEnv(3, **SMALL)
+    for slot, info in entries:
+        expected = venv._add_info(expected, info, slot)
+    got = batch_infos(entries, 3)
+    assert sorted(got) == sorted(expected)
+    for key in ("task", "n", "ok", "r", "refs", "_task", "_sub"):
+        assert got[key].dtype == expected[key].dtype, key
+        assert list(got[key]) == list(expected[key]), key
+    assert list(got["sub"]["x"]) == list(expected["sub"]["x"]) and list(got["sub"]["_x"]) == [True, False, False]

@@ -14,6 +14,7 @@ from gymnasium.vector.utils import batch_space
 from instruct_env.envs.core import (
     EnvSetup,
     SetupAccess,
+    batch_infos,
     check_render_mode,
     split_vector_options,
     vector_seeds,
@@ -224,8 +225,9 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
         P = self.setup.max_prompt_tokens
         return {"input_ids": self._slots.input_ids[:, :P].copy(), "attention_mask": self._slots.attention_mask[:, :P].copy()}
 
-    def _start_all(self, slots: Sequence[int], per_slot: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
-        infos: dict[str, Any] = {}
+    def _start_all(self, slots: Sequence[int], per_slot: Sequence[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+        """Start new episodes in ``slots``; return their infos."""
+        infos = []
         G = self.group_size
         for slot in slots:
             leader = slot - slot % G
@@ -234,7 +236,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
             else:
                 sample = self._slots.samples[leader]
             self._slots.start(slot, sample)
-            infos = self._add_info(infos, self._slots.static_info(slot), slot)
+            infos.append(self._slots.static_info(slot))
         return infos
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: Mapping[str, Any] | None = None):
@@ -246,7 +248,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
         per_slot = split_vector_options(dict(options or {}), self.num_envs)
         infos = self._start_all(range(self.num_envs), per_slot)
         self._started = True
-        return self._obs(), infos
+        return self._obs(), batch_infos(list(enumerate(infos)), self.num_envs)
 
     def step(self, actions: Any):
         if not self._started:
@@ -267,11 +269,9 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
             info.update(completion=texts[i], completion_tokens=int(n_tokens[i]), length_limited=bool(limited[i]),
                         reward_components={k: float(v[i]) for k, v in components.items()}, **sources[i])
             final_infos.append(info)
-        infos = self._start_all(range(self.num_envs), [None] * self.num_envs)
-        infos["final_info"] = {}
-        for i, info in enumerate(final_infos):
-            infos["final_info"] = self._add_info(infos["final_info"], info, i)
-        infos["final_obs"] = np.array([{k: v[i] for k, v in final_obs.items()} for i in range(self.num_envs)], dtype=object)
-        infos["_final_info"] = infos["_final_obs"] = np.ones(self.num_envs, dtype=bool)
         n = self.num_envs
-        return self._obs(), total, np.ones(n, dtype=bool), np.zeros(n, dtype=bool), infos
+        infos = self._start_all(range(n), [None] * n)
+        for i, info in enumerate(infos):
+            info["final_info"] = final_infos[i]
+            info["final_obs"] = {k: v[i] for k, v in final_obs.items()}
+        return self._obs(), total, np.ones(n, dtype=bool), np.zeros(n, dtype=bool), batch_infos(list(enumerate(infos)), n)

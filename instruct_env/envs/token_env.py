@@ -14,6 +14,7 @@ from gymnasium.vector.utils import batch_space
 from instruct_env.envs.core import (
     EnvSetup,
     SetupAccess,
+    batch_infos,
     check_render_mode,
     split_vector_options,
     vector_seeds,
@@ -247,12 +248,10 @@ class TokenVectorEnv(SetupAccess, VectorEnv):
         if mask.shape != (self.num_envs,):
             raise InvalidOption(f"options['reset_mask'] must have shape ({self.num_envs},); got {mask.shape}.")
         per_slot = split_vector_options(options, self.num_envs)
-        infos: dict[str, Any] = {}
-        for slot in np.flatnonzero(mask):
-            infos = self._add_info(infos, self._start(int(slot), per_slot[slot]), int(slot))
+        entries = [(int(slot), self._start(int(slot), per_slot[slot])) for slot in np.flatnonzero(mask)]
         self._needs_reset[mask] = False
         self._started = True
-        return self._slots.observation(), infos
+        return self._slots.observation(), batch_infos(entries, self.num_envs)
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         arr = np.asarray(actions)
@@ -276,7 +275,7 @@ class TokenVectorEnv(SetupAccess, VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        infos: dict[str, Any] = {}
+        entries: list[tuple[int, dict[str, Any]]] = []
         resetting = self._needs_reset.copy()
         acting = np.flatnonzero(~resetting)
         term, trunc = self._slots.push(acting, actions[acting])
@@ -287,7 +286,7 @@ class TokenVectorEnv(SetupAccess, VectorEnv):
             running = acting[~(term | trunc)]
             texts = self._slots.completion_texts(running)
             for slot, text in zip(running, texts):
-                infos = self._add_info(infos, {"completion": text}, int(slot))
+                entries.append((int(slot), {"completion": text}))
         if len(done):
             total, end_infos = self._slots.finish(done)
             rewards[done] += total
@@ -299,13 +298,13 @@ class TokenVectorEnv(SetupAccess, VectorEnv):
                     info = self._start(int(slot), None)
                     info["final_obs"] = {k: v[j] for k, v in final_obs.items()}
                     info["final_info"] = end
-                    infos = self._add_info(infos, info, int(slot))
+                    entries.append((int(slot), info))
             else:
                 for j, slot in enumerate(done):
-                    infos = self._add_info(infos, {**self._slots.static_info(int(slot)), **end_infos[j]}, int(slot))
+                    entries.append((int(slot), {**self._slots.static_info(int(slot)), **end_infos[j]}))
         for slot in np.flatnonzero(resetting):
-            infos = self._add_info(infos, self._start(int(slot), None), int(slot))
+            entries.append((int(slot), self._start(int(slot), None)))
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
             self._needs_reset[:] = False
             self._needs_reset[done] = True
-        return self._slots.observation(), rewards, terminated, truncated, infos
+        return self._slots.observation(), rewards, terminated, truncated, batch_infos(entries, n)
