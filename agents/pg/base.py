@@ -110,17 +110,43 @@ class PolicyGradientTrainer(RLTrainer):
                                 self.config.temperature)
 
     @torch.no_grad()
-    def score_old_and_reference(self, batch: CompletionBatch) -> None:
-        """Fill ``old_logprobs``, ``entropy`` and ``ref_logprobs`` of ``batch``."""
-        olds, ents, refs = [], [], []
+    def score_old_and_reference(self, batch: CompletionBatch, old: bool = True) -> None:
+        """Fill ``ref_logprobs`` (and, with ``old``, ``old_logprobs`` and ``entropy``) of ``batch``."""
+        refs = []
         with self.policy.reference() as ref_lm:
             for rows in self.minibatches(len(batch.rewards), shuffle=False):
                 refs.append(self.score(batch, rows, ref_lm).logprobs)
+        batch.ref_logprobs = torch.cat(refs)
+        if not old:
+            return
+        olds, ents = [], []
         for rows in self.minibatches(len(batch.rewards), shuffle=False):
             scores = self.score(batch, rows)
             olds.append(scores.logprobs)
             ents.append(scores.entropy)
-        batch.old_logprobs, batch.entropy, batch.ref_logprobs = torch.cat(olds), torch.cat(ents), torch.cat(refs)
+        batch.old_logprobs, batch.entropy = torch.cat(olds), torch.cat(ents)
+
+    def fused_old_scores(self) -> bool:
+        """Whether the update's own (single) forward pass can provide the old log-probs.
+
+        True when the batch is optimised in one pass of one minibatch and the KL is not in the
+        reward (which would need the old log-probs before the advantages): the old log-probs
+        are then those of the policy in that very forward, detached (the ratio is exactly 1),
+        and a separate no-gradient scoring pass would only repeat it.
+        """
+        cfg = self.config
+        return cfg.kl_in == "loss" and cfg.num_minibatches == 1 and getattr(cfg, "update_epochs", 1) == 1
+
+    @staticmethod
+    def take_old_scores(batch: CompletionBatch, rows: np.ndarray, scores: TokenScores) -> torch.Tensor:
+        """The old log-probs of ``rows``, filled from ``scores`` (detached) when not yet known."""
+        if batch.old_logprobs is None:
+            n, K = batch.tokens.shape
+            batch.old_logprobs = scores.logprobs.new_zeros(n, K)
+            batch.entropy = scores.entropy.new_zeros(n, K)
+            batch.old_logprobs[rows] = scores.logprobs.detach()
+            batch.entropy[rows] = scores.entropy.detach()
+        return batch.old_logprobs[rows]
 
     # ----------------------------------------------------------------- algorithm hooks
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -135,6 +161,7 @@ class PolicyGradientTrainer(RLTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         for rows in self.minibatches(len(advantages), shuffle=False):
             scores = self.score(batch, rows)
+            self.take_old_scores(batch, rows, scores)  # fills them in the fused single-pass case
             mask = batch.token_mask[rows].float()  # (b, K)
             seq_logprob = (scores.logprobs * mask).sum(1)  # (b,) log pi(y | x)
             # Sums divided by the batch size: accumulated over minibatches they are full-batch means.
@@ -157,14 +184,17 @@ class PolicyGradientTrainer(RLTrainer):
         start = time.perf_counter()
         batch = self.collect()
         rollout_time = time.perf_counter() - start
-        self.score_old_and_reference(batch)
-        mask = batch.token_mask.float()
-        kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K)
+        fused = self.fused_old_scores()
+        self.score_old_and_reference(batch, old=not fused)
         beta = self.kl_ctl.value
         rewards = batch.rewards
         if cfg.kl_in == "reward":  # Ahmadian et al. (2024): r(x, y) - beta * KL summed over y's tokens
-            rewards = rewards - beta * (kl * mask).sum(1)
+            kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K)
+            rewards = rewards - beta * (kl * batch.token_mask.float()).sum(1)
         advantages = self.advantages(rewards)
+        losses = self.optimize(batch, advantages)  # in the fused case this also fills old_logprobs/entropy
+        mask = batch.token_mask.float()
+        kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K), before the step
         # Global statistics from per-rank sums (one all-reduce; plain values in a single process).
         r = batch.rewards
         sums = torch.stack([r.sum(), (r * r).sum(), torch.tensor(float(len(r)), device=r.device),
@@ -186,7 +216,6 @@ class PolicyGradientTrainer(RLTrainer):
             groups = batch.rewards.view(-1, G)
             metrics["frac_groups_mixed"] = dist.all_reduce_mean(
                 float((groups.max(1).values > groups.min(1).values).float().mean()))
-        losses = self.optimize(batch, advantages)
         metrics.update({k: dist.all_reduce_mean(v) for k, v in losses.items()})
         self.kl_ctl.update(metrics["kl"], int(n))
         return metrics

@@ -49,10 +49,11 @@ class GRPOTrainer(PolicyGradientTrainer):
         for _ in range(cfg.update_epochs):
             for rows in self.minibatches(len(advantages), shuffle=True):
                 scores = self.score(batch, rows)
+                old_logprobs = self.take_old_scores(batch, rows, scores)  # (b, K)
                 mask = batch.token_mask[rows]  # (b, K)
                 adv = advantages[rows][:, None]  # (b, 1)
 
-                log_ratio = scores.logprobs - batch.old_logprobs[rows]  # (b, K)
+                log_ratio = scores.logprobs - old_logprobs  # (b, K)
                 ratio = log_ratio.exp()
                 with torch.no_grad():
                     approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
