@@ -110,13 +110,14 @@ class PolicyGradientTrainer(RLTrainer):
                                 self.config.temperature)
 
     @torch.no_grad()
-    def score_old_and_reference(self, batch: CompletionBatch, old: bool = True) -> None:
-        """Fill ``ref_logprobs`` (and, with ``old``, ``old_logprobs`` and ``entropy``) of ``batch``."""
-        refs = []
-        with self.policy.reference() as ref_lm:
-            for rows in self.minibatches(len(batch.rewards), shuffle=False):
-                refs.append(self.score(batch, rows, ref_lm).logprobs)
-        batch.ref_logprobs = torch.cat(refs)
+    def score_old_and_reference(self, batch: CompletionBatch, old: bool = True, reference: bool = True) -> None:
+        """Fill ``ref_logprobs`` (with ``reference``) and ``old_logprobs``/``entropy`` (with ``old``)."""
+        if reference:
+            refs = []
+            with self.policy.reference() as ref_lm:
+                for rows in self.minibatches(len(batch.rewards), shuffle=False):
+                    refs.append(self.score(batch, rows, ref_lm).logprobs)
+            batch.ref_logprobs = torch.cat(refs)
         if not old:
             return
         olds, ents = [], []
@@ -168,7 +169,7 @@ class PolicyGradientTrainer(RLTrainer):
             pg_loss = -(advantages[rows] * seq_logprob).sum() / N
             loss = pg_loss
             kl_loss = torch.zeros((), device=self.device)
-            if cfg.kl_in == "loss":
+            if cfg.kl_in == "loss" and batch.ref_logprobs is not None:
                 kl = kl_estimate(cfg.kl_estimator, scores.logprobs, batch.ref_logprobs[rows])  # (b, K)
                 kl_loss = (kl * mask).sum() / N  # per-completion KL (summed over tokens), averaged
                 loss = loss + self.kl_ctl.value * kl_loss
@@ -185,16 +186,21 @@ class PolicyGradientTrainer(RLTrainer):
         batch = self.collect()
         rollout_time = time.perf_counter() - start
         fused = self.fused_old_scores()
-        self.score_old_and_reference(batch, old=not fused)
+        # A fixed KL weight of 0 leaves the update untouched: skip the reference pass (KL logged as nan).
+        use_reference = self.kl_ctl.value != 0 or self.kl_ctl.target is not None
+        self.score_old_and_reference(batch, old=not fused, reference=use_reference)
         beta = self.kl_ctl.value
         rewards = batch.rewards
-        if cfg.kl_in == "reward":  # Ahmadian et al. (2024): r(x, y) - beta * KL summed over y's tokens
+        if cfg.kl_in == "reward" and use_reference:  # Ahmadian et al. (2024): r(x, y) - beta * KL summed over y's tokens
             kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K)
             rewards = rewards - beta * (kl * batch.token_mask.float()).sum(1)
         advantages = self.advantages(rewards)
         losses = self.optimize(batch, advantages)  # in the fused case this also fills old_logprobs/entropy
         mask = batch.token_mask.float()
-        kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K), before the step
+        if use_reference:
+            kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K), before the step
+        else:
+            kl = torch.full_like(mask, math.nan)
         # Global statistics from per-rank sums (one all-reduce; plain values in a single process).
         r = batch.rewards
         sums = torch.stack([r.sum(), (r * r).sum(), torch.tensor(float(len(r)), device=r.device),

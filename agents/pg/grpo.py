@@ -64,7 +64,7 @@ class GRPOTrainer(PolicyGradientTrainer):
                 pg_loss = masked_mean(per_token, mask, dim=1).mean()
                 loss = pg_loss
                 kl_loss = torch.zeros((), device=self.device)
-                if cfg.kl_in == "loss":
+                if cfg.kl_in == "loss" and batch.ref_logprobs is not None:
                     kl = kl_estimate(cfg.kl_estimator, scores.logprobs, batch.ref_logprobs[rows])  # (b, K)
                     kl_loss = masked_mean(kl, mask, dim=1).mean()
                     loss = loss + self.kl_ctl.value * kl_loss
