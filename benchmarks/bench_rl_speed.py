@@ -113,9 +113,11 @@ def main() -> None:
         f"| GRPO update, same, KL weight 0.02 (reference forward included) (s) | {grpo_kl:.3f} | {floor:.3f} | "
         f"{grpo_kl / floor:.2f} | - |\n\n"
         "The floor samples with the same KV-cached `generate`, then does one forward/backward and one "
-        "optimizer step. Our GRPO update additionally steps the Completion env (rewards), scores the "
-        "batch once without gradient for the old log-probs and entropy, and (with a KL weight) scores "
-        "it under the reference model.\n\n"
+        "optimizer step. Our GRPO update additionally steps the Completion env (rewards) and, with a KL "
+        "weight, scores the batch under the reference model; with one epoch and one minibatch its old "
+        "log-probs come from the update's own forward pass. Still short of its target: the rollout pays "
+        "for prefilling each new episode's prompt in a separate forward (the plain loop prefills its "
+        "batch once) and for growing the cache row by row.\n\n"
         f"Command: `python -m benchmarks.bench_rl_speed`. Measured on {provenance()}."
     )
     write_section("RL speed against plain-PyTorch floors", body)
