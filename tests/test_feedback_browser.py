@@ -79,7 +79,9 @@ def test_answer_with_keyboard_shortcuts_only(served):
             page.set_default_timeout(15_000)
             page.goto(url + "/")
             assert page.url.endswith("/login")
-            page.keyboard.type(token)  # the token field has focus
+            # Type only once the autofocused token field really has focus (keys sent earlier are lost).
+            page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
+            page.keyboard.type(token)
 
             def keys(*presses: str, kind: str | None = None) -> None:
                 """Press keys; the last one submits a form, then wait for the next page."""
