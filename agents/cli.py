@@ -57,11 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run the human-feedback server (REST API + evaluator pages) on a "
                                             "feedback store. Binds 127.0.0.1 unless --host says otherwise.")
     serve.add_argument("--store", required=True, metavar="URL_OR_PATH",
-                       help="Feedback store: a SQLite file path or sqlite:///path.db (postgresql://... needs psycopg).")
+                       help="Feedback store: a SQLite file path, sqlite:///path.db, or "
+                            "postgresql://user:password@host/dbname (pip install 'instruct-env[postgres]').")
     serve.add_argument("--host", default="127.0.0.1", help="Interface to bind (default 127.0.0.1).")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")
     serve.add_argument("--min-evaluators", type=int, default=3, help="Answers wanted per item (default 3).")
     serve.add_argument("--gold-rate", type=float, default=0.1, help="Share of gold items served (default 0.1).")
+    serve.add_argument("--policy", metavar="PATH", default=None,
+                       help="Model folder (e.g. runs/<run>/model) the /chat page talks to; without it the page "
+                            "says no policy is loaded.")
+    serve.add_argument("--temperature", type=float, default=0.0,
+                       help="Chat sampling temperature; 0 (default) is greedy.")
+    serve.add_argument("--max-new-tokens", type=int, default=64, help="Longest chat reply in tokens (default 64).")
+    serve.add_argument("--device", default="cpu", help="Device of the chat policy (default cpu).")
     evaluator = commands.add_parser("add-evaluator", help="Create an evaluator (or admin) and print its token once.",
                                     description="Create an evaluator or admin on a feedback store and print the "
                                                 "access token (stored only as a hash; it cannot be shown again).")
@@ -135,8 +143,15 @@ def _feedback_command(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "serve":
+            chat: dict = {}
+            if args.policy is not None:
+                from agents.common.responder import PolicyResponder
+
+                responder = PolicyResponder.from_folder(args.policy, device=args.device, temperature=args.temperature,
+                                                        max_new_tokens=args.max_new_tokens)
+                chat = {"responder": responder, "policy_name": responder.name}
             serve(args.store, host=args.host, port=args.port, min_evaluators=args.min_evaluators,
-                  gold_rate=args.gold_rate)
+                  gold_rate=args.gold_rate, **chat)
             return 0
         store = FeedbackStore(args.store)
         try:

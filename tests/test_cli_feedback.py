@@ -55,3 +55,9 @@ def test_serve_binds_loopback_and_answers(tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_serve_refuses_a_policy_path_that_is_no_model_folder(tmp_path, capsys):
+    assert main(["serve", "--store", str(tmp_path / "fb.db"), "--policy", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--policy must be a model folder saved by instruct-env" in err and "has no config.json" in err

@@ -57,7 +57,8 @@ def served(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(store, responder=lambda messages: f"echo: {messages[-1]['content']} ({len(messages)})")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -147,3 +148,50 @@ def test_answer_with_keyboard_shortcuts_only(served):
     assert log == [("submit", 1), ("submit", 2), ("submit", 3), ("submit", 4), ("submit", 5), ("undo", 5),
                    ("submit", 5), ("skip", 6)]
     assert store.events_since(0)[4].answer == {"completion": "Paris"}
+
+
+def test_chat_with_keyboard_shortcuts_only(served):
+    url, store, evaluator, token = served
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(url + "/login")
+            page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
+            page.keyboard.type(token)
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            page.goto(url + "/chat")
+            assert page.get_attribute("body", "data-kind") == "chat"
+
+            def keys(*presses: str) -> None:
+                with page.expect_navigation():
+                    for key in presses:
+                        page.keyboard.press(key)
+
+            page.keyboard.press("y")  # nothing to rate yet: the page says so and stays
+            assert "No reply to rate yet" in page.inner_text("#key-status")
+            page.keyboard.press("m")
+            page.keyboard.type("Hello there")
+            keys("Control+Enter")
+            assert page.inner_text("#reply-0") == "echo: Hello there (1)"
+            page.keyboard.press("m")
+            page.keyboard.type("Again")
+            keys("Control+Enter")
+            assert page.inner_text("#reply-1") == "echo: Again (3)"
+            keys("y")  # thumbs up for the newest reply
+            assert page.get_attribute("#thumb-up-1", "aria-pressed") == "true"
+            assert page.get_attribute("#thumb-up-0", "aria-pressed") == "false"
+            keys("n")  # changed my mind
+            assert page.get_attribute("#thumb-down-1", "aria-pressed") == "true"
+            keys("u")  # undo the change: back on the chat page, thumbs up again
+            assert page.get_attribute("body", "data-kind") == "chat"
+            assert "Undid your last answer" in page.inner_text("#flash-notice")
+            assert page.get_attribute("#thumb-up-1", "aria-pressed") == "true"
+        finally:
+            browser.close()
+    [_, second] = store.chat(evaluator.id, store.conversations(evaluator.id)[0].conversation)
+    log = [(e.type, e.query_id, e.answer) for e in store.events_since(0)]
+    assert log[:2] == [("submit", second.query_id, {"thumb": "up"}), ("edit", second.query_id, {"thumb": "down"})]
+    assert [t for t, _, _ in log[2:]] == ["undo"] and second.thumb == "up"

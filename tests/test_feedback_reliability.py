@@ -3,7 +3,8 @@
 Starts ``serve()`` with uvicorn in a subprocess on 127.0.0.1 (a free port), drives it with 20
 evaluator threads using httpx, and compares what the server acknowledged with what the store holds.
 Every loop is bounded and every wait has a deadline, so a hung server fails the test instead of
-hanging it. Set ``FEEDBACK_RELIABILITY_REPORT=path.json`` to write the measured numbers.
+hanging it. Set ``FEEDBACK_RELIABILITY_REPORT=path.json`` to write the measured numbers. Both
+tests run on SQLite and, when ``INSTRUCT_ENV_TEST_POSTGRES_URL`` is set, on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ httpx = pytest.importorskip("httpx", reason="the reliability test drives the ser
 pytest.importorskip("uvicorn", reason="the server needs the 'server' extra: pip install 'instruct-env[server]'")
 pytest.importorskip("fastapi", reason="the server needs the 'server' extra: pip install 'instruct-env[server]'")
 
+from store_backends import StoreURLs, backend_params  # noqa: E402
+
 from instruct_env.feedback.store import FeedbackStore, Query, replay  # noqa: E402
 
 N_EVALUATORS = 20
@@ -41,6 +44,13 @@ SERVER = (
 )
 
 
+@pytest.fixture(params=backend_params())
+def urls(request, tmp_path):
+    made = StoreURLs(request.param, tmp_path)
+    yield made
+    made.cleanup()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,7 +60,7 @@ def _free_port() -> int:
 class Server:
     """``serve()`` in a subprocess; ``start`` waits until ``/api/health`` answers."""
 
-    def __init__(self, db: Path, log: Path) -> None:
+    def __init__(self, db: str, log: Path) -> None:
         self.db, self.log, self.port = db, log, _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -88,7 +98,7 @@ class Server:
                 self.kill()
 
 
-def _prepare(db: Path) -> list[tuple[int, str]]:
+def _prepare(db: str) -> list[tuple[int, str]]:
     """Create the store with queries and evaluators; return ``(evaluator_id, token)`` pairs."""
     with FeedbackStore(db, min_evaluators=MIN_EVALUATORS, gold_rate=0.0) as store:
         store.add_queries(Query("rating", f"Rate answer {i}", [f"answer {i}"]) for i in range(N_QUERIES))
@@ -159,7 +169,7 @@ def _join(workers, timeout: float) -> None:
     assert not errors, errors[:3]
 
 
-def _check_store(db: Path, workers) -> dict:
+def _check_store(db: str, workers) -> dict:
     """Every acknowledged answer is stored exactly as acknowledged, and nothing is stored twice."""
     with FeedbackStore(db, min_evaluators=MIN_EVALUATORS) as store:
         events = store.events_since(0)
@@ -198,8 +208,8 @@ def _report(name: str, numbers: dict) -> None:
         Path(path).write_text(json.dumps({**existing, name: numbers}, indent=2))
 
 
-def test_concurrent_evaluators_lose_nothing_and_store_nothing_twice(tmp_path):
-    db = tmp_path / "load.db"
+def test_concurrent_evaluators_lose_nothing_and_store_nothing_twice(urls, tmp_path):
+    db = urls.new("load")
     people = _prepare(db)
     server = Server(db, tmp_path / "server.log")
     try:
@@ -212,15 +222,15 @@ def test_concurrent_evaluators_lose_nothing_and_store_nothing_twice(tmp_path):
         server.stop()
     numbers = _check_store(db, workers)
     assert numbers["acknowledged"] == numbers["events"] == N_EVALUATORS * ANSWERS_EACH
-    _report("concurrent", {
+    _report(f"concurrent-{urls.backend}", {
         **numbers, "evaluators": N_EVALUATORS, "seconds": round(elapsed, 2),
         "answers_per_second": round(numbers["events"] / elapsed, 1), "submit_latency_ms": _latency_ms(workers),
         "server_start_s": round(startup, 2), "retries": sum(w.retries for w in workers),
     })
 
 
-def test_acknowledged_answers_survive_sigkill_mid_load(tmp_path):
-    db = tmp_path / "crash.db"
+def test_acknowledged_answers_survive_sigkill_mid_load(urls, tmp_path):
+    db = urls.new("crash")
     people = _prepare(db)
     server = Server(db, tmp_path / "server.log")
     try:
@@ -241,7 +251,7 @@ def test_acknowledged_answers_survive_sigkill_mid_load(tmp_path):
     numbers = _check_store(db, workers)
     # Every evaluator finished: each request was retried with its key until acknowledged.
     assert numbers["acknowledged"] == numbers["events"] == N_EVALUATORS * ANSWERS_EACH
-    _report("sigkill", {
+    _report(f"sigkill-{urls.backend}", {
         **numbers, "acknowledged_before_kill": acked_at_kill, "downtime_s": round(downtime, 2),
         "restart_s": round(restart, 2), "retries": sum(w.retries for w in workers),
         "replayed_after_restart": sum(w.replayed for w in workers),

@@ -214,7 +214,7 @@ def test_export_and_metrics(env):
     error(client.get("/api/export", params={"since": -1}, headers=h), 422, "invalid_request", "since:")
     metrics = client.get("/api/admin/metrics", headers=h).json()
     assert metrics["agreement"] == {"pairwise": 1.0, "rating": 1.0}
-    assert metrics["queries"] == {"total": 3, "gold": 1, "complete": 2, "min_evaluators": 2}
+    assert metrics["queries"] == {"total": 3, "gold": 1, "chat": 0, "complete": 2, "min_evaluators": 2}
     assert [e["answered"] for e in metrics["evaluators"]] == [0, 2, 2]
 
 

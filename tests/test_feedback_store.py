@@ -1,14 +1,19 @@
-"""The feedback store: event log, current answers, assignment, gold mixing, tokens, watermarks."""
+"""The feedback store: event log, current answers, assignment, gold mixing, tokens, watermarks.
+
+Store tests run on SQLite and, when ``INSTRUCT_ENV_TEST_POSTGRES_URL`` is set, on PostgreSQL too
+(see ``store_backends.py``).
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import random
-import sqlite3
 import threading
 import time
+import urllib.parse
 
 import pytest
+from store_backends import StoreURLs, backend_params
 
 from instruct_env.error import ConfigError, MissingDependency
 from instruct_env.feedback import store as store_module
@@ -19,12 +24,19 @@ from instruct_env.feedback.errors import (
     InvalidToken,
     QueryNotFound,
 )
-from instruct_env.feedback.store import FeedbackStore, Query, parse_store_url, replay
+from instruct_env.feedback.store import FeedbackStore, Query, parse_store_url, redact_url, replay
+
+
+@pytest.fixture(params=backend_params())
+def urls(request, tmp_path):
+    made = StoreURLs(request.param, tmp_path)
+    yield made
+    made.cleanup()
 
 
 @pytest.fixture
-def db(tmp_path):
-    return str(tmp_path / "feedback.db")
+def db(urls):
+    return urls.new()
 
 
 def thumbs(n, gold=None, start=0):
@@ -258,7 +270,7 @@ def test_stale_assignments_stop_counting(db):
     store.close()
 
 
-def test_gold_queries_are_mixed_in_at_the_configured_rate(db):
+def test_gold_queries_are_mixed_in_at_the_configured_rate(db, urls):
     store = FeedbackStore(db, min_evaluators=1, gold_rate=0.3, seed=3, synchronous="NORMAL")
     regular = set(store.add_queries(thumbs(300)))
     gold = set(store.add_queries(thumbs(200, gold={"thumb": "up"}, start=300)))
@@ -279,7 +291,7 @@ def test_gold_queries_are_mixed_in_at_the_configured_rate(db):
     store.close()
 
     for rate, expect_gold in ((0.0, 0), (1.0, 5)):
-        other = FeedbackStore(db.replace(".db", f"{rate}.db"), min_evaluators=1, gold_rate=rate, seed=0)
+        other = FeedbackStore(urls.new(f"feedback{rate}"), min_evaluators=1, gold_rate=rate, seed=0)
         other.add_queries(thumbs(5))
         gold_ids = set(other.add_queries(thumbs(5, gold={"thumb": "up"}, start=5)))
         bob, _ = other.add_evaluator("bob")
@@ -310,17 +322,19 @@ def test_display_order_is_random_per_evaluator_and_stored(db):
     store.close()
 
 
-def test_tokens_are_hashed_and_never_stored(db, tmp_path):
+def test_tokens_are_hashed_and_never_stored(db, urls, tmp_path):
     store = FeedbackStore(db)
     ann, token = store.add_evaluator("ann")
     admin, admin_token = store.add_evaluator("root", role="admin")
     assert store.authenticate(token) == ann and store.authenticate(admin_token).is_admin
     secrets_ = [t.split(".", 1)[1] for t in (token, admin_token)]
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("feedback.db"))
-    for secret in secrets_:
-        assert secret.encode() not in raw
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT token_hash, token_salt FROM evaluators").fetchall()
+    if not urls.is_postgres:  # the database files hold no secret
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("feedback.db"))
+        for secret in secrets_:
+            assert secret.encode() not in raw
+    stored = " ".join(str(v) for row in urls.rows(db, "SELECT * FROM evaluators") for v in row)
+    assert not any(secret in stored for secret in secrets_)
+    rows = urls.rows(db, "SELECT token_hash, token_salt FROM evaluators")
     assert all(len(h) == 64 and len(s) == 32 for h, s in rows)
     assert len({h for h, _ in rows}) == 2
     with pytest.raises(InvalidToken, match="Invalid evaluator token"):
@@ -340,7 +354,7 @@ def test_tokens_are_hashed_and_never_stored(db, tmp_path):
     store.close()
 
 
-def test_database_is_sqlite_in_wal_mode_and_survives_concurrent_threads(db):
+def test_store_survives_concurrent_threads_and_sqlite_is_in_wal_mode(db, urls):
     store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
     store.add_queries(thumbs(80))
     people = [store.add_evaluator(f"e{i}")[0] for i in range(8)]
@@ -360,8 +374,10 @@ def test_database_is_sqlite_in_wal_mode_and_survives_concurrent_threads(db):
         t.join(timeout=60)
     assert not errors
     assert len(store.current_answers()) == 80 and len(store.events_since(0)) == 80
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ids = [e.id for e in store.events_since(0)]
+    assert ids == sorted(set(ids))
+    if not urls.is_postgres:
+        assert urls.rows(db, "PRAGMA journal_mode") == [("wal",)]
     store.close()
     with pytest.raises(ConfigError, match="closed"):
         store.events_since(0)
@@ -413,6 +429,131 @@ def test_metrics_report_counts_and_agreement(db):
     assert metrics["agreement"] == {"rating": 1.0}
     assert [e["answered"] for e in metrics["evaluators"]] == [3, 4, 4]
     assert [e["undos"] for e in metrics["evaluators"]] == [1, 0, 0]
-    assert metrics["queries"] == {"total": 4, "gold": 0, "complete": 3, "min_evaluators": 3}
+    assert metrics["queries"] == {"total": 4, "gold": 0, "chat": 0, "complete": 3, "min_evaluators": 3}
     assert metrics["watermark"] == store.last_event_id() == 13
+    store.close()
+
+
+def test_a_reader_polling_during_writes_from_two_stores_sees_every_event_once(db):
+    # Two stores on one database stand for two server processes: only the database orders them.
+    stores = [FeedbackStore(db, min_evaluators=2, gold_rate=0.0) for _ in range(2)]
+    stores[0].add_queries(thumbs(60))
+    people = [stores[0].add_evaluator(f"e{i}")[0] for i in range(4)]
+    done = threading.Event()
+    errors, seen = [], []
+
+    def write(store, person):
+        try:
+            while (view := store.next_query(person.id)) is not None:
+                store.submit(person.id, view.id, {"thumb": "up"})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def read():
+        watermark = 0
+        while True:
+            finished = done.is_set()  # read once more after the writers finished
+            batch = stores[1].events_since(watermark)
+            seen.extend(e.id for e in batch)
+            watermark = batch[-1].id if batch else watermark
+            if finished:
+                return
+            time.sleep(0.001)
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write, args=(stores[i % 2], p)) for i, p in enumerate(people)]
+    reader.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(timeout=120)
+    done.set()
+    reader.join(timeout=60)
+    assert not errors
+    everything = [e.id for e in stores[0].events_since(0)]
+    assert len(everything) == 120  # 60 queries x min_evaluators
+    assert seen == everything  # nothing missed, nothing twice, in order
+    for store in stores:
+        store.close()
+
+
+def test_postgres_connection_errors_name_the_url_without_its_password():
+    pytest.importorskip("psycopg", reason="needs psycopg: pip install 'instruct-env[postgres]'")
+    url = "postgresql://ann:s3cret@127.0.0.1:1/none?connect_timeout=2"
+    with pytest.raises(ConfigError, match=r"Cannot connect to the PostgreSQL feedback store 'postgresql://ann:\*\*\*@127\.0\.0\.1:1/none") as info:
+        FeedbackStore(url)
+    assert "s3cret" not in str(info.value)
+    assert redact_url("postgres://bob@db/feedback") == "postgres://bob@db/feedback"
+
+
+def test_chat_turns_are_thumbs_queries_that_queue_for_nobody(db, urls):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    [queued] = store.add_queries(thumbs(1))
+    ann, bob = (store.add_evaluator(n)[0] for n in ("ann", "bob"))
+    first = store.add_chat_turn(ann.id, None, 0, "Hi", "Hello!")
+    second = store.add_chat_turn(ann.id, first.conversation, 1, "Sort 2 1", "1 2", {"policy": "p"})
+    other = store.add_chat_turn(ann.id, None, 0, "New topic", "Sure.")
+    assert first.conversation == first.query_id and second.conversation == first.conversation
+    assert [c.conversation for c in store.conversations(ann.id)] == [other.conversation, first.conversation]
+    query = store.get_query(second.query_id)
+    assert (query.instruction, query.context, query.completions) == ("Sort 2 1", "User: Hi\nAssistant: Hello!", ("1 2",))
+    assert query.metadata == {"policy": "p", "source": "chat", "turn": 1}
+    with pytest.raises(FeedbackConflict, match="answers turn 1, but the conversation has 2 turn"):
+        store.add_chat_turn(ann.id, first.conversation, 1, "again", "r")
+    with pytest.raises(QueryNotFound, match="You have no conversation"):
+        store.add_chat_turn(bob.id, first.conversation, 2, "mine now", "r")
+    with pytest.raises(ConfigError, match="chat message must be a non-empty string"):
+        store.add_chat_turn(ann.id, None, 0, " ", "r")
+    # Only ann may rate her replies; they never show up in anybody's queue.
+    assert store.next_query(bob.id).id == queued
+    assert store.next_query(ann.id) is None  # bob's fresh assignment fills the quota; chats do not count
+    store.submit(ann.id, second.query_id, {"thumb": "down"})
+    with pytest.raises(AccessDenied):
+        store.submit(bob.id, first.query_id, {"thumb": "up"})
+    assert [(t.turn, t.thumb) for t in store.chat(ann.id, first.conversation)] == [(0, None), (1, "down")]
+    store.undo(ann.id)
+    assert store.chat(ann.id, first.conversation)[1].thumb is None
+    assert store.next_query(ann.id) is None  # the undone reply went back to no queue
+    assert store.metrics()["queries"] == {"total": 4, "gold": 0, "chat": 3, "complete": 0, "min_evaluators": 1}
+    store.close()
+
+
+def test_a_version_1_store_is_upgraded_in_place(db, urls):
+    store = FeedbackStore(db)
+    ann, token = store.add_evaluator("ann")
+    store.close()
+    if urls.is_postgres:
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("DROP TABLE chat_turns")
+            conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    else:
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TABLE chat_turns")
+            conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    store = FeedbackStore(db)
+    assert store.authenticate(token) == ann
+    assert store.add_chat_turn(ann.id, None, 0, "Hi", "Hello").turn == 0
+    assert urls.rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    store.close()
+
+
+def test_a_broken_postgres_connection_is_replaced_on_the_next_call(db, urls):
+    if not urls.is_postgres:
+        pytest.skip("PostgreSQL only: SQLite has no server connection to lose")
+    import psycopg
+
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    ann, token = store.add_evaluator("ann")
+    [pid] = store._connection().execute("SELECT pg_backend_pid()").fetchone()
+    with psycopg.connect(db, autocommit=True) as admin:  # what a database restart does to us
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        store.authenticate(token)  # the call that finds the connection broken fails...
+    assert store.authenticate(token) == ann  # ...and the next one reconnects
+    password = urllib.parse.urlsplit(db).password
+    assert ":***@" in repr(store) and (password is None or f":{password}@" not in repr(store))
     store.close()

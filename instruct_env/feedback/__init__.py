@@ -1,16 +1,17 @@
 """Rewards from human evaluators: collecting feedback and aggregating crowd answers.
 
-* :mod:`~instruct_env.feedback.store`: the feedback database (SQLite by default): evaluators,
-  queries, automatic assignment, and an append-only event log read by training with
-  ``store.events_since(watermark)``.
+* :mod:`~instruct_env.feedback.store`: the feedback database (SQLite by default, PostgreSQL by
+  URL): evaluators, queries, automatic assignment, chat turns, and an append-only event log read
+  by training with ``store.events_since(watermark)``.
 * :mod:`~instruct_env.feedback.kinds`: the feedback kinds (rating, thumbs, pairwise, ranking,
   comment, edit) and their answer validation.
 * :mod:`~instruct_env.feedback.export`: JSONL events, TRL-style preference pairs, unpaired thumbs
   and SFT examples.
 * :mod:`~instruct_env.feedback.aggregation`: majority vote, Dawid-Skene, Bradley-Terry,
   Krippendorff's alpha, gold accuracy.
-* :mod:`~instruct_env.feedback.server`: the REST API and evaluator pages (needs the ``server``
-  extra; ``create_app`` and ``serve`` are imported from it only when first used).
+* :mod:`~instruct_env.feedback.server`: the REST API, the evaluator pages and the chat page
+  (needs the ``server`` extra; ``create_app`` and ``serve`` are imported from it only when first
+  used).
 
 Learning from feedback (imported when first used; the reward model and the online learner need torch):
 
@@ -60,6 +61,7 @@ from instruct_env.feedback.export import (
 )
 from instruct_env.feedback.kinds import KINDS, FeedbackKind, make_kind
 from instruct_env.feedback.store import (
+    ChatTurn,
     CurrentAnswer,
     Evaluator,
     Event,
@@ -97,6 +99,7 @@ __all__ = [
     "CurrentAnswer",
     "Receipt",
     "Progress",
+    "ChatTurn",
     "parse_store_url",
     "query_from_sample",
     "replay",

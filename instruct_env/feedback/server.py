@@ -34,8 +34,23 @@ token), 403 ``forbidden`` (wrong role, or a query not in your queue), 404 ``not_
 ``conflict`` (e.g. a second answer without ``edit``, nothing to undo), 422 ``invalid_request``
 (malformed body, or an answer that does not fit the query's kind). A failed request stores nothing.
 
-Pages (server-rendered, a little inline JavaScript for the keyboard shortcuts): ``/login``, and
-``/`` which shows the next query with the page of its kind.
+Pages (server-rendered, a little inline JavaScript for the keyboard shortcuts): ``/login``,
+``/`` which shows the next query with the page of its kind, and ``/chat``.
+
+The chat page:
+    ``/chat`` lets an evaluator chat with the current policy and give each reply a thumb. The
+    policy is the ``responder`` given to :func:`create_app`: a function from the conversation
+    (a list of ``{"role": "user" | "assistant", "content": str}`` messages ending with the
+    evaluator's new message) to the reply text; ``instruct-env serve --policy PATH`` makes one from
+    a saved model. Without one the page says so and sending a message answers 503. Every reply
+    is stored as a ``thumbs`` query assigned to that evaluator only (instruction = the message,
+    context = the conversation before it, completion = the reply; see
+    :meth:`FeedbackStore.add_chat_turn`), so its thumb is an ordinary ``submit`` (or ``edit``)
+    event: exported and learned from like any thumbs answer, and undone with ``U`` like one.
+    Evaluators see only their own conversations. Errors re-render the page with a 4xx status
+    (403 cross-site, 404 someone else's conversation or reply, 409 a stale page, 422 a malformed
+    form, or a message the responder refuses with an ``InstructEnvError``); a responder that
+    fails otherwise answers 502.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the annotations of the route
@@ -43,10 +58,12 @@ Pages (server-rendered, a little inline JavaScript for the keyboard shortcuts): 
 
 import html
 import json
+import logging
 import os
+import re
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -62,7 +79,7 @@ from instruct_env.feedback.errors import (
     QueryNotFound,
 )
 from instruct_env.feedback.kinds import KINDS, make_kind
-from instruct_env.feedback.store import Evaluator, FeedbackStore, QueryView, Receipt
+from instruct_env.feedback.store import ChatTurn, Evaluator, FeedbackStore, QueryView, Receipt
 
 require("fastapi", "server")
 
@@ -76,9 +93,13 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
-__all__ = ["create_app", "serve", "COOKIE_NAME"]
+__all__ = ["create_app", "serve", "COOKIE_NAME", "Responder", "MAX_CHAT_CHARS"]
 
 COOKIE_NAME = "instruct_env_token"
+MAX_CHAT_CHARS = 4000  # longest chat message accepted
+Responder = Callable[[list[dict[str, str]]], str]
+"""Conversation (role/content messages, the evaluator's new message last) -> the policy's reply."""
+_log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).with_name("templates")
 
 _STATUS = (  # most specific first
@@ -269,6 +290,8 @@ def create_app(
     guidelines: Mapping[str, str] | None = None,
     title: str = "instruct-env feedback",
     cookie_secure: bool = False,
+    responder: Responder | None = None,
+    policy_name: str = "",
     **store_options: Any,
 ) -> FastAPI:
     """Build the FastAPI application.
@@ -279,12 +302,21 @@ def create_app(
         guidelines: Kind name -> guidelines shown on that kind's page (replacing the default).
         title: Shown in the page header.
         cookie_secure: Mark the login cookie ``Secure`` (set it when serving over HTTPS).
+        responder: The policy the ``/chat`` page talks to (see :data:`Responder`); ``None``
+            shows that no policy is loaded.
+        policy_name: Shown on the chat page and stored in each reply's query metadata.
         **store_options: Passed to :class:`FeedbackStore` (``min_evaluators``, ``gold_rate``,
             ``assignment_ttl``, ``seed``, ``synchronous``) when ``store`` is a URL.
 
     Raises:
-        ConfigError: an unknown kind in ``guidelines``, store options given with an open store.
+        ConfigError: an unknown kind in ``guidelines``, store options given with an open store,
+            a ``responder`` that is not callable.
     """
+    if responder is not None and not callable(responder):
+        raise ConfigError(
+            f"responder must be a function from a list of chat messages to the reply text; got "
+            f"{type(responder).__name__}."
+        )
     if isinstance(store, FeedbackStore):
         if store_options:
             raise ConfigError(
@@ -317,9 +349,12 @@ def create_app(
     app.state.guidelines = texts
     app.state.title = title
     app.state.cookie_secure = cookie_secure
+    app.state.responder = responder
+    app.state.policy_name = str(policy_name)
     _add_error_handlers(app)
     _add_api(app)
     _add_pages(app)
+    _add_chat(app)
     return app
 
 
@@ -578,25 +613,25 @@ def _render_query(view: QueryView) -> str:
     return _template(f"{view.kind}.html").substitute(fields)
 
 
-def _render_page(request: Request, evaluator: Evaluator, view: QueryView | None, notice: str, error: str) -> str:
-    store = _store(request)
-    progress = store.progress(evaluator.id)
-    kind = view.kind if view is not None else "done"
-    flash = "".join(
+def _flash(notice: str, error: str) -> str:
+    return "".join(
         f'<div class="flash {cls}" id="flash-{cls}">{_e(text)}</div>' for cls, text in (("notice", notice), ("error", error)) if text
     )
-    if view is None:
-        main, skip_section, shortcuts = _template("done.html").substitute(), "", []
-    else:
-        main = _render_query(view)
-        skip_section = _template("skip.html").substitute(query_id=view.id, skip_key=uuid.uuid4().hex)
-        shortcuts = make_kind(view.kind, **view.options).shortcuts(len(view.completions))
-        shortcuts += [("Enter", "submit the answer"), ("S", "skip (type an optional reason, Enter to confirm)")]
-    shortcuts += [("U", "undo your last answer"), ("?", "show or hide this help"), ("Esc", "close help, leave a text box")]
+
+
+_NAV = '<a href="/" id="nav-queue">Queue</a><a href="/chat" id="nav-chat">Chat</a>'
+_COMMON_KEYS = [("U", "undo your last answer"), ("?", "show or hide this help"), ("Esc", "close help, leave a text box")]
+
+
+def _layout(
+    request: Request, evaluator: Evaluator, *, kind: str, main: str, flash: str, skip_section: str,
+    shortcuts: list[tuple[str, str]], guidelines: str, undo_next: str,
+) -> str:
+    progress = _store(request).progress(evaluator.id)
     rows = "".join(f"<tr><td><kbd>{_e(keys)}</kbd></td><td>{_e(text)}</td></tr>" for keys, text in shortcuts)
-    guidelines = request.app.state.guidelines.get(kind, "When you are ready, reload the page to check for new queries.")
     return _template("base.html").substitute(
         title=_e(request.app.state.title),
+        nav=_NAV,
         kind=kind,
         answered=progress.answered,
         skipped=progress.skipped,
@@ -606,9 +641,26 @@ def _render_page(request: Request, evaluator: Evaluator, view: QueryView | None,
         main=main,
         skip_section=skip_section,
         undo_key=uuid.uuid4().hex,
+        undo_next=_e(undo_next),
         guidelines=_e(guidelines),
         help_rows=rows,
         script=_script(),
+    )
+
+
+def _render_page(request: Request, evaluator: Evaluator, view: QueryView | None, notice: str, error: str) -> str:
+    kind = view.kind if view is not None else "done"
+    if view is None:
+        main, skip_section, shortcuts = _template("done.html").substitute(), "", []
+    else:
+        main = _render_query(view)
+        skip_section = _template("skip.html").substitute(query_id=view.id, skip_key=uuid.uuid4().hex)
+        shortcuts = make_kind(view.kind, **view.options).shortcuts(len(view.completions))
+        shortcuts += [("Enter", "submit the answer"), ("S", "skip (type an optional reason, Enter to confirm)")]
+    guidelines = request.app.state.guidelines.get(kind, "When you are ready, reload the page to check for new queries.")
+    return _layout(
+        request, evaluator, kind=kind, main=main, flash=_flash(notice, error), skip_section=skip_section,
+        shortcuts=shortcuts + _COMMON_KEYS, guidelines=guidelines, undo_next="/",
     )
 
 
@@ -663,7 +715,11 @@ def _add_pages(app: FastAPI) -> None:
         try:
             if action == "undo":
                 receipt = await run_in_threadpool(lambda: store.undo(evaluator.id, idempotency_key=key))
-                return _redirect("/", notice=f"Undid your last answer (query {receipt.event.query_id}).")
+                notice = f"Undid your last answer (query {receipt.event.query_id})."
+                after = form.get("next", "/")
+                if _CHAT_PATH.fullmatch(after):  # back to the chat page it came from
+                    return RedirectResponse(f"{after}{'&' if '?' in after else '?'}notice={urllib.parse.quote(notice)}", status_code=303)
+                return _redirect("/", notice=notice)
             try:
                 query_id = int(form.get("query_id", ""))
             except ValueError:
@@ -690,6 +746,208 @@ def _add_pages(app: FastAPI) -> None:
     @app.post("/undo", include_in_schema=False)
     async def undo(request: Request) -> Response:
         return await page_action(request, "undo")
+
+
+# --------------------------------------------------------------------------------------------------
+# The chat page
+# --------------------------------------------------------------------------------------------------
+
+_CHAT_PATH = re.compile(r"/chat(\?c=\d{1,18})?")  # where an undo may send the evaluator back to
+CHAT_GUIDELINES = (
+    "Chat with the policy as a user would. After each reply give a thumb: up if you would accept the reply "
+    "as it is, down if not. Press the other thumb to change your mind; U undoes your last thumb. Each reply "
+    "is saved with the conversation before it and used to train the reward model."
+)
+_CHAT_KEYS = [
+    ("M", "type a message"),
+    ("Ctrl+Enter", "send the message"),
+    ("Y / +", "thumbs up for the newest reply"),
+    ("N / -", "thumbs down for the newest reply"),
+]
+
+
+def _status_of(exc: Exception) -> int:
+    return next((status for cls, status, _ in _STATUS if isinstance(exc, cls)), 400)
+
+
+def chat_messages(turns: list[ChatTurn], message: str) -> list[dict[str, str]]:
+    """The conversation handed to the responder: earlier turns, then the new message."""
+    messages = []
+    for t in turns:
+        messages += [{"role": "user", "content": t.message}, {"role": "assistant", "content": t.reply}]
+    return messages + [{"role": "user", "content": message}]
+
+
+def _render_chat(
+    request: Request,
+    evaluator: Evaluator,
+    conversation: int | None,
+    turns: list[ChatTurn],
+    *,
+    notice: str = "",
+    error: str = "",
+    draft: str = "",
+) -> str:
+    store = _store(request)
+    if request.app.state.responder is None:
+        note = (
+            '<p class="note" id="no-policy">No policy is loaded, so there is nobody to chat with. An admin '
+            "starts the server with <code>instruct-env serve --policy PATH</code> to load one.</p>"
+        )
+    else:
+        name = request.app.state.policy_name
+        note = f'<p id="policy">Policy: <code>{_e(name)}</code></p>' if name else ""
+    rendered = []
+    for t in turns:
+        last = t is turns[-1]
+        rendered.append(_template("chat_turn.html").substitute(
+            turn=t.turn, message=_e(t.message), reply=_e(t.reply), query_id=t.query_id,
+            conversation=t.conversation, thumb_key=uuid.uuid4().hex,
+            up_pressed="true" if t.thumb == "up" else "false",
+            down_pressed="true" if t.thumb == "down" else "false",
+            up_key=" (<kbd>Y</kbd>)" if last else "", down_key=" (<kbd>N</kbd>)" if last else "",
+        ))
+    listed = store.conversations(evaluator.id)
+    current = ' aria-current="page"'
+    items = "".join(
+        f'<li><a href="/chat?c={c.conversation}"{current if c.conversation == conversation else ""}>'
+        f"{_e(c.message[:60])}{'...' if len(c.message) > 60 else ''}</a></li>"
+        for c in listed
+    )
+    others = f'<h2>Your conversations</h2>\n<ul id="conversations">{items}</ul>' if items else ""
+    main = _template("chat.html").substitute(
+        policy_note=note,
+        turns="\n".join(rendered) or '<p id="empty-conversation">Send a message to start a conversation.</p>',
+        conversation="" if conversation is None else conversation,
+        turn=len(turns),
+        max_chars=MAX_CHAT_CHARS,
+        draft=_e(draft),
+        disabled=" disabled" if request.app.state.responder is None else "",
+        conversations=others,
+    )
+    return _layout(
+        request, evaluator, kind="chat", main=main, flash=_flash(notice, error), skip_section="",
+        shortcuts=_CHAT_KEYS + _COMMON_KEYS, guidelines=CHAT_GUIDELINES,
+        undo_next="/chat" if conversation is None else f"/chat?c={conversation}",
+    )
+
+
+def _add_chat(app: FastAPI) -> None:
+    @app.get("/chat", include_in_schema=False)
+    def chat_page(request: Request, c: int | None = None, new: bool = False, notice: str = "", error: str = "") -> Response:
+        evaluator = _page_evaluator(request)
+        if evaluator is None:
+            return _redirect("/login")
+        store = _store(request)
+        conversation, turns, status = c, [], 200
+        if conversation is None and not new:  # the newest conversation, if there is one
+            latest = store.conversations(evaluator.id)
+            conversation = latest[0].conversation if latest else None
+        if conversation is not None:
+            try:
+                turns = store.chat(evaluator.id, conversation)
+            except QueryNotFound as exc:
+                conversation, error, status = None, str(exc), 404
+        page = _render_chat(request, evaluator, conversation, turns, notice=notice[:300], error=error[:500])
+        return HTMLResponse(page, status_code=status)
+
+    async def refuse(request: Request, evaluator: Evaluator, status: int, error: str,
+                     conversation: int | None = None, draft: str = "") -> HTMLResponse:
+        """The chat page again, with the error, the evaluator's unsent text and a 4xx/5xx status."""
+
+        def render() -> str:
+            turns: list[ChatTurn] = []
+            shown = conversation
+            if shown is not None:
+                try:
+                    turns = _store(request).chat(evaluator.id, shown)
+                except QueryNotFound:
+                    shown = None
+            return _render_chat(request, evaluator, shown, turns, error=error, draft=draft)
+
+        return HTMLResponse(await run_in_threadpool(render), status_code=status)
+
+    @app.post("/chat", include_in_schema=False)
+    async def chat_send(request: Request) -> Response:
+        if not _same_origin(request):
+            return HTMLResponse("<p>Cross-site request refused.</p>", status_code=403)
+        evaluator = await run_in_threadpool(_page_evaluator, request)
+        if evaluator is None:
+            return _redirect("/login")
+        form = await _form(request)
+        message = form.get("message", "").replace("\r\n", "\n")
+        try:
+            conversation = int(form["conversation"]) if form.get("conversation", "").strip() else None
+            turn = int(form.get("turn", ""))
+        except ValueError:
+            return await refuse(request, evaluator, 422, "The form has no valid conversation or turn number; "
+                                "reload the page.", draft=message)
+        responder = request.app.state.responder
+        if responder is None:
+            return await refuse(request, evaluator, 503, "No policy is loaded, so the message was not sent; "
+                                "ask an admin to start the server with --policy.", conversation, message)
+        if not message.strip() or len(message) > MAX_CHAT_CHARS:
+            return await refuse(request, evaluator, 422, f"A message must have 1 to {MAX_CHAT_CHARS} characters; "
+                                f"got {len(message.strip())}.", conversation, message[:MAX_CHAT_CHARS])
+        store = _store(request)
+        try:
+            turns = [] if conversation is None else await run_in_threadpool(store.chat, evaluator.id, conversation)
+            if turn != len(turns):  # checked before generating; add_chat_turn checks again
+                raise FeedbackConflict(
+                    f"This page is out of date: the conversation has {len(turns)} turn(s), the page showed {turn}. "
+                    "Your message was not sent; check the conversation and send it again."
+                )
+        except (QueryNotFound, FeedbackConflict) as exc:
+            return await refuse(request, evaluator, _status_of(exc), str(exc), conversation, message)
+        try:
+            reply = await run_in_threadpool(responder, chat_messages(turns, message))
+        except InstructEnvError as exc:  # e.g. a message too long for the policy's context
+            return await refuse(request, evaluator, 422, str(exc), conversation, message)
+        except Exception as exc:  # a broken policy must not take the page down
+            _log.exception("The chat responder failed")
+            return await refuse(request, evaluator, 502, f"The policy failed to reply ({type(exc).__name__}: {exc}); "
+                                "try again, or tell an admin.", conversation, message)
+        if not isinstance(reply, str):
+            return await refuse(request, evaluator, 502, f"The policy returned a {type(reply).__name__} instead of "
+                                "text; tell an admin.", conversation, message)
+        metadata = {"policy": request.app.state.policy_name} if request.app.state.policy_name else {}
+        try:
+            added = await run_in_threadpool(
+                lambda: store.add_chat_turn(evaluator.id, conversation, turn, message, reply, metadata)
+            )
+        except InstructEnvError as exc:
+            return await refuse(request, evaluator, _status_of(exc), str(exc), conversation, message)
+        return RedirectResponse(f"/chat?c={added.conversation}#turn-{added.turn}", status_code=303)
+
+    @app.post("/chat/thumb", include_in_schema=False)
+    async def chat_thumb(request: Request) -> Response:
+        if not _same_origin(request):
+            return HTMLResponse("<p>Cross-site request refused.</p>", status_code=403)
+        evaluator = await run_in_threadpool(_page_evaluator, request)
+        if evaluator is None:
+            return _redirect("/login")
+        form = await _form(request)
+        try:
+            query_id, conversation = int(form.get("query_id", "")), int(form.get("conversation", ""))
+        except ValueError:
+            return await refuse(request, evaluator, 422, "The form has no valid reply or conversation id; reload the page.")
+        thumb, key = form.get("thumb", ""), form.get("idempotency_key") or None
+        store = _store(request)
+
+        def rate() -> bool:
+            view = store.view(evaluator.id, query_id)  # 404 / 403 for someone else's reply
+            if view.kind != "thumbs":
+                raise InvalidAnswer(f"Query {query_id} is a {view.kind!r} query, not a chat reply; answer it on the queue page.")
+            if view.status == "answered" and view.answer == {"thumb": thumb}:
+                return False  # a repeated click: nothing new to store
+            store.submit(evaluator.id, query_id, {"thumb": thumb}, edit=view.status == "answered", idempotency_key=key)
+            return True
+
+        try:
+            await run_in_threadpool(rate)
+        except InstructEnvError as exc:
+            return await refuse(request, evaluator, _status_of(exc), str(exc), conversation)
+        return RedirectResponse(f"/chat?c={conversation}&notice=Saved.+Press+U+to+undo.", status_code=303)
 
 
 def serve(

@@ -2,11 +2,13 @@
 
 A store is one database per project. SQLite (in WAL mode) is the embedded default: pass a path or
 ``sqlite:///relative/path.db`` (``sqlite:////absolute/path.db`` for an absolute path). PostgreSQL
-is reached with ``postgresql://user:password@host/dbname`` and needs the optional package
-``psycopg`` (``pip install "psycopg[binary]"``). The SQL is plain and portable: ``?`` parameters
-(translated to ``%s`` for PostgreSQL), no JSON functions, no upserts; the only dialect-specific
-pieces are the auto-increment key, the connection set-up (PRAGMAs) and how a write transaction
-starts (see *Transactions*).
+is reached with ``postgresql://user:password@host:5432/dbname`` (libpq URL parameters such as
+``?sslmode=require&connect_timeout=10`` or ``?options=-csearch_path%3Dfeedback`` pass through) and
+needs psycopg 3 (``pip install 'instruct-env[postgres]'``); the database must exist, the tables
+are created on first use. The SQL is plain and portable: ``?`` parameters (translated to ``%s``
+for PostgreSQL), JSON kept as text, no JSON functions, no upserts, no ``INSERT OR ...``; the only
+dialect-specific pieces are the auto-increment key (``AUTOINCREMENT`` / an identity column), the
+connection set-up (PRAGMAs for SQLite) and how transactions start (see *Transactions*).
 
 Tables:
     ``evaluators``   id, name, role (``evaluator`` or ``admin``), salt and SHA-256 hash of the
@@ -20,6 +22,11 @@ Tables:
                      an ``undo`` cancels), idempotency key, time. Rows are never updated or deleted.
     ``answers``      the current answer (or skip) per (query, evaluator), re-derived from that
                      pair's events in the same transaction as every event appended.
+    ``chat_turns``   one row per reply of the chat page: its ``thumbs`` query (instruction = the
+                     evaluator's message, context = the conversation before it, completion = the
+                     reply), who chatted, the conversation (the id of its first turn's query) and
+                     the turn number. These queries are assigned to that evaluator only and never
+                     enter anyone's queue; their thumbs are ordinary events.
 
 Undo semantics:
     Each evaluator's ``submit``, ``edit`` and ``skip`` events form a stack. ``undo`` cancels the
@@ -39,8 +46,12 @@ Transactions:
     Every public method runs in one transaction: it either completes or leaves nothing behind.
     Writes are serialised: SQLite starts them with ``BEGIN IMMEDIATE`` (one writer at a time, a
     30 s busy timeout between processes, a lock between threads of one process); PostgreSQL takes
-    ``LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE`` first, because its sequences may otherwise
+    ``LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE`` first (READ COMMITTED, so every statement
+    after the lock sees what earlier writers committed), because its sequences may otherwise
     commit id 11 before id 10, and a reader at watermark 11 would then never see event 10.
+    Reads see one snapshot: a deferred ``BEGIN`` in SQLite's WAL mode, ``REPEATABLE READ READ
+    ONLY`` in PostgreSQL (readers never block writers, nor wait for them). A PostgreSQL connection
+    that broke (a server restart) is replaced on the next call; the call that hit it fails.
     With the default ``synchronous="FULL"`` a committed SQLite transaction survives a crash of
     the process and of the machine; ``"NORMAL"`` is faster and survives a crash of the process.
 
@@ -72,6 +83,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 import sqlite3
 import threading
@@ -100,15 +112,18 @@ __all__ = [
     "CurrentAnswer",
     "Receipt",
     "Progress",
+    "ChatTurn",
     "StoreURL",
     "parse_store_url",
+    "redact_url",
     "query_from_sample",
     "replay",
+    "chat_history",
     "ROLES",
     "EVENT_TYPES",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the chat_turns table
 ROLES = ("evaluator", "admin")
 EVENT_TYPES = ("submit", "edit", "undo", "skip")
 ANSWER_EVENTS = ("submit", "edit", "skip")  # the events an undo can cancel
@@ -347,6 +362,36 @@ class Progress:
         return {"answered": self.answered, "skipped": self.skipped, "remaining": self.remaining}
 
 
+@dataclass(frozen=True)
+class ChatTurn:
+    """One exchange on the chat page: the evaluator's message and the policy's reply.
+
+    Attributes:
+        query_id: The ``thumbs`` query holding the exchange (rate it with :meth:`FeedbackStore.submit`).
+        conversation: The conversation's id (the query id of its first turn).
+        turn: Position in the conversation, from 0.
+        message: What the evaluator wrote.
+        reply: What the policy answered.
+        thumb: The evaluator's current thumb (``"up"`` / ``"down"``), or ``None``.
+    """
+
+    query_id: int
+    conversation: int
+    turn: int
+    message: str
+    reply: str
+    thumb: str | None = None
+
+
+def chat_history(turns: Iterable[ChatTurn]) -> str:
+    """The transcript of earlier turns, stored as the context of the next turn's query.
+
+    >>> chat_history([ChatTurn(1, 1, 0, "Hi", "Hello!")])
+    'User: Hi\\nAssistant: Hello!'
+    """
+    return "\n".join(f"User: {t.message}\nAssistant: {t.reply}" for t in turns)
+
+
 def replay(events: Iterable[Event]) -> dict[tuple[int, int], Event]:
     """Derive the current answer of each (query, evaluator) pair from log events, in id order.
 
@@ -433,6 +478,27 @@ def parse_store_url(url: str | os.PathLike[str]) -> StoreURL:
     return StoreURL("sqlite", path)
 
 
+def redact_url(url: str) -> str:
+    """A store URL with its password replaced by ``***``, for messages and ``repr``.
+
+    >>> redact_url("postgresql://ann:s3cret@db:5432/feedback")
+    'postgresql://ann:***@db:5432/feedback'
+    >>> redact_url("postgresql://db/feedback?user=ann&password=s3cret&sslmode=require")
+    'postgresql://db/feedback?user=ann&password=***&sslmode=require'
+    >>> redact_url("runs/feedback.db")
+    'runs/feedback.db'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest = re.sub(r"([?&]password=)[^&]*", r"\1***", rest, flags=re.IGNORECASE)
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
 class _SQLite:
     """SQLite in WAL mode, one connection per thread."""
 
@@ -456,6 +522,9 @@ class _SQLite:
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
+    def usable(self, conn: Any) -> bool:
+        return True
+
     def sql(self, statement: str) -> str:
         return statement
 
@@ -471,7 +540,7 @@ class _SQLite:
 
 
 class _Postgres:
-    """PostgreSQL through psycopg 3, one connection per thread (untested in CI)."""
+    """PostgreSQL through psycopg 3, one autocommit connection per thread with explicit transactions."""
 
     name = "postgresql"
     primary_key = "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
@@ -481,16 +550,34 @@ class _Postgres:
         self.dsn = dsn
 
     def connect(self) -> Any:
-        return self.psycopg.connect(self.dsn, autocommit=True)
+        try:
+            return self.psycopg.connect(self.dsn, autocommit=True)
+        except self.psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigError(
+                f"Cannot connect to the PostgreSQL feedback store {redact_url(self.dsn)!r}: {reason}. "
+                "Check the host, port, user, password and database name, and that the server is running "
+                "(add ?connect_timeout=10 to the URL to bound the wait)."
+            ) from None
+
+    def usable(self, conn: Any) -> bool:
+        return not (conn.closed or conn.broken)
 
     def sql(self, statement: str) -> str:
-        return statement.replace("?", "%s")
+        # psycopg's placeholder is %s, so a literal % must be doubled first. Our statements hold
+        # no '?' or '%' inside string literals; values always travel as parameters.
+        return statement.replace("%", "%%").replace("?", "%s")
 
     def begin(self, conn: Any, write: bool) -> None:
-        conn.execute("BEGIN")
         if write:
+            # READ COMMITTED: each statement sees everything committed before it, including what
+            # the writer that held the lock before us committed.
+            conn.execute("BEGIN")
             # Serialise writers so that event ids become visible in increasing order.
             conn.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+        else:
+            # One snapshot for all statements of a read (metrics, progress): no torn counts.
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def begin_schema(self, conn: Any) -> None:
         conn.execute("BEGIN")
@@ -541,6 +628,12 @@ def _schema(primary_key: str) -> list[str]:
             answer TEXT,
             event_id BIGINT NOT NULL,
             PRIMARY KEY (query_id, evaluator_id))""",
+        """CREATE TABLE IF NOT EXISTS chat_turns (
+            query_id BIGINT PRIMARY KEY REFERENCES queries (id),
+            evaluator_id BIGINT NOT NULL REFERENCES evaluators (id),
+            conversation BIGINT NOT NULL,
+            turn INTEGER NOT NULL,
+            UNIQUE (evaluator_id, conversation, turn))""",
         "CREATE INDEX IF NOT EXISTS assignments_evaluator ON assignments (evaluator_id)",
         "CREATE INDEX IF NOT EXISTS events_pair ON events (query_id, evaluator_id)",
         "CREATE INDEX IF NOT EXISTS events_evaluator ON events (evaluator_id, id)",
@@ -579,6 +672,7 @@ def _check_key(key: Any) -> str | None:
 
 
 _EVENT_COLUMNS = "id, query_id, evaluator_id, type, answer, ref, time"
+_NOT_CHAT = "NOT EXISTS (SELECT 1 FROM chat_turns c WHERE c.query_id = {query})"  # chat queries queue for nobody
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -595,7 +689,8 @@ class FeedbackStore:
 
     Args:
         url: Where the database lives: a file path, ``sqlite:///path.db`` or
-            ``postgresql://user@host/dbname`` (needs ``psycopg``). Created if absent.
+            ``postgresql://user:password@host/dbname`` (``pip install 'instruct-env[postgres]'``;
+            the database must exist). Tables are created if absent; a version 1 store is upgraded.
         min_evaluators: How many evaluators should answer each (non-gold) query. A query stops
             being handed out once this many evaluators answered it or hold a fresh assignment.
         gold_rate: Probability that a newly assigned query is a gold query the evaluator has not
@@ -608,7 +703,8 @@ class FeedbackStore:
             (survives a process crash, faster).
 
     Raises:
-        ConfigError: an invalid option or URL, or a database written by a newer schema.
+        ConfigError: an invalid option or URL, a PostgreSQL server that cannot be reached (the
+            message names the URL without its password), or a database written by a newer schema.
         MissingDependency: a ``postgresql://`` URL without ``psycopg`` installed.
     """
 
@@ -653,6 +749,11 @@ class FeedbackStore:
         if self._closed:
             raise ConfigError("This FeedbackStore is closed; open a new one.")
         conn = getattr(self._local, "conn", None)
+        if conn is not None and not self._backend.usable(conn):  # e.g. the server restarted
+            with self._connections_lock:
+                self._connections.remove(conn)
+            conn.close()
+            conn = None
         if conn is None:
             conn = self._backend.connect()
             self._local.conn = conn
@@ -692,9 +793,11 @@ class FeedbackStore:
                 row = tx.one("SELECT value FROM meta WHERE key = ?", ("schema_version",))
                 if row is None:
                     tx.run("INSERT INTO meta (key, value) VALUES (?, ?)", ("schema_version", str(SCHEMA_VERSION)))
+                elif int(row[0]) < SCHEMA_VERSION:  # older stores only lack tables created above
+                    tx.run("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), "schema_version"))
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise ConfigError(
-                        f"The feedback store {self.url.target!r} has schema version {row[0]}, newer than "
+                        f"The feedback store {redact_url(self.url.target)!r} has schema version {row[0]}, newer than "
                         f"this instruct-env understands ({SCHEMA_VERSION}); upgrade instruct-env."
                     )
                 conn.execute("COMMIT")
@@ -718,7 +821,7 @@ class FeedbackStore:
 
     def __repr__(self) -> str:
         return (
-            f"FeedbackStore({self.url.backend}:{self.url.target!r}, min_evaluators={self.min_evaluators}, "
+            f"FeedbackStore({self.url.backend}:{redact_url(self.url.target)!r}, min_evaluators={self.min_evaluators}, "
             f"gold_rate={self.gold_rate})"
         )
 
@@ -877,7 +980,8 @@ class FeedbackStore:
             row = tx.one(
                 "SELECT a.query_id FROM assignments a LEFT JOIN answers s "
                 "ON s.query_id = a.query_id AND s.evaluator_id = a.evaluator_id "
-                "WHERE a.evaluator_id = ? AND s.query_id IS NULL ORDER BY a.opened DESC, a.id DESC LIMIT 1",
+                f"WHERE a.evaluator_id = ? AND s.query_id IS NULL AND {_NOT_CHAT.format(query='a.query_id')} "
+                "ORDER BY a.opened DESC, a.id DESC LIMIT 1",
                 (evaluator_id,),
             )
             if row is not None:
@@ -896,7 +1000,10 @@ class FeedbackStore:
             )
             return self._view(tx, evaluator_id, query_id)
 
-    _UNSEEN = "NOT EXISTS (SELECT 1 FROM assignments m WHERE m.query_id = q.id AND m.evaluator_id = ?)"
+    _UNSEEN = (
+        "NOT EXISTS (SELECT 1 FROM assignments m WHERE m.query_id = q.id AND m.evaluator_id = ?) AND "
+        + _NOT_CHAT.format(query="q.id")
+    )
     # Evaluators counting towards a query's quota: answered it, or hold a fresh open assignment.
     _TAKEN = (
         "(SELECT COUNT(*) FROM assignments a LEFT JOIN answers s "
@@ -964,6 +1071,111 @@ class FeedbackStore:
             status=None if state is None else state.status,
             answer=answer,
         )
+
+    # -- chat ---------------------------------------------------------------------------------
+
+    def add_chat_turn(
+        self,
+        evaluator_id: int,
+        conversation: int | None,
+        turn: int,
+        message: str,
+        reply: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ChatTurn:
+        """Store one chat exchange as a ``thumbs`` query assigned to this evaluator only.
+
+        The query's instruction is ``message``, its context the conversation so far (see
+        :func:`chat_history`) and its completion ``reply``; rate it with :meth:`submit` like any
+        thumbs query, and it is exported and learned from like one.
+
+        Args:
+            evaluator_id: Who chats.
+            conversation: An existing conversation of theirs, or ``None`` to start one.
+            turn: How many turns the conversation had when the message was sent (0 for a new
+                one): a stale page or a repeated form post gets a conflict instead of a fork.
+            message: What the evaluator wrote.
+            reply: The policy's answer.
+            metadata: Extra JSON-serialisable query metadata (e.g. the policy's path).
+
+        Raises:
+            QueryNotFound: unknown evaluator, or a conversation that is not theirs.
+            FeedbackConflict: ``turn`` is not the conversation's current length.
+            ConfigError: an empty message or a non-string reply.
+        """
+        if not isinstance(message, str) or not message.strip():
+            raise ConfigError(f"A chat message must be a non-empty string; got {message!r:.80}.")
+        if not isinstance(reply, str):
+            raise ConfigError(f"A chat reply must be a string; got {type(reply).__name__}.")
+        _check_int("turn", turn, 0)
+        now = time.time()
+        with self._transaction(write=True) as tx:
+            self._evaluator(tx, evaluator_id)
+            turns = [] if conversation is None else self._chat(tx, evaluator_id, conversation)
+            if conversation is not None and not turns:
+                raise QueryNotFound(f"You have no conversation {conversation}; start a new one.")
+            if turn != len(turns):
+                raise FeedbackConflict(
+                    f"This message answers turn {turn}, but the conversation has {len(turns)} turn(s) now "
+                    "(sent twice, or from an old page); reload the conversation and send it again."
+                )
+            query = Query(
+                "thumbs", message, [reply], context=chat_history(turns),
+                metadata={**dict(metadata or {}), "source": "chat", "turn": turn},
+            )
+            query_id = tx.insert(
+                "INSERT INTO queries (kind, payload, is_gold, created) VALUES (?, ?, ?, ?)",
+                ("thumbs", _dumps(query.payload()), 0, now),
+            )
+            conversation = query_id if conversation is None else conversation
+            tx.run(
+                "INSERT INTO assignments (query_id, evaluator_id, display_order, opened, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (query_id, evaluator_id, _dumps([0]), now, now),
+            )
+            tx.run(
+                "INSERT INTO chat_turns (query_id, evaluator_id, conversation, turn) VALUES (?, ?, ?, ?)",
+                (query_id, evaluator_id, conversation, turn),
+            )
+        return ChatTurn(query_id, conversation, turn, message, reply)
+
+    def chat(self, evaluator_id: int, conversation: int) -> list[ChatTurn]:
+        """The turns of one of this evaluator's conversations, with their current thumbs.
+
+        Raises:
+            QueryNotFound: unknown evaluator, or a conversation that is not theirs.
+        """
+        with self._transaction(write=False) as tx:
+            self._evaluator(tx, evaluator_id)
+            turns = self._chat(tx, evaluator_id, conversation)
+        if not turns:
+            raise QueryNotFound(f"You have no conversation {conversation}; start a new one.")
+        return turns
+
+    def conversations(self, evaluator_id: int) -> list[ChatTurn]:
+        """The first turn of each of this evaluator's conversations, newest conversation first."""
+        with self._transaction(write=False) as tx:
+            self._evaluator(tx, evaluator_id)
+            rows = tx.all(
+                "SELECT c.query_id, c.conversation, c.turn, q.payload, s.answer FROM chat_turns c "
+                "JOIN queries q ON q.id = c.query_id LEFT JOIN answers s "
+                "ON s.query_id = c.query_id AND s.evaluator_id = c.evaluator_id AND s.status = 'answered' "
+                "WHERE c.evaluator_id = ? AND c.turn = 0 ORDER BY c.conversation DESC",
+                (evaluator_id,),
+            )
+        return [_chat_turn(r) for r in rows]
+
+    def _chat(self, tx: _Tx, evaluator_id: int, conversation: int) -> list[ChatTurn]:
+        if isinstance(conversation, bool) or not isinstance(conversation, int):
+            raise QueryNotFound(f"Conversation ids are integers; got {conversation!r}.")
+        rows = tx.all(
+            "SELECT c.query_id, c.conversation, c.turn, q.payload, s.answer FROM chat_turns c "
+            "JOIN queries q ON q.id = c.query_id LEFT JOIN answers s "
+            "ON s.query_id = c.query_id AND s.evaluator_id = c.evaluator_id AND s.status = 'answered' "
+            "WHERE c.evaluator_id = ? AND c.conversation = ? ORDER BY c.turn",
+            (evaluator_id, conversation),
+        )
+        return [_chat_turn(r) for r in rows]
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -1182,7 +1394,7 @@ class FeedbackStore:
             open_row = tx.one(
                 "SELECT COUNT(*) FROM assignments a LEFT JOIN answers s "
                 "ON s.query_id = a.query_id AND s.evaluator_id = a.evaluator_id "
-                "WHERE a.evaluator_id = ? AND s.query_id IS NULL",
+                f"WHERE a.evaluator_id = ? AND s.query_id IS NULL AND {_NOT_CHAT.format(query='a.query_id')}",
                 (evaluator_id,),
             )
             unseen_row = tx.one(
@@ -1201,8 +1413,8 @@ class FeedbackStore:
         Returns:
             A JSON-serialisable dict with ``evaluators`` (one entry each: ``answered``,
             ``skipped``, ``edits``, ``undos``, ``gold_answered``, ``gold_accuracy``), ``queries``
-            (``total``, ``gold``, ``complete``: non-gold queries with at least ``min_evaluators``
-            answers), ``agreement`` (kind -> alpha, or ``None`` where no query has two answers)
+            (``total``, ``gold``, ``chat``: replies made on the chat page, ``complete``: queue
+            queries, neither gold nor chat, with at least ``min_evaluators`` answers), ``agreement`` (kind -> alpha, or ``None`` where no query has two answers)
             and ``watermark`` (the newest event id).
         """
         from instruct_env.feedback.aggregation import krippendorff_alpha
@@ -1220,6 +1432,7 @@ class FeedbackStore:
                 for r in tx.all("SELECT query_id, evaluator_id, status, answer, event_id FROM answers")
             ]
             watermark = tx.one("SELECT MAX(id) FROM events")[0] or 0
+            chat = {int(r[0]) for r in tx.all("SELECT query_id FROM chat_turns")}
         per_evaluator: dict[int, dict[str, Any]] = {
             e.id: {
                 "id": e.id, "name": e.name, "role": e.role, "answered": 0, "skipped": 0,
@@ -1251,12 +1464,13 @@ class FeedbackStore:
                 agreement[kind] = krippendorff_alpha(kind_triples, level=make_kind(kind).agreement_level)
             except ConfigError:  # no item with two answers yet
                 agreement[kind] = None
-        regular = [q for q in queries.values() if not q.is_gold]
+        regular = [q for q in queries.values() if not q.is_gold and q.id not in chat]
         return {
             "evaluators": list(per_evaluator.values()),
             "queries": {
                 "total": len(queries),
-                "gold": len(queries) - len(regular),
+                "gold": sum(q.is_gold for q in queries.values()),
+                "chat": len(chat),
                 "complete": sum(answers_per_query.get(q.id, 0) >= self.min_evaluators for q in regular),
                 "min_evaluators": self.min_evaluators,
             },
@@ -1266,6 +1480,14 @@ class FeedbackStore:
 
 
 _QUERY_FIELDS = ("kind", "instruction", "completions", "context", "options", "gold", "selector", "score", "metadata")
+
+
+def _chat_turn(row: Sequence[Any]) -> ChatTurn:
+    """``(query_id, conversation, turn, payload, answer)`` -> :class:`ChatTurn`."""
+    payload = json.loads(row[3])
+    answer = _loads(row[4])
+    thumb = answer.get("thumb") if isinstance(answer, dict) else None
+    return ChatTurn(int(row[0]), int(row[1]), int(row[2]), payload["instruction"], payload["completions"][0], thumb)
 
 
 def _query(row: Sequence[Any]) -> Query:

@@ -68,7 +68,7 @@
       return true;
     }
     if (!form.checkValidity()) {
-      say('Choose an answer first (press ? for the keys).');
+      say(kind === 'chat' ? 'Type a message first (press M).' : 'Choose an answer first (press ? for the keys).');
       return false;
     }
     return true;
@@ -91,8 +91,21 @@
     });
   }
 
+  // Chat: Y / N rate the newest reply (a second press of the other key changes the thumb).
+  function thumbLastReply(value) {
+    var turns = document.querySelectorAll('#conversation .turn');
+    if (!turns.length) { say('No reply to rate yet.'); return true; }
+    var button = turns[turns.length - 1].querySelector('button[value="' + value + '"]');
+    if (button && !sent) { sent = true; button.click(); }
+    return true;
+  }
+
   function kindKey(key) {
     if (kind === 'rating') { return pick('rating', key); }
+    if (kind === 'chat') {
+      if (key === 'y' || key === '+') { return thumbLastReply('up'); }
+      if (key === 'n' || key === '-') { return thumbLastReply('down'); }
+    }
     if (kind === 'thumbs') {
       if (key === 'y' || key === '+') { return pick('thumb', 'y'); }
       if (key === 'n' || key === '-') { return pick('thumb', 'n'); }
@@ -132,7 +145,7 @@
       }
       return false;
     }
-    if (kind === 'comment' || kind === 'edit') {
+    if (kind === 'comment' || kind === 'edit' || kind === 'chat') {
       var box = form && form.querySelector('textarea[data-focus-key="' + key + '"]');
       if (box) { box.focus(); return true; }
     }
