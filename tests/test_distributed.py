@@ -1,7 +1,8 @@
 """Data-parallel RL on 2 CPU processes (gloo): identical weights, the 2B-batch equivalence, rank-0-only outputs.
 
 One spawn of two worker processes does every distributed check (each spawn pays for importing
-torch and transformers); the test process then compares with single-process runs.
+torch and transformers), with both gradient-averaging strategies (DDP's backward hooks and one
+all-reduce after the backward); the test process then compares with single-process runs.
 """
 
 from __future__ import annotations
@@ -18,17 +19,26 @@ import torch.multiprocessing as mp
 from rl_utils import count_env_kwargs, say_dataset, small_config, tiny_policy, tiny_tokenizer
 
 from agents.common import distributed as dist
+from agents.common.config import build_config
+from agents.common.distributed import DistributedConfig
 from agents.common.logging import RunLogger
 from agents.pg.base import CompletionBatch
 from agents.rl import load_trainer, make_trainer
 from agents.sft import SFTConfig, SFTTrainer
+from instruct_env.error import ConfigError
 
 WORLD = 2
 B = 4  # completions per rank in the equivalence check; the single process gets 2B
 UPDATES = 3
 # (algo, config overrides) whose update is a deterministic function of the batch.
-EQUIVALENCE = [("reinforce", {"baseline": "batch_mean"}),
+EQUIVALENCE = [("reinforce", {"baseline": "batch_mean", "num_minibatches": 2}),
                ("grpo", {"group_size": 2, "update_epochs": 2, "num_minibatches": 1})]
+STRATEGIES = ("ddp", "allreduce")  # "fsdp" needs CUDA + NCCL: checked to fail clearly on gloo
+# (name, algo, overrides) of trainers that call the wrapper differently: the whole ActorCritic (PPO;
+# PPO stopping early after a forward pass it does not back-propagate; A2C with accumulated
+# minibatches) and the LM alone (REINFORCE with accumulated minibatches, GRPO).
+RL_RUNS = [("ppo", "ppo", {}), ("ppo_early_stop", "ppo", {"target_kl": 1e-9}), ("a2c", "a2c", {"num_minibatches": 2}),
+           ("reinforce", "reinforce", {"num_minibatches": 2}), ("grpo", "grpo", {})]
 
 
 def _free_port() -> int:
@@ -54,10 +64,15 @@ def _rows(batch: CompletionBatch, rows: slice) -> CompletionBatch:
                            batch.token_mask[rows], batch.rewards[rows])
 
 
-def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer) -> torch.Tensor:
+def _flat(parameters) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in parameters])
+
+
+def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer, strategy: str = "ddp") -> torch.Tensor:
     """Train a fresh tiny policy for UPDATES steps on ``rows`` of the fixed batch; its flat parameters."""
-    trainer = make_trainer(algo, small_config(algo, num_envs=rows.stop - rows.start, kl_coef=0.0, **overrides),
-                           tiny_policy(tokenizer, seed=0), tokenizer, count_env_kwargs())
+    config = small_config(algo, num_envs=rows.stop - rows.start, kl_coef=0.0,
+                          distributed=DistributedConfig(strategy), **overrides)
+    trainer = make_trainer(algo, config, tiny_policy(tokenizer, seed=0), tokenizer, count_env_kwargs())
     batch = _rows(_fixed_batch(WORLD * B), rows)
     for _ in range(UPDATES):
         trainer.score_old_and_reference(batch)
@@ -65,18 +80,22 @@ def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer) -> 
     return torch.cat([p.detach().reshape(-1) for p in trainer.trainable_parameters()])
 
 
-def _sft(batch_size: int, tokenizer, checkpoint_dir: Path | None = None) -> torch.Tensor:
+def _sft(batch_size: int, tokenizer, checkpoint_dir: Path | None = None, strategy: str = "ddp",
+         grad_accum: int = 1) -> torch.Tensor:
     """Two SFT steps (constant lr, no dropout) on four samples; the flat parameters after."""
     lm = tiny_policy(tokenizer, seed=0).lm
-    config = SFTConfig(max_steps=2, batch_size=batch_size, lr=1e-2, schedule="constant", warmup_ratio=0.0,
-                       keep_best=False, patience=0, device="cpu", time_budget_s=None, log_every=1,
-                       checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir))
+    config = SFTConfig(max_steps=2, batch_size=batch_size, grad_accum=grad_accum, lr=1e-2, schedule="constant",
+                       warmup_ratio=0.0, keep_best=False, patience=0, device="cpu", time_budget_s=None,
+                       log_every=1, checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+                       distributed=DistributedConfig(strategy))
     words = ("yes", "no", "cat", "dog")
     SFTTrainer(lm, tokenizer, config, train_data=say_dataset(words), val_data=say_dataset(words)).train()
     return torch.cat([p.detach().reshape(-1) for p in lm.parameters()])
 
 
 def _worker(rank: int, port: int, tmp: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
@@ -92,23 +111,48 @@ def _worker(rank: int, port: int, tmp: str) -> None:
                                    count_env_kwargs(), log_fn=lambda m: log.log(m, step=m["update"], stage="rl"))
             history = [trainer.update_step() for _ in range(UPDATES)]
         trainer.save(out / "ckpt")
-        flat = torch.cat([p.detach().reshape(-1) for p in trainer.policy.parameters()])
+        flat = _flat(trainer.policy.parameters())
         results["params"] = flat
         results["gathered_params"] = dist.all_gather(flat[None])  # (WORLD, n)
         results["reward_mean"] = [h["reward_mean"] for h in history]
 
+        results["grpo_wrapped"] = isinstance(trainer.train_module, DistributedDataParallel)  # ddp is the default
+
+        # (a) for every trainer and strategy: several updates of real rollouts (ranks start from different seeds).
+        for strategy in STRATEGIES:
+            for name, algo, overrides in RL_RUNS:
+                config = small_config(algo, distributed=DistributedConfig(strategy), **overrides)
+                run = make_trainer(algo, config, tiny_policy(tokenizer, seed=rank), tokenizer, count_env_kwargs())
+                results[f"start/{name}/{strategy}"] = _flat(run.policy.parameters()).clone()  # after the broadcast
+                history = [run.update_step() for _ in range(UPDATES)]
+                results[f"rl/{name}/{strategy}"] = dist.all_gather(_flat(run.policy.parameters())[None])
+                results[f"wrapped/{name}/{strategy}"] = isinstance(run.train_module, DistributedDataParallel)
+                results[f"early_stop/{name}/{strategy}"] = [h.get("early_stop_epoch") for h in history]
+
         # (b): the same fixed batch, split over the ranks.
-        for algo, overrides in EQUIVALENCE:
-            results[algo] = _fixed_batch_updates(algo, overrides, slice(rank * B, (rank + 1) * B), tokenizer)
-        results["sft"] = _sft(1, tokenizer, checkpoint_dir=out / "sft")  # each rank: 1 of the 2 examples per step
+        for strategy in STRATEGIES:
+            for algo, overrides in EQUIVALENCE:
+                results[f"{algo}/{strategy}"] = _fixed_batch_updates(algo, overrides,
+                                                                     slice(rank * B, (rank + 1) * B), tokenizer,
+                                                                     strategy)
+            # each rank: 1 of the 2 examples per step
+            results[f"sft/{strategy}"] = _sft(1, tokenizer, checkpoint_dir=out / "sft" if strategy == "ddp" else None,
+                                              strategy=strategy)
+        results["sft_accum/ddp"] = _sft(1, tokenizer, grad_accum=2)  # DDP's no_sync on the first micro-batch
+
+        # fsdp on gloo: a clear error, before anything is built.
+        try:
+            make_trainer("grpo", small_config("grpo", distributed=DistributedConfig("fsdp")),
+                         tiny_policy(tokenizer), tokenizer, count_env_kwargs())
+        except ConfigError as exc:
+            results["fsdp_error"] = str(exc)
 
         # A single-process checkpoint resumes on 2 ranks (rank 1 starts a fresh env, seeded seed + 1).
         resumed = load_trainer(Path(tmp) / "single", tiny_policy(tokenizer, seed=7 + rank), tokenizer,
                                count_env_kwargs())
         results["resumed_updates"] = resumed.num_updates
         resumed.update_step()
-        results["resumed_params"] = dist.all_gather(
-            torch.cat([p.detach().reshape(-1) for p in resumed.trainable_parameters()])[None])
+        results["resumed_params"] = dist.all_gather(_flat(resumed.trainable_parameters())[None])
         torch.save(results, Path(tmp) / f"rank{rank}.pt")
     finally:
         dist.destroy_distributed()
@@ -147,25 +191,85 @@ def test_parameters_identical_across_ranks(spawned):
     assert results[0]["reward_mean"] == results[1]["reward_mean"]  # logged statistics are global
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("name", [n for n, _, _ in RL_RUNS])
+def test_every_trainer_keeps_ranks_identical_with_each_strategy(spawned, name, strategy):
+    _, results = spawned
+    assert results[0][f"wrapped/{name}/{strategy}"] is (strategy == "ddp")
+    gathered = results[0][f"rl/{name}/{strategy}"]  # (WORLD, n)
+    assert torch.equal(gathered[0], gathered[1])
+    assert not torch.allclose(gathered[0], results[0][f"start/{name}/{strategy}"])  # the updates moved the weights
+    if name == "ppo_early_stop":  # every update stopped in its first epoch (after one step), on both ranks alike
+        stops = [results[r][f"early_stop/{name}/{strategy}"] for r in range(WORLD)]
+        assert stops[0] == stops[1] == [0] * UPDATES
+
+
+def test_ddp_is_the_default_and_a_single_process_does_not_wrap(spawned):
+    _, results = spawned
+    assert results[0]["grpo_wrapped"] and results[1]["grpo_wrapped"]
+    assert small_config("grpo").distributed.strategy == "ddp"
+    assert SFTConfig().distributed.strategy == "ddp"
+    tokenizer = tiny_tokenizer()
+    policy = tiny_policy(tokenizer)
+    trainer = make_trainer("ppo", small_config("ppo"), policy, tokenizer, count_env_kwargs())
+    assert trainer.train_module is policy  # no process group: no wrapper
+    grpo = make_trainer("grpo", small_config("grpo"), policy, tokenizer, count_env_kwargs())
+    assert grpo.train_module is policy.lm
+    assert grpo.update_step()["update"] == 1
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("algo,overrides", EQUIVALENCE, ids=[a for a, _ in EQUIVALENCE])
-def test_two_ranks_batch_b_match_one_rank_batch_2b(spawned, algo, overrides):
+def test_two_ranks_batch_b_match_one_rank_batch_2b(spawned, algo, overrides, strategy):
     _, results = spawned
     single = _fixed_batch_updates(algo, overrides, slice(0, WORLD * B), tiny_tokenizer())
-    start = torch.cat([p.detach().reshape(-1) for p in
-                       make_trainer(algo, small_config(algo, num_envs=WORLD * B, kl_coef=0.0, **overrides),
-                                    tiny_policy(tiny_tokenizer(), seed=0), tiny_tokenizer(),
-                                    count_env_kwargs()).trainable_parameters()])
+    start = _flat(make_trainer(algo, small_config(algo, num_envs=WORLD * B, kl_coef=0.0, **overrides),
+                               tiny_policy(tiny_tokenizer(), seed=0), tiny_tokenizer(),
+                               count_env_kwargs()).trainable_parameters())
     assert not torch.allclose(single, start)  # the updates did move the weights
     for r in range(WORLD):
-        torch.testing.assert_close(results[r][algo], single, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(results[r][f"{algo}/{strategy}"], single, rtol=1e-4, atol=1e-6)
 
 
-def test_sft_two_ranks_batch_1_match_one_rank_batch_2(spawned):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_sft_two_ranks_batch_1_match_one_rank_batch_2(spawned, strategy):
     _, results = spawned
     single = _sft(2, tiny_tokenizer())
-    torch.testing.assert_close(results[0]["sft"], results[1]["sft"], rtol=0, atol=0)
+    torch.testing.assert_close(results[0][f"sft/{strategy}"], results[1][f"sft/{strategy}"], rtol=0, atol=0)
     # Not bit-exact: a batch of 2 is padded to its longer example, so the matmuls reduce in another order.
-    torch.testing.assert_close(results[0]["sft"], single, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0][f"sft/{strategy}"], single, rtol=1e-4, atol=1e-5)
+
+
+def test_sft_ddp_with_gradient_accumulation_matches_one_rank(spawned):
+    _, results = spawned
+    single = _sft(2, tiny_tokenizer(), grad_accum=2)
+    assert not torch.allclose(single, _sft(2, tiny_tokenizer()))  # accumulation changed what a step sees
+    torch.testing.assert_close(results[0]["sft_accum/ddp"], results[1]["sft_accum/ddp"], rtol=0, atol=0)
+    torch.testing.assert_close(results[0]["sft_accum/ddp"], single, rtol=1e-4, atol=1e-5)
+
+
+def test_fsdp_on_cpu_gloo_is_a_clear_config_error(spawned):
+    _, results = spawned
+    assert results[0]["fsdp_error"] == results[1]["fsdp_error"] == (
+        "distributed.strategy='fsdp' needs CUDA GPUs and the NCCL backend; this run has no CUDA and the 'gloo' "
+        "backend. Use distributed.strategy='ddp' (or 'allreduce') on CPU, or launch on GPUs.")
+
+
+def test_strategy_is_validated_and_settable_from_the_command_line():
+    from agents.pipeline import PipelineConfig
+
+    config = build_config(PipelineConfig, {}, ["rl.grpo.distributed.strategy=allreduce",
+                                               "sft.distributed.strategy=allreduce"])
+    assert config.rl.grpo.distributed == DistributedConfig("allreduce")
+    assert config.sft.distributed.strategy == "allreduce"
+    assert config.rl.ppo.distributed.strategy == "ddp"
+    with pytest.raises(ConfigError, match=r"^sft.distributed: DistributedConfig.strategy must be one of 'ddp', "
+                                          r"'allreduce', 'fsdp'; got 'dpp'. Did you mean 'ddp' or 'fsdp'\?$"):
+        build_config(PipelineConfig, {}, ["sft.distributed.strategy=dpp"])
+    # A checkpoint stores the config as a plain mapping; it converts back.
+    assert small_config("grpo", distributed={"strategy": "allreduce"}).distributed.strategy == "allreduce"
+    with pytest.raises(ConfigError, match="its only field is 'strategy'"):
+        small_config("grpo", distributed={"stratgy": "ddp"})
 
 
 def test_single_process_checkpoint_resumes_on_two_ranks(spawned):

@@ -8,6 +8,7 @@ import torch
 
 from agents.ac.base import ActorCriticTrainer
 from agents.ac.config import A2CConfig
+from agents.common import distributed as dist
 from agents.common.buffer import Segment
 from agents.common.kl import kl_estimate
 
@@ -37,23 +38,26 @@ class A2CTrainer(ActorCriticTrainer):
         n_tokens = float(buf.n_steps * buf.num_envs)
         totals = {"pg_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "kl_loss": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
-        for part in self.minibatches(segments, shuffle=False):
-            batch = buf.pack(part)
-            mask, idx = batch.token_mask.float(), batch.index  # (B, K)
-            scores = self.score(batch)
+        parts = self.minibatches(segments, shuffle=False)
+        for i, part in enumerate(parts):
+            with dist.maybe_no_sync(self.train_module, sync=i == len(parts) - 1):  # average once, after the last
+                batch = buf.pack(part)
+                mask, idx = batch.token_mask.float(), batch.index  # (B, K)
+                scores = self.score(batch)
 
-            # Sums divided by the rollout's token count: accumulated over minibatches they are full-batch means.
-            pg_loss = -(advantages[idx] * scores.logprobs * mask).sum() / n_tokens
-            value_loss = 0.5 * (((scores.values - returns[idx]) ** 2) * mask).sum() / n_tokens
-            entropy = (scores.entropy * mask).sum() / n_tokens
-            loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * value_loss
-            kl_loss = torch.zeros((), device=self.device)
-            if cfg.kl_in == "loss":
-                kl_loss = (kl_estimate(cfg.kl_estimator, scores.logprobs, ref_logprobs[idx]) * mask).sum() / n_tokens
-                loss = loss + self.kl_ctl.value * kl_loss
-            loss.backward()
-            for name, value in (("pg_loss", pg_loss), ("value_loss", value_loss), ("entropy", entropy),
-                                ("kl_loss", kl_loss)):
-                totals[name] += float(value.detach())
+                # Sums divided by the rollout's token count: accumulated over minibatches, full-batch means.
+                pg_loss = -(advantages[idx] * scores.logprobs * mask).sum() / n_tokens
+                value_loss = 0.5 * (((scores.values - returns[idx]) ** 2) * mask).sum() / n_tokens
+                entropy = (scores.entropy * mask).sum() / n_tokens
+                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * value_loss
+                kl_loss = torch.zeros((), device=self.device)
+                if cfg.kl_in == "loss":
+                    kl = kl_estimate(cfg.kl_estimator, scores.logprobs, ref_logprobs[idx])  # (B, K)
+                    kl_loss = (kl * mask).sum() / n_tokens
+                    loss = loss + self.kl_ctl.value * kl_loss
+                loss.backward()
+                for name, value in (("pg_loss", pg_loss), ("value_loss", value_loss), ("entropy", entropy),
+                                    ("kl_loss", kl_loss)):
+                    totals[name] += float(value.detach())
         totals["grad_norm"] = self._clip_and_step()
         return totals

@@ -11,7 +11,8 @@ weights before the update, the actor re-reads them (:meth:`SlotActor.resume`) af
 Data parallel: each rank rolls out its own ``num_envs`` slots. Advantage whitening uses the
 mean and std of all ranks' advantages, the KL the adaptive controller sees and the logged
 reward/length means are global; the per-minibatch loss means are per rank and the gradients
-are averaged, so they weight ranks equally (exact when ranks hold equal token counts).
+are averaged (see :mod:`agents.common.distributed` for how), so they weight ranks equally
+(exact when ranks hold equal token counts).
 
 Each action is one ``env.step`` and one one-token forward of :class:`SlotActor`. The update
 re-scores the batch as *segments* (one episode's actions inside one rollout, after its
@@ -50,6 +51,9 @@ class ActorCriticTrainer(RLTrainer):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return super().trainable_parameters() + list(self.policy.value_head.parameters())
+
+    def _trained_module(self) -> torch.nn.Module:
+        return self.policy  # the losses need the LM and the value head in one forward
 
     def _start(self) -> None:
         self.env_steps = 0
@@ -114,10 +118,16 @@ class ActorCriticTrainer(RLTrainer):
         return [[segments[i] for i in part] for part in np.array_split(order, n)]
 
     def score(self, batch: SegmentBatch, model=None) -> TokenScores:
-        """Score a packed minibatch with the policy (or ``model``, e.g. the reference)."""
+        """Score a packed minibatch with the policy (or ``model``, e.g. the reference).
+
+        With gradients on, the policy is called through ``self.train_module`` (its DDP wrapper
+        in a data-parallel run), so that the backward pass averages the gradients over ranks.
+        """
+        if model is None:
+            model = self.train_module if torch.is_grad_enabled() else self.policy
         with autocast(self.device):
-            return score_tokens(model if model is not None else self.policy, batch.context_ids, batch.context_mask,
-                                batch.tokens, batch.token_mask, self.config.temperature)
+            return score_tokens(model, batch.context_ids, batch.context_mask, batch.tokens, batch.token_mask,
+                                self.config.temperature)
 
     @torch.no_grad()
     def compute_advantages(self, segments: list[Segment]) -> dict[str, Any]:

@@ -10,13 +10,20 @@ How the trainers use it (data parallelism):
 * every rank holds a full copy of the model; rank 0's weights are broadcast at start;
 * every rank collects its own experience (its own vector env, seeded ``seed + rank``, on its
   own shard of the instructions) and computes its own gradient;
-* gradients are averaged with :func:`all_reduce_gradients` (``torch.distributed.all_reduce``
-  on one flat buffer) between ``backward()`` and the optimizer step, so every rank takes the
-  same step and the weights stay identical. We do this rather than wrap the policy in
-  :class:`~torch.nn.parallel.DistributedDataParallel` because the trainers run several
-  different forward calls per update (the LM alone, the LM with the value head, the frozen
-  reference swapped in by a context manager) that DDP's forward-hook bookkeeping does not
-  fit; the gradient all-reduce is the same collective DDP runs, without bucketing/overlap;
+* gradients are averaged over ranks in one of two ways, chosen by
+  :attr:`DistributedConfig.strategy` (the ``distributed`` section of every trainer config):
+  ``"ddp"`` (the default) wraps the module the loss is computed with in
+  :class:`~torch.nn.parallel.DistributedDataParallel` (:func:`wrap_module`), whose backward
+  hooks all-reduce bucketed gradients while the backward pass still runs; ``"allreduce"``
+  averages them after ``backward()`` with :func:`all_reduce_gradients` (one
+  ``torch.distributed.all_reduce`` on a flat buffer). Both leave every rank with the same
+  averaged gradient, so every rank takes the same step and the weights stay identical. Only the
+  forward passes that are back-propagated go through the wrapper; rollouts, the frozen reference
+  and other no-gradient passes call the plain module, and checkpoints save the plain module, so
+  they load in a single process. ``"fsdp"`` (fully sharded data parallel, for models that do not
+  fit on one device) is reserved: :func:`check_strategy` rejects it with a
+  :class:`~instruct_env.error.ConfigError` (it needs CUDA and NCCL, and the trainers do not
+  yet gather sharded parameters for checkpoints and rollouts);
 * statistics that must be global (advantage whitening, the KL the adaptive controller sees,
   logged reward means) are reduced with :func:`all_reduce_mean` / :func:`all_reduce_sum`.
 
@@ -30,19 +37,74 @@ In a single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) every helper returns
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import inspect
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "destroy_distributed", "is_distributed", "rank", "local_rank", "world_size",
-           "is_main", "barrier", "all_reduce_mean", "all_reduce_sum", "all_gather", "all_reduce_gradients",
-           "broadcast_module", "broadcast_object", "shard", "rank_seed", "any_rank"]
+from instruct_env.error import ConfigError, suggest
+
+__all__ = ["STRATEGIES", "DistributedConfig", "as_distributed_config", "check_strategy", "wrap_module", "unwrap",
+           "sync_gradients", "maybe_no_sync", "init_distributed", "destroy_distributed", "is_distributed", "rank",
+           "local_rank", "world_size", "is_main", "barrier", "all_reduce_mean", "all_reduce_sum", "all_gather",
+           "all_reduce_gradients", "broadcast_module", "broadcast_object", "shard", "rank_seed", "any_rank"]
 
 T = TypeVar("T")
+
+#: How data-parallel ranks average gradients (see :class:`DistributedConfig`).
+STRATEGIES = ("ddp", "allreduce", "fsdp")
+
+
+@dataclass
+class DistributedConfig:
+    """How the ranks of a data-parallel run average their gradients (ignored in a single process).
+
+    Set it with e.g. ``--set sft.distributed.strategy=allreduce`` or
+    ``--set rl.grpo.distributed.strategy=ddp``.
+
+    Attributes:
+        strategy: ``"ddp"``: the trained module is wrapped in
+            :class:`~torch.nn.parallel.DistributedDataParallel`, which all-reduces gradient
+            buckets during the backward pass (overlapping communication with computation).
+            ``"allreduce"``: one all-reduce of all gradients after the backward pass (no wrapper).
+            ``"fsdp"``: fully sharded data parallel for models that do not fit on one GPU;
+            needs CUDA and the NCCL backend, and is not available yet (a multi-process run
+            with it stops with a :class:`~instruct_env.error.ConfigError` naming the fix).
+
+    >>> DistributedConfig().strategy
+    'ddp'
+    >>> DistributedConfig(strategy="dpp")
+    Traceback (most recent call last):
+    ...
+    instruct_env.error.ConfigError: DistributedConfig.strategy must be one of 'ddp', 'allreduce', 'fsdp'; got 'dpp'. Did you mean 'ddp' or 'fsdp'?
+    """
+
+    strategy: str = "ddp"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"DistributedConfig.strategy must be one of {', '.join(map(repr, STRATEGIES))}; "
+                              f"got {self.strategy!r}.{suggest(str(self.strategy), STRATEGIES)}")
+
+
+def as_distributed_config(value: DistributedConfig | Mapping[str, Any], owner: str) -> DistributedConfig:
+    """``value`` as a :class:`DistributedConfig` (a mapping, e.g. from a saved checkpoint, is converted)."""
+    if isinstance(value, DistributedConfig):
+        return value
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"strategy"})
+        if unknown:
+            raise ConfigError(f"{owner}.distributed has no field(s) {', '.join(map(repr, unknown))}; "
+                              "its only field is 'strategy'.")
+        return DistributedConfig(**value)
+    raise ConfigError(f"{owner}.distributed must be a DistributedConfig (e.g. DistributedConfig(strategy='ddp')); "
+                      f"got {value!r}.")
 
 
 def is_distributed() -> bool:
@@ -234,3 +296,79 @@ class _Strided(Sequence):
         if not 0 <= index < len(self):
             raise IndexError(f"shard index {index} out of range for a shard of {len(self)}")
         return self.items[self.start + index * self.step]
+
+
+# --------------------------------------------------------------------------- gradient averaging strategies
+def check_strategy(strategy: str) -> None:
+    """Raise :class:`ConfigError` when ``strategy`` cannot run in this process group.
+
+    ``"fsdp"`` would shard parameters over GPUs and needs CUDA with the NCCL backend; it is
+    rejected on CPU/gloo with that reason, and on GPUs because the trainers do not support it
+    yet. In a single process there is nothing to shard or average, so every strategy is accepted.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"distributed.strategy must be one of {', '.join(map(repr, STRATEGIES))}; "
+                          f"got {strategy!r}.{suggest(str(strategy), STRATEGIES)}")
+    if strategy != "fsdp" or not is_distributed():
+        return
+    backend = dist.get_backend()
+    if not torch.cuda.is_available() or backend != "nccl":
+        raise ConfigError(
+            f"distributed.strategy='fsdp' needs CUDA GPUs and the NCCL backend; this run has "
+            f"{'CUDA' if torch.cuda.is_available() else 'no CUDA'} and the {backend!r} backend. Use "
+            "distributed.strategy='ddp' (or 'allreduce') on CPU, or launch on GPUs.")
+    raise ConfigError(
+        "distributed.strategy='fsdp' is not available yet: the trainers' checkpoints and rollouts expect whole "
+        "(unsharded) parameters. Use distributed.strategy='ddp' for models that fit on one GPU.")
+
+
+def wrap_module(module: torch.nn.Module, strategy: str) -> torch.nn.Module:
+    """The module whose forward passes are back-propagated, wrapped for ``strategy``.
+
+    With ``"ddp"`` in a multi-process run: ``module`` (already on this rank's device) inside
+    :class:`~torch.nn.parallel.DistributedDataParallel` (its buffers are not re-broadcast at
+    every forward: the trainers' buffers are constants). Otherwise ``module`` itself. The
+    wrapper shares ``module``'s parameters, so optimizers and checkpoints use ``module``.
+    """
+    check_strategy(strategy)
+    if strategy != "ddp" or not is_distributed():
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(module.parameters()).device
+    kwargs: dict[str, Any] = {"device_ids": [device.index] if device.type == "cuda" else None}
+    # Newer torch renamed broadcast_buffers (the per-forward buffer sync) to forward_sync_buffers.
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    kwargs["forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"] = False
+    return DistributedDataParallel(module, **kwargs)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a :func:`wrap_module` wrapper (``module`` itself when not wrapped)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def sync_gradients(module: torch.nn.Module, parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``parameters`` over ranks unless ``module``'s wrapper already did.
+
+    Call between the (last) ``backward()`` and the optimizer step; ``module`` is what
+    :func:`wrap_module` returned.
+    """
+    if unwrap(module) is module:
+        all_reduce_gradients(parameters)
+
+
+@contextlib.contextmanager
+def maybe_no_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
+    """Context for one backward of several accumulated into one step: skip DDP's all-reduce unless ``sync``.
+
+    Gradients accumulate locally in the skipped backwards and the one with ``sync=True`` (the
+    last before the step) averages the sums, as one all-reduce after all of them would.
+    """
+    if sync or unwrap(module) is module:
+        yield
+        return
+    with module.no_sync():
+        yield

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from agents.common.distributed import unwrap
 from agents.common.generation import trim_left_padding
 from agents.common.model import ActorCritic, lm_forward, position_ids_from_mask
 
@@ -37,7 +38,8 @@ def score_tokens(model, context_ids: torch.Tensor, context_mask: torch.Tensor, t
     token ``j`` of every row at column ``C - 1 + j``.
 
     Args:
-        model: An :class:`~agents.common.model.ActorCritic` (values returned) or a causal LM.
+        model: An :class:`~agents.common.model.ActorCritic` (values returned) or a causal LM,
+            either possibly inside a :class:`~torch.nn.parallel.DistributedDataParallel` wrapper.
         temperature: The policy is ``softmax(logits / temperature)``, the same distribution
             the rollout sampled from (so the first PPO ratio is exactly 1).
     """
@@ -46,7 +48,7 @@ def score_tokens(model, context_ids: torch.Tensor, context_mask: torch.Tensor, t
     input_ids = torch.cat([context_ids, tokens[:, :-1]], dim=1)  # (B, C + K - 1)
     mask = torch.cat([context_mask, token_mask[:, :-1].to(context_mask.dtype)], dim=1)
     positions = position_ids_from_mask(mask)
-    if isinstance(model, ActorCritic):
+    if isinstance(unwrap(model), ActorCritic):
         logits, values, _ = model(input_ids, mask, positions)
         values = values[:, C - 1:].float()  # (B, K)
     else:

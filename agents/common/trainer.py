@@ -9,8 +9,10 @@ learn from it) and the environment they need.
 Data parallelism (see :mod:`agents.common.distributed`): under torchrun every rank builds the
 same trainer; rank 0's weights are broadcast at construction, each rank runs its own vector env
 (seeded ``seed + rank``, on its shard ``dataset[rank::world_size]`` of the instructions)
-and sampling generator, gradients are averaged across ranks before each optimizer step
-(:meth:`RLTrainer._clip_and_step`), and the statistics that must be global are reduced. The
+and sampling generator, gradients are averaged across ranks before each optimizer step (by
+DDP's backward hooks when the losses' forward passes call ``self.train_module``, the policy's
+trained module wrapped per ``config.distributed.strategy``; or in
+:meth:`RLTrainer._clip_and_step`), and the statistics that must be global are reduced. The
 per-rank batch is ``num_envs`` slots, so the global batch is ``world_size * num_envs``.
 """
 
@@ -21,7 +23,7 @@ import math
 import pickle
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -87,6 +89,8 @@ class RLConfig:
             ``"loss"`` (add beta * KL to the loss, as GRPO).
         max_grad_norm: Clip the global gradient norm (``None``: no clipping).
         adam_eps: Adam's epsilon (1e-5 as in CleanRL's PPO).
+        distributed: How ranks average gradients in a data-parallel run
+            (:class:`~agents.common.distributed.DistributedConfig`; ignored in a single process).
     """
 
     lr: float = 1e-4
@@ -104,9 +108,11 @@ class RLConfig:
     kl_in: str = "reward"
     max_grad_norm: float | None = 1.0
     adam_eps: float = 1e-5
+    distributed: dist.DistributedConfig = field(default_factory=dist.DistributedConfig)
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        self.distributed = dist.as_distributed_config(self.distributed, owner)
         check_range(owner, "lr", self.lr, 0.0, 1.0, low_open=True, hint=" Typical values are 1e-6 to 1e-3.")
         check_positive_int(owner, "total_updates", self.total_updates)
         if self.time_budget_s is not None:
@@ -204,6 +210,8 @@ class RLTrainer:
         self.generator.manual_seed(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
         self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
+        # What the back-propagated forward passes call (DDP-wrapped under torchrun; see _trained_module).
+        self.train_module = dist.wrap_module(self._trained_module(), config.distributed.strategy)
         params = [p for p in self.trainable_parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps)
         self.num_updates = 0
@@ -226,6 +234,10 @@ class RLTrainer:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters the optimizer updates (the LM's trainable ones; subclasses add the value head)."""
         return [p for p in self.policy.lm.parameters() if p.requires_grad]
+
+    def _trained_module(self) -> torch.nn.Module:
+        """The module whose forward the losses back-propagate through (the LM; subclasses: the whole policy)."""
+        return self.policy.lm
 
     def _extra_state(self) -> dict[str, Any]:
         """Picklable state beyond the env (e.g. the current observation), saved with the env."""
@@ -301,7 +313,7 @@ class RLTrainer:
     def _clip_and_step(self) -> float:
         """Average gradients over ranks, clip their norm (if configured), step; return the pre-clip norm."""
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        dist.all_reduce_gradients(params)  # no-op in a single process
+        dist.sync_gradients(self.train_module, params)  # no-op in a single process or when DDP averaged them
         if self.config.max_grad_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         else:

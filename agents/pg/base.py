@@ -103,9 +103,15 @@ class PolicyGradientTrainer(RLTrainer):
         return np.array_split(order, min(self.config.num_minibatches, n))
 
     def score(self, batch: CompletionBatch, rows: np.ndarray | slice, model=None) -> TokenScores:
-        """Score the completions in ``rows`` with the policy's LM (or ``model``)."""
+        """Score the completions in ``rows`` with the policy's LM (or ``model``).
+
+        With gradients on, the LM is called through ``self.train_module`` (its DDP wrapper in a
+        data-parallel run), so that the backward pass averages the gradients over ranks.
+        """
+        if model is None:
+            model = self.train_module if torch.is_grad_enabled() else self.policy.lm
         with autocast(self.device):
-            return score_tokens(model if model is not None else self.policy.lm, batch.context_ids[rows],
+            return score_tokens(model, batch.context_ids[rows],
                                 batch.context_mask[rows], batch.tokens[rows], batch.token_mask[rows],
                                 self.config.temperature)
 
@@ -156,28 +162,36 @@ class PolicyGradientTrainer(RLTrainer):
 
     def optimize(self, batch: CompletionBatch, advantages: torch.Tensor) -> dict[str, Any]:
         """One on-policy gradient step: ``-mean_i(A_i * sum_t logp_it)``, accumulated over minibatches."""
-        cfg = self.config
         N = float(len(advantages))
         totals = {"pg_loss": 0.0, "kl_loss": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
-        for rows in self.minibatches(len(advantages), shuffle=False):
-            scores = self.score(batch, rows)
-            self.take_old_scores(batch, rows, scores)  # fills them in the fused single-pass case
-            mask = batch.token_mask[rows].float()  # (b, K)
-            seq_logprob = (scores.logprobs * mask).sum(1)  # (b,) log pi(y | x)
-            # Sums divided by the batch size: accumulated over minibatches they are full-batch means.
-            pg_loss = -(advantages[rows] * seq_logprob).sum() / N
-            loss = pg_loss
-            kl_loss = torch.zeros((), device=self.device)
-            if cfg.kl_in == "loss" and batch.ref_logprobs is not None:
-                kl = kl_estimate(cfg.kl_estimator, scores.logprobs, batch.ref_logprobs[rows])  # (b, K)
-                kl_loss = (kl * mask).sum() / N  # per-completion KL (summed over tokens), averaged
-                loss = loss + self.kl_ctl.value * kl_loss
-            loss.backward()
-            totals["pg_loss"] += float(pg_loss.detach())
-            totals["kl_loss"] += float(kl_loss.detach())
+        parts = self.minibatches(len(advantages), shuffle=False)
+        for i, rows in enumerate(parts):
+            with dist.maybe_no_sync(self.train_module, sync=i == len(parts) - 1):  # average once, after the last
+                losses = self._minibatch_loss(batch, advantages, rows, N)
+            for name in totals:
+                totals[name] += losses[name]
         totals["grad_norm"] = self._clip_and_step()
         return totals
+
+    def _minibatch_loss(self, batch: CompletionBatch, advantages: torch.Tensor, rows: np.ndarray,
+                        N: float) -> dict[str, float]:
+        """Back-propagate the minibatch ``rows``'s share of :meth:`optimize`'s loss; return its terms."""
+        cfg = self.config
+        scores = self.score(batch, rows)
+        self.take_old_scores(batch, rows, scores)  # fills them in the fused single-pass case
+        mask = batch.token_mask[rows].float()  # (b, K)
+        seq_logprob = (scores.logprobs * mask).sum(1)  # (b,) log pi(y | x)
+        # Sums divided by the batch size: accumulated over minibatches they are full-batch means.
+        pg_loss = -(advantages[rows] * seq_logprob).sum() / N
+        loss = pg_loss
+        kl_loss = torch.zeros((), device=self.device)
+        if cfg.kl_in == "loss" and batch.ref_logprobs is not None:
+            kl = kl_estimate(cfg.kl_estimator, scores.logprobs, batch.ref_logprobs[rows])  # (b, K)
+            kl_loss = (kl * mask).sum() / N  # per-completion KL (summed over tokens), averaged
+            loss = loss + self.kl_ctl.value * kl_loss
+        loss.backward()
+        return {"pg_loss": float(pg_loss.detach()), "kl_loss": float(kl_loss.detach())}
 
     # ----------------------------------------------------------------- one update
     def _update(self) -> dict[str, Any]:

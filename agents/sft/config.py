@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from agents.common.distributed import DistributedConfig, as_distributed_config
 from instruct_env.error import ConfigError
 
 __all__ = ["SFTConfig", "SCHEDULES"]
@@ -49,6 +50,8 @@ class SFTConfig:
         seed: Seed of initial data order, dropout and augmentation.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         time_budget_s: Stop after this many seconds of training (``None``: no limit).
+        distributed: How ranks average gradients in a data-parallel run
+            (:class:`~agents.common.distributed.DistributedConfig`; ignored in a single process).
     """
 
     num_examples: int = 64
@@ -74,8 +77,10 @@ class SFTConfig:
     seed: int = 0
     device: str = "auto"
     time_budget_s: float | None = 60.0
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
+        self.distributed = as_distributed_config(self.distributed, "SFTConfig")
         for name in ("num_examples", "epochs", "batch_size", "grad_accum", "val_examples", "max_prompt_tokens",
                      "log_every"):
             value = getattr(self, name)

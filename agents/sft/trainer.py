@@ -4,7 +4,9 @@ Data parallel under torchrun (see :mod:`agents.common.distributed`): each epoch'
 (the same on every rank) is split ``order[rank::world_size]`` after padding it by wrap-around to
 a multiple of the world size (as ``torch.utils.data.DistributedSampler``), gradients are summed
 over ranks and divided by the global response-token count, so a step equals one process's step
-on the global batch (``world_size * batch_size * grad_accum`` examples). Only rank 0 saves.
+on the global batch (``world_size * batch_size * grad_accum`` examples). The averaging is done by
+DDP's backward hooks or by one all-reduce after the backward passes, per
+``config.distributed.strategy``. Only rank 0 saves.
 """
 
 from __future__ import annotations
@@ -64,12 +66,14 @@ def lr_multiplier(step: int, total: int, warmup: int, schedule: str) -> float:
 def response_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy over the labelled (response) tokens and their count.
 
+    ``model`` may be inside a :class:`~torch.nn.parallel.DistributedDataParallel` wrapper.
     Causal LMs: ``logits[:, t - 1]`` predicts ``labels[:, t]``. Encoder-decoder LMs: the decoder
     reads the labels shifted right (teacher forcing) and ``logits[:, t]`` predicts ``labels[:, t]``.
     """
     labels = batch["labels"]
-    if getattr(model.config, "is_encoder_decoder", False):
-        decoder_inputs = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    core = dist.unwrap(model)  # the model itself when ``model`` is its DDP wrapper
+    if getattr(core.config, "is_encoder_decoder", False):
+        decoder_inputs = core.prepare_decoder_input_ids_from_labels(labels=labels)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        decoder_input_ids=decoder_inputs).logits  # (B, T, V)
         targets = labels
@@ -265,6 +269,7 @@ class SFTTrainer:
         self.model.to(self.device)
         dist.broadcast_module(self.model)
         self.model.train()
+        trained = dist.wrap_module(self.model, cfg.distributed.strategy)  # DDP wrapper under torchrun
         per_step = cfg.batch_size * cfg.grad_accum
         steps_per_epoch = math.ceil(math.ceil(len(self.train_samples) / dist.world_size()) / per_step)
         planned = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
@@ -284,7 +289,7 @@ class SFTTrainer:
             batches = self._epoch_batches(epoch, rng)
             for first in range(0, len(batches), cfg.grad_accum):
                 group = batches[first:first + cfg.grad_accum]
-                step_loss = self._optimizer_step(optimizer, group)
+                step_loss = self._optimizer_step(optimizer, group, trained)
                 scheduler.step()
                 step += 1
                 window.append(step_loss)
@@ -333,20 +338,27 @@ class SFTTrainer:
             restored=restored, checkpoint=checkpoint, notes=list(self.notes),
         )
 
-    def _optimizer_step(self, optimizer: torch.optim.Optimizer, group: list[list[Example]]) -> float:
-        """One optimizer step over ``group`` (micro-batches); returns the mean loss per response token."""
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer, group: list[list[Example]],
+                        trained: torch.nn.Module | None = None) -> float:
+        """One optimizer step over ``group`` (micro-batches); returns the mean loss per response token.
+
+        ``trained`` is ``self.model`` (the default) or its DDP wrapper
+        (:func:`~agents.common.distributed.wrap_module`).
+        """
+        trained = self.model if trained is None else trained
         batches = [self._collate(b) for b in group]
         total_tokens = int(dist.all_reduce_sum(float(sum(int((b["labels"] != IGNORE_INDEX).sum())
                                                               for b in batches))))  # over all ranks
         optimizer.zero_grad(set_to_none=True)
         loss_total = 0.0
-        for batch in batches:
-            with autocast(self.device):
-                loss_sum, _ = response_loss(self.model, batch)
-            # Scaled by world_size because all_reduce_gradients averages: the result is sum / global tokens.
-            (loss_sum * dist.world_size() / max(total_tokens, 1)).backward()
+        for i, batch in enumerate(batches):
+            with dist.maybe_no_sync(trained, sync=i == len(batches) - 1):  # average once, after the last
+                with autocast(self.device):
+                    loss_sum, _ = response_loss(trained, batch)
+                # Scaled by world_size because the ranks' gradients are averaged: the result is sum / global tokens.
+                (loss_sum * dist.world_size() / max(total_tokens, 1)).backward()
             loss_total += float(loss_sum.detach())
-        dist.all_reduce_gradients(self.model.parameters())
+        dist.sync_gradients(trained, self.model.parameters())
         loss_total = dist.all_reduce_sum(loss_total)
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
