@@ -29,7 +29,9 @@ torch threads competing with other jobs for two cores were measured 4x slower th
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -52,6 +54,8 @@ from instruct_env.error import ConfigError, unknown_name
 
 __all__ = [
     "DataConfig",
+    "ReasoningGymTask",
+    "split_samples",
     "ModelConfig",
     "RLSection",
     "EvalConfig",
@@ -69,11 +73,38 @@ STAGES = ("sft", "rl")
 
 
 @dataclass
+class ReasoningGymTask:
+    """A reasoning-gym dataset used as one more task family (rows ``rg:<name>`` in the results).
+
+    reasoning-gym datasets have no splits: each split is generated with its own seed (derived
+    from ``data.seed``), and validation and train entries whose question also occurs in the test
+    split (train: or in the validation split) are dropped, so datasets with few distinct
+    questions yield fewer samples than asked for.
+
+    Attributes:
+        name: The reasoning-gym dataset, e.g. ``"basic_arithmetic"``.
+        options: Its own config options, e.g. ``{"max_terms": 2, "max_digits": 1}``.
+        partial_credit: Keep the scorer's partial credit (see :mod:`instruct_env.tasks.reasoning`).
+    """
+
+    name: str
+    options: dict[str, int | float | bool | str | list[str]] = field(default_factory=dict)
+    partial_credit: bool = True
+
+
+#: Seed bases of the splits of a reasoning-gym task (the seed is ``base + data.seed``). reasoning-gym
+#: draws entry ``i`` from ``Random(seed + i)``, so nearby seeds would share entries: the bases are far apart.
+_RG_SPLIT_SEEDS = {"train": 0, "validation": 1_000_000_000, "test": 2_000_000_000}
+
+
+@dataclass
 class DataConfig:
     """Which tasks, how prompts look, and how many samples each split contributes.
 
     Attributes:
         tasks: Built-in task families (``None``: all of them).
+        reasoning_gym: reasoning-gym datasets added to the built-in families in every split
+            (needs ``pip install 'instruct-env[reasoning]'``).
         template: Prompt template (``"default"`` or ``"plain"``).
         num_shots: In-context demonstrations in every prompt (from the train split).
         max_prompt_tokens: Prompt budget (longer prompts are truncated, see ``PromptFormatter``).
@@ -88,6 +119,7 @@ class DataConfig:
     """
 
     tasks: list[str] | None = None
+    reasoning_gym: list[ReasoningGymTask] = field(default_factory=list)
     template: str = "default"
     num_shots: int = 0
     max_prompt_tokens: int = 128
@@ -113,6 +145,74 @@ class DataConfig:
             for name in self.tasks:
                 if name not in task_names():
                     raise unknown_name("task", name, task_names())
+        names = [t.name for t in self.reasoning_gym]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.reasoning_gym names a dataset twice ({names}); list each dataset once.")
+
+
+class _Concat:
+    """Read-only concatenation of indexable sample sources (built-in families, then reasoning-gym)."""
+
+    def __init__(self, parts: Sequence[Sequence[Any]]) -> None:
+        self.parts = list(parts)
+        self._ends = list(itertools.accumulate(len(p) for p in self.parts))
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __getitem__(self, index: int) -> Any:
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"Index {index} is out of range for a dataset of {len(self)} samples.")
+        part = bisect.bisect_right(self._ends, index)
+        return self.parts[part][index - (self._ends[part - 1] if part else 0)]
+
+
+def _reasoning_gym_split(task: ReasoningGymTask, data: DataConfig, split: str, size: int) -> list[Any]:
+    """``size`` entries of one split of ``task``, minus questions of the splits held out from it."""
+    from instruct_env.tasks import from_reasoning_gym
+
+    def generate(name: str, n: int) -> list[Any]:
+        return from_reasoning_gym(task.name, size=n, seed=_RG_SPLIT_SEEDS[name] + data.seed,
+                                  partial_credit=task.partial_credit, **task.options)
+
+    held_out = {"train": {"validation": data.val_size_per_task, "test": data.test_size_per_task},
+                "validation": {"test": data.test_size_per_task}, "test": {}}[split]
+    seen = {s.instruction for other, n in held_out.items() for s in generate(other, n)}
+    samples = [dataclasses.replace(s, id=f"rg:{s.id}/{split}", task=f"rg:{task.name}")
+               for s in generate(split, size) if s.instruction not in seen]
+    if not samples:
+        raise ConfigError(
+            f"reasoning-gym dataset {task.name!r} with options {task.options} has no {split} questions left after "
+            f"removing those of the held-out splits; widen its options (e.g. larger value ranges)."
+        )
+    return samples
+
+
+def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | None = None) -> Sequence[Any]:
+    """The samples of one split: the built-in families, then each reasoning-gym task.
+
+    Args:
+        data: The data section (``tasks``, ``reasoning_gym``).
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        size_per_task: Samples per family (reasoning-gym tasks may yield fewer, see
+            :class:`ReasoningGymTask`).
+        seed: Seed of the built-in datasets (default ``data.seed``); reasoning-gym tasks always
+            use ``data.seed``, so that their held-out splits stay apart from every training set.
+
+    Returns:
+        A :class:`~instruct_env.tasks.BuiltinDataset` when there are no reasoning-gym tasks,
+        else an indexable sequence of :class:`~instruct_env.tasks.Sample`.
+    """
+    from instruct_env.tasks import BuiltinDataset
+
+    seed = data.seed if seed is None else seed
+    builtin = BuiltinDataset(data.tasks, split=split, size_per_task=size_per_task, seed=seed)
+    if not data.reasoning_gym:
+        return builtin
+    return _Concat([builtin] + [_reasoning_gym_split(t, data, split, size_per_task) for t in data.reasoning_gym])
 
 
 @dataclass
@@ -384,7 +484,7 @@ class _Run:
         from agents.common.config import save_yaml
         from agents.common.device import configure_threads
         from agents.common.logging import RunLogger
-        from instruct_env.tasks import BuiltinDataset, PromptFormatter
+        from instruct_env.tasks import PromptFormatter
 
         for stage in stages:
             if stage not in STAGES:
@@ -403,13 +503,11 @@ class _Run:
         self.sections: dict[str, str] = {}
         self.results: dict[str, Any] = {}
         data = config.data
-        demos = BuiltinDataset(data.tasks, split="train", size_per_task=data.train_size_per_task, seed=data.seed) \
+        demos = split_samples(data, "train", data.train_size_per_task) \
             if data.num_shots else None
         self.formatter = PromptFormatter(template=data.template, num_shots=data.num_shots, demonstrations=demos)
-        self.test = list(BuiltinDataset(data.tasks, split="test", size_per_task=data.test_size_per_task,
-                                        seed=data.seed))
-        self.val = list(BuiltinDataset(data.tasks, split="validation", size_per_task=data.val_size_per_task,
-                                       seed=data.seed))
+        self.test = list(split_samples(data, "test", data.test_size_per_task))
+        self.val = list(split_samples(data, "validation", data.val_size_per_task))
 
     def timed(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -437,8 +535,13 @@ def _run_sft(run: _Run, model: Any, tokenizer: Any) -> None:
 
     sft_config, _ = run.config.stage_configs()
     start = time.perf_counter()
-    trainer = SFTTrainer(model, tokenizer, sft_config, tasks=run.config.data.tasks, formatter=run.formatter,
-                         run_logger=run.log)
+    data = run.config.data
+    own_data = {}
+    if data.reasoning_gym:  # the trainer's own data is the built-in suite only
+        own_data = {"train_data": split_samples(data, "train", sft_config.num_examples, seed=sft_config.seed),
+                    "val_data": split_samples(data, "validation", sft_config.val_examples, seed=sft_config.seed)}
+    trainer = SFTTrainer(model, tokenizer, sft_config, tasks=data.tasks, formatter=run.formatter,
+                         run_logger=run.log, **own_data)
     result = trainer.train()
     run.timed("sft", time.perf_counter() - start)
     run.warnings.extend(result.notes)
@@ -491,10 +594,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
 
     start = time.perf_counter()
     check(0, validate(policy), None)  # the starting point counts for the best checkpoint
-    env_kwargs = {"tasks": cfg.data.tasks, "split": "train", "reward": cfg.data.reward,
-                  "max_prompt_tokens": cfg.data.max_prompt_tokens, "template": cfg.data.template,
-                  "num_shots": cfg.data.num_shots,
-                  "dataset_kwargs": {"size_per_task": cfg.data.train_size_per_task, "seed": cfg.data.seed}}
+    env_kwargs = rl_env_kwargs(cfg.data)
     budget = rl_config.time_budget_s
     progress = run.log.progress(total=rl_config.total_updates if budget is None else None,
                                 desc=f"RL ({cfg.rl.algo}, {budget:.0f} s)" if budget else f"RL ({cfg.rl.algo})",
@@ -522,14 +622,23 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
     return policy.lm
 
 
+def rl_env_kwargs(data: DataConfig) -> dict[str, Any]:
+    """Keyword arguments of the RL training environment (train split) for ``data``."""
+    kwargs: dict[str, Any] = {"split": "train", "reward": data.reward, "max_prompt_tokens": data.max_prompt_tokens,
+                              "template": data.template, "num_shots": data.num_shots}
+    if data.reasoning_gym:
+        return {**kwargs, "dataset": split_samples(data, "train", data.train_size_per_task)}
+    return {**kwargs, "tasks": data.tasks,
+            "dataset_kwargs": {"size_per_task": data.train_size_per_task, "seed": data.seed}}
+
+
 def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
     """The RL stage with rewards from (simulated) people: alternate feedback and RL rounds."""
     from agents.feedback_loop import run_feedback_loop
-    from instruct_env.tasks import BuiltinDataset
 
     cfg, fb = run.config, run.config.feedback
     data = cfg.data
-    train = BuiltinDataset(data.tasks, split="train", size_per_task=data.train_size_per_task, seed=data.seed)
+    train = split_samples(data, "train", data.train_size_per_task)
     start = time.perf_counter()
     records = run_feedback_loop(
         policy, tokenizer, rounds=fb.rounds, feedback=fb.mode, store_url=fb.store, algo=cfg.rl.algo,

@@ -26,8 +26,8 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
-def provenance() -> str:
-    """One line naming the commit and the machine a result came from."""
+def commit_id() -> str:
+    """The short commit hash, with ``+uncommitted`` when tracked files differ from it."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, check=True).stdout.strip()
@@ -36,6 +36,12 @@ def provenance() -> str:
         commit += "+uncommitted" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
+    return commit
+
+
+def provenance() -> str:
+    """One line naming the commit and the machine a result came from."""
+    commit = commit_id()
     cpu = platform.processor() or platform.machine()
     return (f"commit `{commit}`, {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, "
             f"{time.strftime('%Y-%m-%d')}")

@@ -17,6 +17,12 @@ def tokenizer():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _sb3_logdir(tmp_path_factory):
+    """Stable-Baselines3 makes a fresh log folder in the system temp dir per run unless told where."""
+    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _threads():
     try:
         import torch
