@@ -58,14 +58,11 @@ SMALL_REASONING_GYM = (
 )
 
 
-#: Fixed RL updates of the small suite, sized from a measured run (seed 0, all 14 families, 4-8 updates
-#: per method, 1 torch thread on 2 cores shared with other jobs; the process got 51% of a core):
-#: wall seconds per update PPO 9, GRPO 6, REINFORCE 6.5, SB3-PPO 33; SFT with its zero-shot and SFT
-#: test evaluations 97 s; a test evaluation 7-12 s. Halved for one idle core, a seed then takes about
-#: 50 s (SFT) + 30 x 4.5 + 60 x 3 + 60 x 3.3 + 15 x 16 s (RL) + about 70 s of evaluations = 875 s,
-#: so 3 seeds take about 44 minutes. SB3-PPO's updates cost 3-4x ours (it re-reads the whole
-#: observation at every token and in every epoch), hence fewer of them.
-SMALL_UPDATES = {"ppo": 30, "grpo": 60, "reinforce": 60, "rloo": 60, "sb3-ppo": 15}
+#: Fixed RL updates of the small suite. Each seed is one process (1 torch thread); with the seeds
+#: run side by side on 2 cores the suite takes about an hour (the measured wall time is written with
+#: the results). SB3-PPO's updates cost several times ours (it re-reads the whole observation at
+#: every token and in every epoch), hence fewer of them.
+SMALL_UPDATES = {"ppo": 60, "grpo": 150, "reinforce": 100, "rloo": 100, "sb3-ppo": 12}
 
 
 def method_name(method: str) -> str:
@@ -101,7 +98,7 @@ class SuiteConfig:
     updates: dict[str, int] = field(default_factory=lambda: dict(SMALL_UPDATES))
     eval_checks: int = 5
     keep_best: bool = False
-    test_size_per_task: int = 50
+    test_size_per_task: int = 100
     val_size_per_task: int = 16
     sft_time_budget_s: float | None = None
     threads: int | None = None
@@ -259,9 +256,31 @@ def _run_sb3_ppo(suite: SuiteConfig, seed: int, sft_dir: Path, out: Path) -> tup
     return _per_task(score(test, "test")), curve
 
 
+def _fingerprint(suite: SuiteConfig, seed: int) -> dict[str, Any]:
+    """What a seed's results depend on (besides the code): reused only when all of it matches."""
+    fields = dataclasses.asdict(suite)
+    for name in ("seeds", "out", "threads"):
+        fields.pop(name)
+    return json.loads(json.dumps({"seed": seed, **fields, "rl": dataclasses.asdict(RLSection())}, default=str))
+
+
 def run_seed(suite: SuiteConfig, seed: int, log=print) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
-    """All methods for one seed: ``({method: {task: score}}, {method: curve})``."""
+    """All methods for one seed: ``({method: {task: score}}, {method: curve})``.
+
+    The results are saved in ``runs/seed<N>/seed_results.json`` and reused by a later run with the
+    same settings, so seeds can run as separate processes (``--seeds 0``, ``--seeds 1``, ... with the
+    same ``--out``) and be merged by one run over all of them.
+    """
     runs = Path(suite.out) / "runs" / f"seed{seed}"
+    saved = runs / "seed_results.json"
+    if saved.exists():
+        record = json.loads(saved.read_text())
+        if record.get("fingerprint") == _fingerprint(suite, seed):
+            log(f"seed {seed}: reusing {saved} (same settings)")
+            curves = {m: {k: [math.nan if v is None else v for v in vs] for k, vs in c.items()}
+                      for m, c in record["curves"].items()}
+            return record["scores"], curves
+        log(f"seed {seed}: {saved} has other settings; running again")
     start = time.perf_counter()
     sft = run_pipeline(suite.pipeline_config(seed, runs / "sft"), stages=("sft",), command="python -m benchmarks run")
     scores = {"zero-shot": _per_task(sft.results["zero-shot"]), "sft": _per_task(sft.results["SFT"])}
@@ -278,6 +297,8 @@ def run_seed(suite: SuiteConfig, seed: int, log=print) -> tuple[dict[str, dict[s
             scores[f"sft+{algo}"] = _per_task(result.results["RL"])
             curves[f"sft+{algo}"] = _curve(result.metrics)
         log(f"seed {seed}: SFT+{algo} ({suite.updates[algo]} updates) done in {time.perf_counter() - start:.0f} s")
+    saved.write_text(json.dumps({"fingerprint": _fingerprint(suite, seed), "scores": scores,
+                                 "curves": _nan_to_none(curves)}, indent=1))
     return scores, curves
 
 

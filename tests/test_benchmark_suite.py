@@ -54,6 +54,21 @@ def test_quick_suite_writes_score_matrices_curves_and_summary(tmp_path, one_thre
     for label in ("| zero-shot |", "| SFT+GRPO |", "| SFT+SB3-PPO |", "| rg:gcd |"):
         assert label in summary
 
+    # A second run with the same settings reuses the seed's saved results (seeds can run as separate
+    # processes and be merged); changed settings run it again.
+    logs: list[str] = []
+    again = run_suite(suite, readme=False, log=logs.append)
+    assert any("reusing" in line for line in logs)
+    for method in methods:
+        assert json.loads(again[f"scores_{method}"].read_text())["scores"] == \
+            json.loads(written[f"scores_{method}"].read_text())["scores"]
+    saved = json.loads((out / "runs" / "seed0" / "seed_results.json").read_text())
+    saved["fingerprint"]["updates"]["grpo"] += 1
+    (out / "runs" / "seed0" / "seed_results.json").write_text(json.dumps(saved))
+    from benchmarks.suite import _fingerprint
+
+    assert _fingerprint(suite, 0) != saved["fingerprint"]
+
 
 def test_reasoning_gym_splits_are_disjoint_and_named():
     from agents.pipeline import DataConfig, ReasoningGymTask, split_samples
