@@ -1,13 +1,15 @@
 """Data-parallel RL on 2 CPU processes (gloo): identical weights, the 2B-batch equivalence, rank-0-only outputs.
 
 One spawn of two worker processes does every distributed check (each spawn pays for importing
-torch and transformers), with both gradient-averaging strategies (DDP's backward hooks and one
-all-reduce after the backward); the test process then compares with single-process runs.
+torch and transformers), with the three gradient-averaging strategies (DDP's backward hooks, one
+all-reduce after the backward, FSDP's sharded parameters and reduce-scattered gradients); the
+test process then compares with single-process runs. Sharded parameters are compared gathered.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -17,11 +19,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from rl_utils import count_env_kwargs, say_dataset, small_config, tiny_policy, tiny_tokenizer
+from torch.distributed.tensor import DTensor
 
 from agents.common import distributed as dist
 from agents.common.config import build_config
 from agents.common.distributed import DistributedConfig
 from agents.common.logging import RunLogger
+from agents.common.model import ActorCritic
 from agents.pg.base import CompletionBatch
 from agents.rl import load_trainer, make_trainer
 from agents.sft import SFTConfig, SFTTrainer
@@ -33,7 +37,7 @@ UPDATES = 3
 # (algo, config overrides) whose update is a deterministic function of the batch.
 EQUIVALENCE = [("reinforce", {"baseline": "batch_mean", "num_minibatches": 2}),
                ("grpo", {"group_size": 2, "update_epochs": 2, "num_minibatches": 1})]
-STRATEGIES = ("ddp", "allreduce")  # "fsdp" needs CUDA + NCCL: checked to fail clearly on gloo
+STRATEGIES = ("ddp", "allreduce", "fsdp")
 # (name, algo, overrides) of trainers that call the wrapper differently: the whole ActorCritic (PPO;
 # PPO stopping early after a forward pass it does not back-propagate; A2C with accumulated
 # minibatches) and the LM alone (REINFORCE with accumulated minibatches, GRPO).
@@ -65,7 +69,8 @@ def _rows(batch: CompletionBatch, rows: slice) -> CompletionBatch:
 
 
 def _flat(parameters) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in parameters])
+    """All of ``parameters`` in one vector; FSDP shards are gathered whole (every rank must call it)."""
+    return torch.cat([(p.full_tensor() if isinstance(p, DTensor) else p).detach().reshape(-1) for p in parameters])
 
 
 def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer, strategy: str = "ddp") -> torch.Tensor:
@@ -77,7 +82,7 @@ def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer, str
     for _ in range(UPDATES):
         trainer.score_old_and_reference(batch)
         trainer.optimize(batch, trainer.advantages(batch.rewards))
-    return torch.cat([p.detach().reshape(-1) for p in trainer.trainable_parameters()])
+    return _flat(trainer.trainable_parameters())
 
 
 def _sft(batch_size: int, tokenizer, checkpoint_dir: Path | None = None, strategy: str = "ddp",
@@ -90,7 +95,14 @@ def _sft(batch_size: int, tokenizer, checkpoint_dir: Path | None = None, strateg
                        distributed=DistributedConfig(strategy))
     words = ("yes", "no", "cat", "dog")
     SFTTrainer(lm, tokenizer, config, train_data=say_dataset(words), val_data=say_dataset(words)).train()
-    return torch.cat([p.detach().reshape(-1) for p in lm.parameters()])
+    return _flat(lm.parameters())
+
+
+def _lora_policy(tokenizer) -> ActorCritic:
+    import peft
+
+    lm = tiny_policy(tokenizer, seed=0).lm
+    return ActorCritic(lm, peft.LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False))
 
 
 def _worker(rank: int, port: int, tmp: str) -> None:
@@ -127,6 +139,9 @@ def _worker(rank: int, port: int, tmp: str) -> None:
                 history = [run.update_step() for _ in range(UPDATES)]
                 results[f"rl/{name}/{strategy}"] = dist.all_gather(_flat(run.policy.parameters())[None])
                 results[f"wrapped/{name}/{strategy}"] = isinstance(run.train_module, DistributedDataParallel)
+                results[f"sharded/{name}/{strategy}"] = dist.is_sharded(run.policy)
+                results[f"whole_reference/{name}/{strategy}"] = not dist.is_sharded(run.policy._reference) and not any(
+                    isinstance(p, DTensor) for p in run.policy._reference.parameters())
                 results[f"early_stop/{name}/{strategy}"] = [h.get("early_stop_epoch") for h in history]
 
         # (b): the same fixed batch, split over the ranks.
@@ -136,16 +151,62 @@ def _worker(rank: int, port: int, tmp: str) -> None:
                                                                      slice(rank * B, (rank + 1) * B), tokenizer,
                                                                      strategy)
             # each rank: 1 of the 2 examples per step
-            results[f"sft/{strategy}"] = _sft(1, tokenizer, checkpoint_dir=out / "sft" if strategy == "ddp" else None,
-                                              strategy=strategy)
-        results["sft_accum/ddp"] = _sft(1, tokenizer, grad_accum=2)  # DDP's no_sync on the first micro-batch
+            sft_dir = {"ddp": out / "sft", "fsdp": Path(tmp) / "sft_fsdp"}.get(strategy)
+            results[f"sft/{strategy}"] = _sft(1, tokenizer, checkpoint_dir=sft_dir, strategy=strategy)
+        for strategy in ("ddp", "fsdp"):  # DDP's no_sync / FSDP's skipped reduce-scatter on the first micro-batch
+            results[f"sft_accum/{strategy}"] = _sft(1, tokenizer, grad_accum=2, strategy=strategy)
 
-        # fsdp on gloo: a clear error, before anything is built.
-        try:
-            make_trainer("grpo", small_config("grpo", distributed=DistributedConfig("fsdp")),
-                         tiny_policy(tokenizer), tokenizer, count_env_kwargs())
-        except ConfigError as exc:
-            results["fsdp_error"] = str(exc)
+        # fsdp: a sharded GRPO run checkpoints whole tensors (rank 0 writes) and resumes from them.
+        fsdp = make_trainer("grpo", small_config("grpo", distributed=DistributedConfig("fsdp")),
+                            tiny_policy(tokenizer, seed=rank), tokenizer, count_env_kwargs())
+        for _ in range(UPDATES):
+            fsdp.update_step()
+        fsdp.save(Path(tmp) / "fsdp_ckpt")
+        results["fsdp_ckpt_params"] = _flat(fsdp.trainable_parameters())
+        fsdp.load_state(Path(tmp) / "single")  # a single-process checkpoint loads into the sharded trainer
+        results["fsdp_from_single_updates"] = fsdp.num_updates
+        results["fsdp_from_single_params"] = _flat(fsdp.trainable_parameters())
+
+        # fsdp with a PEFT adapter: the reference is the sharded LM with its adapter disabled.
+        for strategy in ("ddp", "fsdp"):
+            for algo in ("ppo", "grpo"):
+                run = make_trainer(algo, small_config(algo, kl_coef=0.1, distributed=DistributedConfig(strategy)),
+                                   _lora_policy(tokenizer), tokenizer, count_env_kwargs())
+                results[f"peft/{algo}/{strategy}"] = (_flat(run.trainable_parameters()), run.update_step()["kl"])
+
+        # fsdp: inside gathered(), ranks may make different numbers of forward passes (as sampling does).
+        sharded = dist.wrap_module(tiny_policy(tokenizer, seed=0).lm, "fsdp")
+        with torch.no_grad(), dist.gathered(sharded):
+            for _ in range(1 + 2 * rank):
+                logits = sharded(input_ids=torch.arange(3, 9)[None]).logits
+        results["gathered_logits"] = logits
+        results["resharded"] = all(isinstance(p, DTensor) for p in sharded.parameters())
+
+        # fsdp SFT with keep_best: a too-large step makes the validation loss worse; the start is restored.
+        lm = tiny_policy(tokenizer, seed=0).lm
+        config = SFTConfig(max_steps=2, batch_size=1, lr=1.0, schedule="constant", warmup_ratio=0.0, keep_best=True,
+                           patience=0, eval_every=1, device="cpu", distributed=DistributedConfig("fsdp"))
+        sft = SFTTrainer(lm, tokenizer, config, train_data=say_dataset(("yes", "no", "cat", "dog")),
+                         val_data=say_dataset(("yes", "no"))).train()
+        results["sft_keep_best"] = (sft.restored, sft.best_step, _flat(lm.parameters()))
+        # ...and RL continues from the sharded SFT model (as the pipeline does): the reference is a whole copy.
+        policy = ActorCritic(lm)
+        policy.freeze_reference()
+        results["reference_after_sft"] = _flat(policy._reference.parameters())
+        results["reference_whole"] = not any(isinstance(p, DTensor) for p in policy._reference.parameters())
+        rl = make_trainer("grpo", small_config("grpo", kl_coef=0.1, distributed=DistributedConfig("fsdp")), policy,
+                          tokenizer, count_env_kwargs())
+        results["kl_after_sft"] = [rl.update_step()["kl"] for _ in range(2)]
+        # A2C (accumulated minibatches) adds a value head that the sharded LM does not hold: it stays whole and is
+        # averaged separately.
+        policy = ActorCritic(lm)
+        policy.freeze_reference()
+        a2c = make_trainer("a2c", small_config("a2c", num_minibatches=2, distributed=DistributedConfig("fsdp")), policy,
+                           tokenizer, count_env_kwargs())
+        head = _flat(policy.value_head.parameters()).clone()
+        grad_norms = [a2c.update_step()["grad_norm"] for _ in range(2)]
+        results["ac_after_sft"] = (head, _flat(policy.value_head.parameters()), _flat(a2c.trainable_parameters()),
+                                    grad_norms)
 
         # A single-process checkpoint resumes on 2 ranks (rank 1 starts a fresh env, seeded seed + 1).
         resumed = load_trainer(Path(tmp) / "single", tiny_policy(tokenizer, seed=7 + rank), tokenizer,
@@ -166,12 +227,12 @@ def spawned(tmp_path_factory):
     single.update_step()
     single.save(tmp / "single")
     ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp)), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("the 2-process run did not finish within 120 s")
+            pytest.fail("the 2-process run did not finish within 180 s")
     return tmp, [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
 
 
@@ -196,6 +257,8 @@ def test_parameters_identical_across_ranks(spawned):
 def test_every_trainer_keeps_ranks_identical_with_each_strategy(spawned, name, strategy):
     _, results = spawned
     assert results[0][f"wrapped/{name}/{strategy}"] is (strategy == "ddp")
+    assert results[0][f"sharded/{name}/{strategy}"] is (strategy == "fsdp")
+    assert results[0][f"whole_reference/{name}/{strategy}"]  # the frozen KL reference is never sharded
     gathered = results[0][f"rl/{name}/{strategy}"]  # (WORLD, n)
     assert torch.equal(gathered[0], gathered[1])
     assert not torch.allclose(gathered[0], results[0][f"start/{name}/{strategy}"])  # the updates moved the weights
@@ -240,19 +303,101 @@ def test_sft_two_ranks_batch_1_match_one_rank_batch_2(spawned, strategy):
     torch.testing.assert_close(results[0][f"sft/{strategy}"], single, rtol=1e-4, atol=1e-5)
 
 
-def test_sft_ddp_with_gradient_accumulation_matches_one_rank(spawned):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_sft_with_gradient_accumulation_matches_one_rank(spawned, strategy):
     _, results = spawned
     single = _sft(2, tiny_tokenizer(), grad_accum=2)
     assert not torch.allclose(single, _sft(2, tiny_tokenizer()))  # accumulation changed what a step sees
-    torch.testing.assert_close(results[0]["sft_accum/ddp"], results[1]["sft_accum/ddp"], rtol=0, atol=0)
-    torch.testing.assert_close(results[0]["sft_accum/ddp"], single, rtol=1e-4, atol=1e-5)
+    key = f"sft_accum/{strategy}"
+    torch.testing.assert_close(results[0][key], results[1][key], rtol=0, atol=0)
+    torch.testing.assert_close(results[0][key], single, rtol=1e-4, atol=1e-5)
 
 
-def test_fsdp_on_cpu_gloo_is_a_clear_config_error(spawned):
+def test_fsdp_sft_saves_the_whole_model_on_rank_zero(spawned):
+    from transformers import AutoModelForCausalLM
+
+    tmp, results = spawned
+    saved = AutoModelForCausalLM.from_pretrained(tmp / "sft_fsdp")  # written by rank 0 alone, loads in one process
+    torch.testing.assert_close(_flat(saved.parameters()), results[0]["sft/fsdp"], rtol=0, atol=0)
+
+
+def test_fsdp_checkpoint_holds_whole_tensors_and_resumes_in_one_process(spawned):
+    tmp, results = spawned
+    ckpt = tmp / "fsdp_ckpt"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["env.pkl", "env.rank1.pkl", "trainer.pt"]
+    tokenizer = tiny_tokenizer()
+    trainer = load_trainer(ckpt, tiny_policy(tokenizer, seed=5), tokenizer, count_env_kwargs())
+    assert trainer.num_updates == UPDATES
+    assert trainer.config.distributed.strategy == "fsdp"  # ignored in one process
+    torch.testing.assert_close(_flat(trainer.trainable_parameters()), results[0]["fsdp_ckpt_params"], rtol=0, atol=0)
+    state = torch.load(ckpt / "trainer.pt", weights_only=False)
+    exp_avg = [s["exp_avg"] for s in state["optimizer"]["state"].values()]
+    assert [m.shape for m in exp_avg] == [p.shape for p in trainer.trainable_parameters()]  # gathered, not shards
+    assert trainer.update_step()["update"] == UPDATES + 1
+
+
+def test_single_process_checkpoint_loads_into_a_sharded_trainer(spawned):
+    tmp, results = spawned
+    tokenizer = tiny_tokenizer()
+    single = load_trainer(tmp / "single", tiny_policy(tokenizer, seed=9), tokenizer, count_env_kwargs())
+    assert results[0]["fsdp_from_single_updates"] == results[1]["fsdp_from_single_updates"] == 1
+    for r in range(WORLD):
+        torch.testing.assert_close(results[r]["fsdp_from_single_params"], _flat(single.trainable_parameters()),
+                                   rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_fsdp_with_a_peft_adapter_trains_as_ddp_does(spawned, algo):
     _, results = spawned
-    assert results[0]["fsdp_error"] == results[1]["fsdp_error"] == (
-        "distributed.strategy='fsdp' needs CUDA GPUs and the NCCL backend; this run has no CUDA and the 'gloo' "
-        "backend. Use distributed.strategy='ddp' (or 'allreduce') on CPU, or launch on GPUs.")
+    (ddp, ddp_kl), (fsdp, fsdp_kl) = results[0][f"peft/{algo}/ddp"], results[0][f"peft/{algo}/fsdp"]
+    assert abs(ddp_kl) > 1e-4  # the (randomly initialised) adapter differs from the adapter-disabled reference
+    torch.testing.assert_close(fsdp_kl, ddp_kl, rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(fsdp, ddp, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[1][f"peft/{algo}/fsdp"][0], fsdp, rtol=0, atol=0)
+
+
+def test_rl_after_fsdp_sft_keeps_a_whole_reference(spawned):
+    _, results = spawned
+    start = _flat(tiny_policy(tiny_tokenizer(), seed=0).lm.parameters())
+    for r in range(WORLD):
+        assert results[r]["reference_whole"]
+        torch.testing.assert_close(results[r]["reference_after_sft"], start, rtol=0, atol=0)  # the restored SFT model
+        kl_first, kl_second = results[r]["kl_after_sft"]
+        assert kl_first == 0.0 and kl_second != 0.0  # identical to the reference at first, then moved away
+
+
+def test_actor_critic_after_fsdp_sft_averages_the_whole_value_head(spawned):
+    _, results = spawned
+    head_before, head_after, params, grad_norms = results[0]["ac_after_sft"]
+    assert not torch.allclose(head_before, head_after)  # the value head (outside the sharded LM) trained
+    assert all(isinstance(n, float) and math.isfinite(n) and n > 0 for n in grad_norms)
+    _, _, params_1, grad_norms_1 = results[1]["ac_after_sft"]
+    torch.testing.assert_close(params_1, params, rtol=0, atol=0)  # LM shards and whole head agree on both ranks
+    assert grad_norms_1 == grad_norms
+
+
+def test_gathered_fsdp_module_allows_unequal_forward_counts(spawned):
+    _, results = spawned
+    whole = tiny_policy(tiny_tokenizer(), seed=0).lm(input_ids=torch.arange(3, 9)[None]).logits
+    for r in range(WORLD):  # rank 0 made one forward pass, rank 1 three, without a collective between them
+        torch.testing.assert_close(results[r]["gathered_logits"], whole, rtol=1e-5, atol=1e-6)
+        assert results[r]["resharded"]  # sharded again on exit
+
+
+def test_fsdp_sft_keep_best_restores_the_sharded_weights(spawned):
+    _, results = spawned
+    start = _flat(tiny_policy(tiny_tokenizer(), seed=0).lm.parameters())
+    for r in range(WORLD):
+        restored, best_step, weights = results[r]["sft_keep_best"]
+        assert restored and best_step == 0
+        torch.testing.assert_close(weights, start, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", [n for n, _, _ in RL_RUNS])
+def test_fsdp_trains_every_trainer_as_ddp_does(spawned, name):
+    # Same start (rank 0's weights), same rollouts (seeds and generators per rank): the same weights after.
+    _, results = spawned
+    torch.testing.assert_close(results[0][f"rl/{name}/fsdp"], results[0][f"rl/{name}/ddp"], rtol=1e-4, atol=1e-5)
 
 
 def test_strategy_is_validated_and_settable_from_the_command_line():
@@ -286,6 +431,7 @@ def test_only_rank_zero_writes_and_checkpoint_resumes_in_one_process(spawned):
     assert [r["step"] for r in records] == list(range(1, UPDATES + 1))  # one writer, not two
     assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["env.pkl", "env.rank1.pkl", "trainer.pt"]
     assert sorted(p.name for p in out.iterdir()) == ["ckpt", "metrics.jsonl", "sft"]
+    assert sorted(p.name for p in (tmp / "sft_fsdp").iterdir()) == sorted(p.name for p in (out / "sft").iterdir())
     tokenizer = tiny_tokenizer()
     trainer = load_trainer(out / "ckpt", tiny_policy(tokenizer, seed=5), tokenizer, count_env_kwargs())
     assert trainer.num_updates == UPDATES

@@ -12,7 +12,10 @@ Data parallel: each rank rolls out its own ``num_envs`` slots. Advantage whiteni
 mean and std of all ranks' advantages, the KL the adaptive controller sees and the logged
 reward/length means are global; the per-minibatch loss means are per rank and the gradients
 are averaged (see :mod:`agents.common.distributed` for how), so they weight ranks equally
-(exact when ranks hold equal token counts).
+(exact when ranks hold equal token counts). With ``distributed.strategy="fsdp"`` the policy (LM
+and value head; not the frozen reference copy) is sharded, and the actor's forward passes,
+whose number differs between ranks, run on the gathered policy
+(:func:`~agents.common.distributed.gathered`).
 
 Each action is one ``env.step`` and one one-token forward of :class:`SlotActor`. The update
 re-scores the batch as *segments* (one episode's actions inside one rollout, after its
@@ -62,7 +65,7 @@ class ActorCriticTrainer(RLTrainer):
         self.actor = SlotActor(self.policy, self.env.setup.max_prompt_tokens)
         self._obs, _ = self.env.reset(seed=self.seed)
         self._episode_return = np.zeros(self.config.num_envs)
-        with autocast(self.device):
+        with dist.gathered(self.policy), autocast(self.device):
             self.actor.start(self._obs)
 
     def _extra_state(self) -> dict[str, Any]:
@@ -72,7 +75,7 @@ class ActorCriticTrainer(RLTrainer):
         self._obs, self._episode_return = state["obs"], state["episode_return"]
         self.env_steps = state["env_steps"]
         self.actor = SlotActor(self.policy, self.env.setup.max_prompt_tokens)
-        with autocast(self.device):
+        with dist.gathered(self.policy), autocast(self.device):
             self.actor.resume(self._obs)
 
     # ----------------------------------------------------------------- rollout
@@ -82,25 +85,26 @@ class ActorCriticTrainer(RLTrainer):
         cfg, buf = self.config, self.buffer
         buf.reset()
         returns, lengths = [], []
-        for _ in range(cfg.n_steps):
-            logp_all = F.log_softmax(self.actor.logits.float() / cfg.temperature, dim=-1)  # (N, V)
-            actions = torch.multinomial(logp_all.exp(), 1, generator=self.generator).squeeze(-1)  # (N,)
-            logprobs = logp_all.gather(-1, actions[:, None]).squeeze(-1)  # (N,)
-            values = self.actor.values.float()  # (N,)
-            next_obs, rewards, terminated, truncated, infos = self.env.step(actions.cpu().numpy())
-            self.env_steps += 1
-            dones = terminated | truncated
-            buf.add(self._obs, actions, logprobs, values, rewards, dones)
-            self._episode_return += rewards
-            finished = np.flatnonzero(dones)
-            if len(finished):
-                final = infos["final_info"]
-                returns.extend(self._episode_return[finished].tolist())
-                lengths.extend(int(final["completion_tokens"][i]) for i in finished)
-                self._episode_return[finished] = 0.0
-            with autocast(self.device):
-                self.actor.advance(actions, finished, next_obs)
-            self._obs = next_obs
+        with dist.gathered(self.policy):  # a sharded policy is gathered once for the whole rollout
+            for _ in range(cfg.n_steps):
+                logp_all = F.log_softmax(self.actor.logits.float() / cfg.temperature, dim=-1)  # (N, V)
+                actions = torch.multinomial(logp_all.exp(), 1, generator=self.generator).squeeze(-1)  # (N,)
+                logprobs = logp_all.gather(-1, actions[:, None]).squeeze(-1)  # (N,)
+                values = self.actor.values.float()  # (N,)
+                next_obs, rewards, terminated, truncated, infos = self.env.step(actions.cpu().numpy())
+                self.env_steps += 1
+                dones = terminated | truncated
+                buf.add(self._obs, actions, logprobs, values, rewards, dones)
+                self._episode_return += rewards
+                finished = np.flatnonzero(dones)
+                if len(finished):
+                    final = infos["final_info"]
+                    returns.extend(self._episode_return[finished].tolist())
+                    lengths.extend(int(final["completion_tokens"][i]) for i in finished)
+                    self._episode_return[finished] = 0.0
+                with autocast(self.device):
+                    self.actor.advance(actions, finished, next_obs)
+                self._obs = next_obs
         buf.finish(self.actor.values.float())
         sums = torch.tensor([sum(returns), float(len(returns)), float(sum(lengths)), float(cfg.n_steps * cfg.num_envs)],
                             dtype=torch.float64)
@@ -177,7 +181,7 @@ class ActorCriticTrainer(RLTrainer):
         metrics.update(self.optimize(segments))
         metrics["explained_variance"] = self.explained_variance()
         self.kl_ctl.update(metrics["kl"], metrics["tokens"])
-        with autocast(self.device):
+        with dist.gathered(self.policy), autocast(self.device):
             self.actor.resume(self._obs)  # the cached keys/values of running episodes are stale now
         return metrics
 

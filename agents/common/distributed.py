@@ -21,9 +21,16 @@ How the trainers use it (data parallelism):
   forward passes that are back-propagated go through the wrapper; rollouts, the frozen reference
   and other no-gradient passes call the plain module, and checkpoints save the plain module, so
   they load in a single process. ``"fsdp"`` (fully sharded data parallel, for models that do not
-  fit on one device) is reserved: :func:`check_strategy` rejects it with a
-  :class:`~instruct_env.error.ConfigError` (it needs CUDA and NCCL, and the trainers do not
-  yet gather sharded parameters for checkpoints and rollouts);
+  fit on one device) shards the trained module in place with FSDP2's
+  :func:`~torch.distributed.fsdp.fully_shard` (each transformer block, then the root): every
+  rank keeps ``1 / world_size`` of each parameter, gradient and Adam moment, forward passes
+  all-gather a block's parameters just before it runs, and the backward pass reduce-scatters
+  (averages) its gradients. Every forward pass through a sharded module is a collective, so
+  every rank must make the same number of them: rollouts, whose length depends on what each
+  rank sampled, run inside :func:`gathered` (parameters all-gathered once, no collective per
+  token). Checkpoints hold the gathered (full) weights and optimizer state
+  (:func:`full_state_dict`, :func:`full_optimizer_state_dict`), so they load in any number of
+  processes with any strategy;
 * statistics that must be global (advantage whitening, the KL the adaptive controller sees,
   logged reward means) are reduced with :func:`all_reduce_mean` / :func:`all_reduce_sum`.
 
@@ -40,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import inspect
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,13 +55,17 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from instruct_env.error import ConfigError, suggest
 
 __all__ = ["STRATEGIES", "DistributedConfig", "as_distributed_config", "check_strategy", "wrap_module", "unwrap",
            "sync_gradients", "maybe_no_sync", "init_distributed", "destroy_distributed", "is_distributed", "rank",
            "local_rank", "world_size", "is_main", "barrier", "all_reduce_mean", "all_reduce_sum", "all_gather",
-           "all_reduce_gradients", "broadcast_module", "broadcast_object", "shard", "rank_seed", "any_rank"]
+           "all_reduce_gradients", "broadcast_module", "broadcast_object", "shard", "rank_seed", "any_rank",
+           "is_sharded", "gathered", "clip_grad_norm", "full_state_dict", "load_full_state_dict",
+           "full_optimizer_state_dict", "load_full_optimizer_state_dict", "unsharded_copy"]
 
 T = TypeVar("T")
 
@@ -73,9 +85,9 @@ class DistributedConfig:
             :class:`~torch.nn.parallel.DistributedDataParallel`, which all-reduces gradient
             buckets during the backward pass (overlapping communication with computation).
             ``"allreduce"``: one all-reduce of all gradients after the backward pass (no wrapper).
-            ``"fsdp"``: fully sharded data parallel for models that do not fit on one GPU;
-            needs CUDA and the NCCL backend, and is not available yet (a multi-process run
-            with it stops with a :class:`~instruct_env.error.ConfigError` naming the fix).
+            ``"fsdp"``: fully sharded data parallel (FSDP2) for models that do not fit on one
+            device: parameters, gradients and optimizer state are sharded over the ranks (the
+            frozen KL reference copy stays whole). Works on NCCL (GPUs) and gloo (CPU).
 
     >>> DistributedConfig().strategy
     'ddp'
@@ -244,7 +256,8 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
         return
     with torch.no_grad():
         for tensor in module.state_dict(keep_vars=False).values():
-            if not torch.is_tensor(tensor):
+            # Sharded (FSDP) parameters were sharded from already-broadcast weights: each rank holds its own part.
+            if not torch.is_tensor(tensor) or isinstance(tensor, DTensor):
                 continue
             buf = tensor.to(_device())
             dist.broadcast(buf, src)
@@ -300,37 +313,89 @@ class _Strided(Sequence):
 
 # --------------------------------------------------------------------------- gradient averaging strategies
 def check_strategy(strategy: str) -> None:
-    """Raise :class:`ConfigError` when ``strategy`` cannot run in this process group.
+    """Raise :class:`ConfigError` unless ``strategy`` is one of :data:`STRATEGIES`.
 
-    ``"fsdp"`` would shard parameters over GPUs and needs CUDA with the NCCL backend; it is
-    rejected on CPU/gloo with that reason, and on GPUs because the trainers do not support it
-    yet. In a single process there is nothing to shard or average, so every strategy is accepted.
+    Every strategy runs on both back-ends (NCCL on GPUs, gloo on CPU); in a single process there
+    is nothing to shard or average and the strategy is ignored.
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"distributed.strategy must be one of {', '.join(map(repr, STRATEGIES))}; "
                           f"got {strategy!r}.{suggest(str(strategy), STRATEGIES)}")
-    if strategy != "fsdp" or not is_distributed():
-        return
-    backend = dist.get_backend()
-    if not torch.cuda.is_available() or backend != "nccl":
-        raise ConfigError(
-            f"distributed.strategy='fsdp' needs CUDA GPUs and the NCCL backend; this run has "
-            f"{'CUDA' if torch.cuda.is_available() else 'no CUDA'} and the {backend!r} backend. Use "
-            "distributed.strategy='ddp' (or 'allreduce') on CPU, or launch on GPUs.")
-    raise ConfigError(
-        "distributed.strategy='fsdp' is not available yet: the trainers' checkpoints and rollouts expect whole "
-        "(unsharded) parameters. Use distributed.strategy='ddp' for models that fit on one GPU.")
 
 
-def wrap_module(module: torch.nn.Module, strategy: str) -> torch.nn.Module:
+def _frozen_children(module: nn.Module) -> list[nn.Module]:
+    """The direct submodules of ``module`` without a trainable parameter (e.g. ActorCritic's frozen reference)."""
+    return [child for child in module.children()
+            if any(True for _ in child.parameters()) and not any(p.requires_grad for p in child.parameters())]
+
+
+def _blocks(module: nn.Module, skip: Sequence[nn.Module] = ()) -> list[nn.Module]:
+    """The repeated blocks of ``module``: the items of every ``ModuleList`` of one block type (outermost only).
+
+    GPT-2's ``transformer.h``, Llama's ``model.layers``, T5's encoder and decoder ``block``...
+    Lists inside the modules in ``skip`` are left out.
+    """
+    skipped = {id(p) for m in skip for p in m.parameters()}
+    found: list[str] = []
+    blocks: list[nn.Module] = []
+    for name, sub in module.named_modules():
+        if not isinstance(sub, nn.ModuleList) or len(sub) == 0 or len({type(b) for b in sub}) != 1:
+            continue
+        params = list(sub.parameters())
+        if any(name.startswith(f"{outer}.") for outer in found) or not params or id(params[0]) in skipped:
+            continue
+        found.append(name)
+        blocks.extend(sub)
+    return blocks
+
+
+def _fsdp_modules(module: nn.Module) -> list[nn.Module]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in module.modules() if isinstance(m, FSDPModule)]
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """True when ``module`` or one of its submodules is sharded with FSDP (``strategy="fsdp"``)."""
+    return bool(_fsdp_modules(module))
+
+
+def wrap_module(module: torch.nn.Module, strategy: str, units: Sequence[nn.Module] = ()) -> torch.nn.Module:
     """The module whose forward passes are back-propagated, wrapped for ``strategy``.
 
     With ``"ddp"`` in a multi-process run: ``module`` (already on this rank's device) inside
     :class:`~torch.nn.parallel.DistributedDataParallel` (its buffers are not re-broadcast at
     every forward: the trainers' buffers are constants). Otherwise ``module`` itself. The
     wrapper shares ``module``'s parameters, so optimizers and checkpoints use ``module``.
+
+    With ``"fsdp"`` in a multi-process run, ``module`` itself is sharded *in place* (FSDP2's
+    ``fully_shard``: every repeated block; then each of ``units``, submodules that are also called
+    on their own rather than through ``module`` (an ActorCritic's LM, which its PEFT reference
+    calls without the value head); then ``module``, whose remaining parameters -- embeddings,
+    final norm, heads -- form one more group) and returned; its parameters become
+    :class:`~torch.distributed.tensor.DTensor` shards, so build the optimizer afterwards. A
+    module that is already sharded, or holds a sharded module (an ActorCritic around an LM that
+    SFT sharded), is returned as it is: FSDP cannot re-root a sharded module, so the parameters
+    outside it (the value head) stay whole and :func:`sync_gradients` averages them. Direct
+    submodules without a trainable parameter (the frozen KL reference copy inside an
+    :class:`~agents.common.model.ActorCritic`) stay whole, as do modules outside ``module``.
     """
     check_strategy(strategy)
+    if strategy == "fsdp" and is_distributed():
+        from torch.distributed.fsdp import fully_shard
+
+        if is_sharded(module):
+            return module
+        frozen = _frozen_children(module)
+        blocks = _blocks(module, skip=frozen)
+        for block in blocks:
+            fully_shard(block, reshard_after_forward=True)  # gathered only while it runs
+        for unit in units:
+            fully_shard(unit, reshard_after_forward=True)
+        # The root's parameters are needed again first in backward; the frozen submodules are not sharded.
+        fully_shard(module, reshard_after_forward=False,
+                    ignored_params={p for m in frozen for p in m.parameters()} or None)
+        return module
     if strategy != "ddp" or not is_distributed():
         return module
     from torch.nn.parallel import DistributedDataParallel
@@ -354,9 +419,13 @@ def sync_gradients(module: torch.nn.Module, parameters: Iterable[torch.nn.Parame
     """Average the gradients of ``parameters`` over ranks unless ``module``'s wrapper already did.
 
     Call between the (last) ``backward()`` and the optimizer step; ``module`` is what
-    :func:`wrap_module` returned.
+    :func:`wrap_module` returned. DDP's hooks and FSDP's reduce-scatter have averaged them already;
+    in a sharded module, the parameters that no FSDP unit manages (kept whole on every rank, e.g.
+    a value head added to an LM that an earlier stage sharded) are averaged here.
     """
-    if unwrap(module) is module:
+    if is_sharded(module):
+        all_reduce_gradients(p for p in parameters if not isinstance(p, DTensor))
+    elif unwrap(module) is module:
         all_reduce_gradients(parameters)
 
 
@@ -365,10 +434,167 @@ def maybe_no_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
     """Context for one backward of several accumulated into one step: skip DDP's all-reduce unless ``sync``.
 
     Gradients accumulate locally in the skipped backwards and the one with ``sync=True`` (the
-    last before the step) averages the sums, as one all-reduce after all of them would.
+    last before the step) averages the sums, as one all-reduce after all of them would. A
+    sharded (FSDP) module keeps the unsharded gradients of the skipped backwards and
+    reduce-scatters their sum in the last.
     """
+    parts = _fsdp_modules(module)
+    if not sync and parts:
+        for part in parts:
+            part.set_requires_gradient_sync(False, recurse=False)
+        try:
+            yield
+        finally:
+            for part in parts:
+                part.set_requires_gradient_sync(True, recurse=False)
+        return
     if sync or unwrap(module) is module:
         yield
         return
     with module.no_sync():
         yield
+
+
+@contextlib.contextmanager
+def gathered(module: nn.Module) -> Iterator[nn.Module]:
+    """Context in which a sharded ``module`` holds its full parameters, so forward passes need no collective.
+
+    A forward pass through an FSDP-sharded module all-gathers each block's parameters, so every
+    rank must make the same number of forward passes. Autoregressive sampling does not (each
+    rank stops when its own completions have ended), so rollouts run inside this context: all
+    blocks are all-gathered once on entry (every rank must enter), stay gathered for any number
+    of (no-gradient) forward passes, and are sharded again on exit. It costs the memory of one
+    full copy of the parameters while it lasts. Yields ``module``; does nothing for a module
+    that is not sharded.
+    """
+    parts = _fsdp_modules(module)
+    if not parts:
+        yield module
+        return
+    inner = {id(m) for part in parts for m in part.modules() if m is not part}
+    for part in parts:
+        part.set_reshard_after_forward(False, recurse=False)
+        part.unshard()
+    try:
+        yield module
+    finally:
+        for part in parts:  # as wrap_module set them: blocks and units reshard after forward, roots do not
+            part.set_reshard_after_forward(id(part) in inner, recurse=False)
+            part.reshard()
+
+
+def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float | None) -> float:
+    """Clip the global norm of the gradients of ``parameters`` to ``max_norm``; return the norm before clipping.
+
+    As :func:`torch.nn.utils.clip_grad_norm_` (scale factor ``max_norm / (norm + 1e-6)``, at most
+    1), for sharded (FSDP) gradients too, whose norm is reduced over the ranks, and for a mix of
+    sharded and whole ones. The result is a plain float, the same on every rank.
+    ``max_norm=None`` only measures. Parameters without a gradient are skipped.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    groups = [[g for g in grads if isinstance(g, DTensor)], [g for g in grads if not isinstance(g, DTensor)]]
+    squares = 0.0
+    for group in groups:
+        if group:
+            norm = torch.nn.utils.get_total_norm(group)
+            squares += float(norm.full_tensor() if isinstance(norm, DTensor) else norm) ** 2
+    total = math.sqrt(squares)
+    if max_norm is not None:
+        scale = min(max_norm / (total + 1e-6), 1.0)
+        for g in grads:
+            g.mul_(scale)
+    return total
+
+
+# --------------------------------------------------------------------------- checkpoints of sharded modules
+def full_state_dict(module: nn.Module) -> dict[str, Any]:
+    """``module``'s state dict with whole tensors, for a checkpoint any strategy and process count can load.
+
+    For a sharded module every rank must call it (it gathers); rank 0 gets the full tensors (on
+    the CPU) and the other ranks an empty dict. Otherwise ``module.state_dict()``.
+    """
+    if not is_sharded(module):
+        return module.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state_dict(module: nn.Module, state: Mapping[str, Any]) -> None:
+    """Load a state dict of whole tensors (e.g. from :func:`full_state_dict`) into ``module``, sharded or not.
+
+    For a sharded module every rank must call it with the same ``state``; each keeps its shard.
+    """
+    if not is_sharded(module):
+        module.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(module, dict(state), options=StateDictOptions(full_state_dict=True))
+
+
+def unsharded_copy(module: nn.Module) -> nn.Module:
+    """A whole (unsharded, hook-free) copy of a sharded Hugging Face model, e.g. for a frozen KL reference.
+
+    FSDP modules cannot be deep-copied; this builds a fresh model of the same class from
+    ``module.config`` and loads the gathered weights into it (every rank must call it; each gets
+    the whole copy, on the device and in the dtype of the shards).
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    base = next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))  # the class before sharding
+    config = getattr(module, "config", None)
+    if config is None:
+        raise ConfigError(f"Cannot copy the sharded {base.__name__}: only models built from a config (Hugging Face "
+                          "models) can be rebuilt whole. Take the copy before sharding it (e.g. call "
+                          "freeze_reference() before training with distributed.strategy='fsdp').")
+    state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+    copy_ = base(config.__class__.from_dict(config.to_dict()))
+    copy_.load_state_dict(state, assign=True)  # the gathered tensors, with their device and dtype
+    if hasattr(copy_, "tie_weights"):
+        copy_.tie_weights()
+    return copy_
+
+
+def full_optimizer_state_dict(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with every sharded (FSDP) state tensor gathered whole, on the CPU.
+
+    The result has the format of an unsharded optimizer's state dict (states keyed by the
+    parameter's position), so it loads with any strategy. When the parameters are sharded every
+    rank must call it (it gathers one tensor at a time); rank 0 gets the state dict and the other
+    ranks an empty dict.
+    """
+    state = optimizer.state_dict()
+    if not any(isinstance(v, DTensor) for s in state["state"].values() for v in s.values()):
+        return state
+    keep = is_main()
+    gathered_state: dict[Any, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        whole = {}
+        for key, value in values.items():
+            if isinstance(value, DTensor):
+                value = value.full_tensor()  # a collective: every rank, in the same order
+                value = value.cpu() if keep else None
+            whole[key] = value
+        gathered_state[index] = whole
+    return {"state": gathered_state, "param_groups": state["param_groups"]} if keep else {}
+
+
+def load_full_optimizer_state_dict(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    """Load a state dict of whole tensors (any strategy's) into ``optimizer``, sharding it like its parameters.
+
+    Every rank must call it with the same ``state`` when the parameters are sharded.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not any(isinstance(p, DTensor) for p in params):
+        optimizer.load_state_dict(state)
+        return
+    sharded: dict[Any, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        p = params[int(index)]
+        sharded[index] = {
+            k: distribute_tensor(v.to(p.device_mesh.device_type), p.device_mesh, p.placements)
+            if isinstance(p, DTensor) and torch.is_tensor(v) and v.shape == p.shape else v
+            for k, v in values.items()}
+    optimizer.load_state_dict({"state": sharded, "param_groups": state["param_groups"]})

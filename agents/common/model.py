@@ -177,7 +177,10 @@ class ActorCritic(nn.Module):
         """Snapshot the current LM as the KL reference (no-op with an adapter)."""
         if self.uses_adapter:
             return
-        ref = copy.deepcopy(self.lm)
+        from agents.common import distributed as dist
+
+        # An LM sharded by an earlier stage (distributed.strategy="fsdp") cannot be deep-copied: gather a whole copy.
+        ref = dist.unsharded_copy(self.lm) if dist.is_sharded(self.lm) else copy.deepcopy(self.lm)
         ref.requires_grad_(False)
         ref.eval()
         self._reference = ref

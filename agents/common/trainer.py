@@ -14,6 +14,11 @@ DDP's backward hooks when the losses' forward passes call ``self.train_module``,
 trained module wrapped per ``config.distributed.strategy``; or in
 :meth:`RLTrainer._clip_and_step`), and the statistics that must be global are reduced. The
 per-rank batch is ``num_envs`` slots, so the global batch is ``world_size * num_envs``.
+
+With ``strategy="fsdp"`` the trained module is sharded in place at construction (the frozen
+reference stays whole), the subclasses run their rollouts on the gathered module, and
+checkpoints gather the full weights and optimizer state on rank 0, so they load with any
+strategy and process count.
 """
 
 from __future__ import annotations
@@ -210,8 +215,12 @@ class RLTrainer:
         self.generator.manual_seed(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
         self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
-        # What the back-propagated forward passes call (DDP-wrapped under torchrun; see _trained_module).
-        self.train_module = dist.wrap_module(self._trained_module(), config.distributed.strategy)
+        # What the back-propagated forward passes call (DDP-wrapped or FSDP-sharded under torchrun; see
+        # _trained_module). Sharding replaces the parameters, so the optimizer is built after it.
+        trained = self._trained_module()
+        # Under fsdp, an LM that is also called alone (the PEFT reference of a whole-policy trainer) is its own unit.
+        units = [policy.lm] if trained is policy else []
+        self.train_module = dist.wrap_module(trained, config.distributed.strategy, units=units)
         params = [p for p in self.trainable_parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps)
         self.num_updates = 0
@@ -313,14 +322,10 @@ class RLTrainer:
     def _clip_and_step(self) -> float:
         """Average gradients over ranks, clip their norm (if configured), step; return the pre-clip norm."""
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        dist.sync_gradients(self.train_module, params)  # no-op in a single process or when DDP averaged them
-        if self.config.max_grad_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-        else:
-            norms = [p.grad.norm() for p in params if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        dist.sync_gradients(self.train_module, params)  # no-op in a single process or when DDP/FSDP averaged them
+        norm = dist.clip_grad_norm(params, self.config.max_grad_norm)
         self.optimizer.step()
-        return float(norm)
+        return norm
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, directory: str | Path) -> Path:
@@ -334,10 +339,14 @@ class RLTrainer:
         In a multi-process run rank 0 writes both files (the weights and optimizer are the same
         on every rank) and rank ``r > 0`` writes its own env, in-flight state and RNG states to
         ``env.rank<r>.pkl``; every rank must call ``save``. A single process resumes from
-        rank 0's files and ignores the others; see :meth:`load_state` for the reverse.
+        rank 0's files and ignores the others; see :meth:`load_state` for the reverse. With
+        ``strategy="fsdp"`` the shards are gathered first (every rank takes part), so the files
+        hold whole tensors as in any other run.
         """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
+        policy_state = dist.full_state_dict(self.policy)  # collectives when sharded: every rank calls them
+        optimizer_state = dist.full_optimizer_state_dict(self.optimizer)
         if not dist.is_main():
             with open(path / f"env.rank{dist.rank()}.pkl", "wb") as f:
                 pickle.dump({"env": self.env, "extra": self._extra_state(), "history": self.history,
@@ -347,8 +356,8 @@ class RLTrainer:
         state = {
             "algo": self.algo,
             "config": dataclasses.asdict(self.config),
-            "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "policy": policy_state,
+            "optimizer": optimizer_state,
             "kl_controller": self.kl_ctl.state_dict(),
             "num_updates": self.num_updates,
             "elapsed": self.elapsed,
@@ -382,7 +391,8 @@ class RLTrainer:
         Every rank loads the weights, optimizer and KL controller from ``trainer.pt``. Rank 0
         restores ``env.pkl``; rank ``r > 0`` restores ``env.rank<r>.pkl`` when the checkpoint
         has it, and otherwise (a checkpoint from a run with fewer processes) keeps the fresh
-        environment and generators it was built with (seeded ``seed + r``).
+        environment and generators it was built with (seeded ``seed + r``). A sharded (FSDP)
+        trainer keeps its shard of the saved whole tensors.
         """
         path = Path(directory)
         if not (path / "trainer.pt").exists():
@@ -392,8 +402,8 @@ class RLTrainer:
             raise ConfigError(
                 f"The checkpoint in {str(path)!r} was written by a {state['algo']!r} trainer; this is {self.algo!r}."
             )
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        dist.load_full_state_dict(self.policy, state["policy"])
+        dist.load_full_optimizer_state_dict(self.optimizer, state["optimizer"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.num_updates, self.elapsed = int(state["num_updates"]), float(state["elapsed"])
         if dist.is_main():

@@ -16,6 +16,9 @@ Data parallel: each rank samples its own ``num_envs`` completions; every group o
 ``group_size`` answers to one prompt lives on one rank, so GRPO's and RLOO's group baselines
 need no communication. REINFORCE's batch-mean baseline, the KL the adaptive controller sees and
 the logged statistics are global (reduced over ranks); gradients are averaged over ranks.
+With ``distributed.strategy="fsdp"`` the LM is sharded; sampling, whose number of forward passes
+differs between ranks, runs on the gathered LM (:func:`~agents.common.distributed.gathered`),
+and the scoring passes (the same number on every rank) run sharded.
 """
 
 from __future__ import annotations
@@ -89,8 +92,9 @@ class PolicyGradientTrainer(RLTrainer):
         cfg = self.config
         ids = torch.as_tensor(self._obs["input_ids"], device=self.device)  # (N, P)
         mask = torch.as_tensor(self._obs["attention_mask"], device=self.device)
-        with autocast(self.device):
-            gen = generate(self.policy.lm, ids, mask, cfg.max_new_tokens, self.env.setup.eos_token_id,
+        # A sharded LM is gathered once: each rank stops sampling when its own completions end.
+        with dist.gathered(self.policy.lm) as lm, autocast(self.device):
+            gen = generate(lm, ids, mask, cfg.max_new_tokens, self.env.setup.eos_token_id,
                            self.env.setup.pad_token_id, SamplingConfig(temperature=cfg.temperature), self.generator)
         self._obs, rewards, _, _, _ = self.env.step(gen.tokens.cpu().numpy())
         K = int(gen.lengths.max())

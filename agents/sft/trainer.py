@@ -5,8 +5,9 @@ Data parallel under torchrun (see :mod:`agents.common.distributed`): each epoch'
 a multiple of the world size (as ``torch.utils.data.DistributedSampler``), gradients are summed
 over ranks and divided by the global response-token count, so a step equals one process's step
 on the global batch (``world_size * batch_size * grad_accum`` examples). The averaging is done by
-DDP's backward hooks or by one all-reduce after the backward passes, per
-``config.distributed.strategy``. Only rank 0 saves.
+DDP's backward hooks, by one all-reduce after the backward passes, or by FSDP's reduce-scatter
+(the model is then sharded in place), per ``config.distributed.strategy``. Only rank 0 saves,
+and a sharded model is gathered first, so the saved model is whole.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 
 from agents.common import distributed as dist
 from agents.common.device import autocast, select_device
@@ -269,7 +271,7 @@ class SFTTrainer:
         self.model.to(self.device)
         dist.broadcast_module(self.model)
         self.model.train()
-        trained = dist.wrap_module(self.model, cfg.distributed.strategy)  # DDP wrapper under torchrun
+        trained = dist.wrap_module(self.model, cfg.distributed.strategy)  # DDP wrapper / FSDP shards under torchrun
         per_step = cfg.batch_size * cfg.grad_accum
         steps_per_epoch = math.ceil(math.ceil(len(self.train_samples) / dist.world_size()) / per_step)
         planned = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
@@ -361,26 +363,32 @@ class SFTTrainer:
         dist.sync_gradients(trained, self.model.parameters())
         loss_total = dist.all_reduce_sum(loss_total)
         if self.config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            dist.clip_grad_norm(self.model.parameters(), self.config.max_grad_norm)
         optimizer.step()
         return loss_total / max(total_tokens, 1)
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        # A sharded model's snapshot keeps each rank's shards (loaded back into the same sharded model).
+        return {k: v.detach().clone() if isinstance(v, DTensor) else v.detach().to("cpu", copy=True)
+                for k, v in self.model.state_dict().items()}
 
     def save(self, directory: str | Path) -> Path:
         """Save the model and tokenizer with ``save_pretrained`` and the config as ``sft_config.yaml``.
 
-        In a multi-process run only rank 0 writes (the weights are the same on every rank).
+        In a multi-process run only rank 0 writes (the weights are the same on every rank); a
+        sharded (FSDP) model is gathered first (every rank must call ``save``), so the saved
+        model is whole and loads anywhere.
         """
         from agents.common.config import save_yaml
 
         path = Path(directory)
+        # A sharded model is gathered whole (a collective: every rank takes part); None: the model's own weights.
+        state = dist.full_state_dict(self.model) if dist.is_sharded(self.model) else None
         if not dist.is_main():
             dist.barrier()
             return path
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        self.model.save_pretrained(path, state_dict=state)
         self.tokenizer.save_pretrained(path)
         save_yaml(self.config, path / "sft_config.yaml")
         dist.barrier()
