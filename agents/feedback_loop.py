@@ -26,14 +26,55 @@ taken before the first round.
 Everything the loop writes goes to ``workdir``: ``feedback.db`` (unless ``store_url`` points
 elsewhere) and ``reward_model/`` (the learner's watermark, events read, promoted versions and refit
 reports), so an interrupted human-feedback run loses nothing already answered.
+
+The store can also be a feedback server's HTTP API: ``store_url="http://host:8000"`` and an admin
+token (``token=``, else the ``INSTRUCT_ENV_FEEDBACK_TOKEN`` environment variable). Queries are then
+posted with ``POST /api/admin/queries`` and answers read back from the event log
+(``GET /api/export?format=events&since=<watermark>``); the reward model reads the queries it
+learns from with ``GET /api/admin/queries``. Simulated evaluators answer through a store in this
+process, so ``feedback="simulated"`` needs a store URL, not a server.
+
+Data parallel (torchrun, see :mod:`agents.common.distributed`): every rank runs the loop on its
+own share of the work, and the feedback store is shared. The design:
+
+* rank 0's policy weights are broadcast first, so every rank's frozen reward-model featurizer
+  (a copy of the starting policy) is the same;
+* every rank samples its pool from its own shard of ``train_data`` with its own seed
+  (``seed + rank``), selects its ``queries_per_round`` items and posts them itself, so the store
+  gets ``world_size * queries_per_round`` distinct queries per round. Each query's metadata
+  names its origin -- ``run`` (an id rank 0 draws once per run), ``round``, ``rank`` and
+  ``item`` (its position in the rank's batch) -- and the store gives every query its own id, so
+  nothing collides when several ranks (or several runs) post to one store at once;
+* every rank reads the answers to its own queries back from the store's event log from its
+  own watermark (with a server: through the HTTP API). With ``feedback="simulated"`` the
+  simulated evaluators run on rank 0 only and answer every rank's queries once all ranks have
+  posted theirs (two barriers), so each evaluator is one identity in the store;
+* the reward model is refitted on **rank 0 only**, after every rank has finished collecting
+  (an all-reduce of the answer counts is the meeting point, so the refit sees every rank's
+  answers), and rank 0 broadcasts the promoted model (its heads, normalisation and version) to
+  the other ranks, which load it into a copy sharing their own (identical) frozen featurizer.
+  All ranks therefore score with the same reward-model version, decide identically whether to
+  run RL, and take the same number of RL updates (whose collectives must match);
+* only rank 0 keeps the learner's state (``reward_model/``) in ``workdir`` (rank 0 picks it
+  when none is given) and the default ``feedback.db`` is created by rank 0 before the others
+  open it. ``log_fn`` is called on every rank, like the trainers' (give it a rank-aware logger
+  such as :class:`~agents.common.logging.RunLogger`). The returned records are the same on every
+  rank except ``rm_verifier_agreement`` and ``pool_task``, measured on the rank's own pool.
+
+A store every rank can reach is needed: on one node the default ``workdir/feedback.db`` is; across
+nodes use PostgreSQL or a feedback server. ``background_refit`` is refused with several ranks
+(a refit in the middle of RL would give the ranks different reward models), and a round's
+``human_timeout_s`` must stay below the process group's collective timeout (30 min by default).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +88,12 @@ from instruct_env.feedback.reward_model import RewardModelConfig
 from instruct_env.tasks.sample import Sample
 
 __all__ = ["FeedbackLoopConfig", "RoundRecord", "run_feedback_loop", "generate_pool", "verifier_agreement",
-           "FEEDBACK_MODES"]
+           "FEEDBACK_MODES", "TOKEN_ENV"]
 
 #: Where the feedback comes from.
 FEEDBACK_MODES = ("simulated", "human")
+#: Environment variable holding the admin token of a feedback server given as ``store_url="http://..."``.
+TOKEN_ENV = "INSTRUCT_ENV_FEEDBACK_TOKEN"
 _KINDS = ("rating", "thumbs", "pairwise")
 
 
@@ -151,13 +194,13 @@ class RoundRecord:
 
     Attributes:
         round: Round number.
-        answers: Answers (not skips) collected this round.
+        answers: Answers (not skips) collected this round (summed over data-parallel ranks).
         labels_used: Training labels the current reward model was fitted on (all rounds so far).
         holdout_labels: Held-out labels so far.
         rm_version: The promoted reward model's version after this round's refit.
         promoted: Whether this round's refit was promoted.
         rm_heldout_accuracy: The promoted model's accuracy on the held-out labels.
-        rm_verifier_agreement: On this round's pool of fresh outputs, the share of same-prompt
+        rm_verifier_agreement: On this round's pool of fresh outputs (this rank's), the share of same-prompt
             pairs with different task scores that the reward model orders like the verifier
             (``nan`` without verifiers).
         pool_task: Mean task score of the pool (the sampling policy's quality).
@@ -296,6 +339,7 @@ def run_feedback_loop(
     val_data: Sequence[Sample] | None = None,
     workdir: str | Path | None = None,
     log_fn: Callable[[dict[str, Any]], None] | None = None,
+    token: str | None = None,
 ) -> list[RoundRecord]:
     """Alternate feedback rounds and RL rounds; return one record per round (round 0: the start).
 
@@ -306,8 +350,9 @@ def run_feedback_loop(
         rounds: Feedback + RL rounds.
         feedback: ``"simulated"`` (simulated evaluators answer through the store) or ``"human"``
             (people answer through the feedback server on ``store_url``).
-        store_url: The feedback store (``sqlite:///feedback.db``, a path, ``postgresql://...``);
-            required for ``"human"``; default ``<workdir>/feedback.db``.
+        store_url: The feedback store (``sqlite:///feedback.db``, a path, ``postgresql://...``) or a
+            feedback server (``http://host:8000``, with ``"human"`` only); required for ``"human"``;
+            default ``<workdir>/feedback.db``.
         algo: RL algorithm (``grpo``, ``rloo``, ``reinforce``, ``ppo``, ``a2c``).
         config: A :class:`FeedbackLoopConfig`.
         rl_config: The algorithm's config (its ``max_new_tokens`` is the completion budget
@@ -317,18 +362,21 @@ def run_feedback_loop(
         val_data: Held-out samples for the task score (default: 16 per family of the validation split).
         workdir: Folder for the store and the learner's state (default: a new temporary folder).
         log_fn: Called with every RL update's metrics (``"phase": "rl"``) and every round record
-            (``"phase": "round"``).
+            (``"phase": "round"``), on every rank.
+        token: Admin token of the feedback server when ``store_url`` is ``http(s)://...`` (default:
+            the ``INSTRUCT_ENV_FEEDBACK_TOKEN`` environment variable).
 
     Returns:
         ``rounds + 1`` :class:`RoundRecord`, the first for the starting policy.
     """
+    from agents.common import distributed as dist
     from agents.common.evaluation import evaluate
     from agents.common.model import ActorCritic
     from agents.rl import ALGORITHMS, make_trainer
     from instruct_env.feedback import FeedbackStore
     from instruct_env.feedback.active import ActiveSelector
     from instruct_env.feedback.online import OnlineRewardLearner
-    from instruct_env.feedback.oracle import FeedbackTimeout, HumanOracle, SimulatedOracle
+    from instruct_env.feedback.oracle import FeedbackTimeout, HumanOracle, RemoteStore, SimulatedOracle
     from instruct_env.feedback.reward_model import FeatureExtractor, RewardModel
     from instruct_env.feedback.rewards import ProxyReward
 
@@ -344,35 +392,71 @@ def run_feedback_loop(
             "feedback='human' needs store_url= (the store the feedback server uses, e.g. 'sqlite:///feedback.db'); "
             "start the server with `instruct-env serve <store_url>` and give evaluators their tokens."
         )
+    remote = store_url is not None and str(store_url).startswith(("http://", "https://"))
+    if remote and feedback == "simulated":
+        raise ConfigError(
+            f"feedback='simulated' needs a store its simulated evaluators can answer in this process; got the "
+            f"feedback server {str(store_url)!r}. Pass the server's store URL (e.g. 'sqlite:///feedback.db'), "
+            "or use feedback='human' with the server."
+        )
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if remote and not token:
+        raise ConfigError(
+            f"store_url={str(store_url)!r} is a feedback server, whose API needs an admin token; got none. Pass "
+            f"token= or set {TOKEN_ENV} (create an admin with `instruct-env add-evaluator --store STORE --admin NAME`)."
+        )
+    if cfg.background_refit and dist.world_size() > 1:
+        raise ConfigError(
+            f"background_refit=True refits during RL, so the {dist.world_size()} ranks would score with different "
+            "reward models; set background_refit=False for a data-parallel run (rank 0 refits between rounds)."
+        )
     rl_config = rl_config if rl_config is not None else _default_rl_config(algo, cfg.seed)
     max_new_tokens = rl_config.max_new_tokens
     train = list(train_data) if train_data is not None else _builtin(tasks, "train", 200, cfg.seed)
     val = list(val_data) if val_data is not None else _builtin(tasks, "validation", 16, cfg.seed)
     if not train or not val:
         raise ConfigError("run_feedback_loop needs non-empty train_data and val_data.")
+    dist.broadcast_module(policy)  # every rank starts from (and takes its frozen reward features from) rank 0's
     if not hasattr(policy, "value_head"):
         policy = ActorCritic(policy)
         policy.freeze_reference()
-    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="instruct-env-feedback-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    store = FeedbackStore(store_url if store_url is not None else workdir / "feedback.db",
-                          min_evaluators=cfg.evaluators, gold_rate=0.0, seed=cfg.seed)
+    main, rank = dist.is_main(), dist.rank()
+    # Rank 0 picks the folder (and the run id in every query's metadata) and is the only rank that writes in it.
+    if main:
+        workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="instruct-env-feedback-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+    workdir, run_id = dist.broadcast_object((Path(workdir) if main else None, uuid.uuid4().hex[:12]))
+    store: FeedbackStore | None = None
+    if remote:
+        oracle = HumanOracle(url=str(store_url), token=token, min_answers=cfg.evaluators)
+    else:
+        if not main:
+            dist.barrier()  # rank 0 creates the store (its schema) first
+        store = FeedbackStore(store_url if store_url is not None else workdir / "feedback.db",
+                              min_evaluators=cfg.evaluators, gold_rate=0.0, seed=cfg.seed)
+        if main:
+            dist.barrier()
+        oracle = HumanOracle(store, min_answers=cfg.evaluators)
     log = log_fn or (lambda record: None)
-    rng = np.random.default_rng(cfg.seed)
-    generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(cfg.seed)
+    rng = np.random.default_rng(dist.rank_seed(cfg.seed))
+    pool_source = dist.shard(train)  # every rank samples its pool from its own prompts
+    generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(dist.rank_seed(cfg.seed))
     val_generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(cfg.seed + 1)
 
     features = FeatureExtractor(policy, tokenizer, pooling=cfg.pooling, logprob_features=cfg.logprob_features,
                                 max_tokens=cfg.max_prompt_tokens + max_new_tokens + 1)  # frozen copy of the start
     reward_model = RewardModel(features, dataclasses.replace(cfg.reward_model, seed=cfg.seed))
-    learner = OnlineRewardLearner(store, reward_model, workdir / "reward_model", refit_every=10**9,
-                                  refit_interval_s=10**9, min_holdout=cfg.min_holdout, seed=cfg.seed)
-    oracle = HumanOracle(store, min_answers=cfg.evaluators)
+    learner = None  # rank 0's; the other ranks score with a replica of its promoted model
+    if main:
+        learner = OnlineRewardLearner(RemoteStore(str(store_url), token) if remote else store, reward_model,
+                                      workdir / "reward_model", refit_every=10**9, refit_interval_s=10**9,
+                                      min_holdout=cfg.min_holdout, seed=cfg.seed)
+    source: Any = learner if learner is not None else _Replica(reward_model)
     simulated = [SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
                                  flip_rate=cfg.flip_rate, seed=cfg.seed * 1000 + i, name=f"simulated-{i}")
-                 for i in range(cfg.evaluators)] if feedback == "simulated" else []
+                 for i in range(cfg.evaluators)] if feedback == "simulated" and main else []
     by_id = {s.id: s for s in train}
-    proxy = ProxyReward(learner, uncertainty_penalty=cfg.uncertainty_penalty)
+    proxy = ProxyReward(source, uncertainty_penalty=cfg.uncertainty_penalty)
     env_kwargs = {"dataset": train, "reward": proxy, "max_prompt_tokens": cfg.max_prompt_tokens}
     trainer = make_trainer(algo, rl_config, policy, tokenizer, env_kwargs,
                            log_fn=lambda metrics: log({"phase": "rl", **metrics}))
@@ -397,38 +481,44 @@ def run_feedback_loop(
             start = time.perf_counter()
             record = RoundRecord(round=r)
             # 1. generate
-            prompts = [train[i] for i in rng.choice(len(train), min(cfg.pool_prompts, len(train)), replace=False)]
+            prompts = [pool_source[int(i)]
+                       for i in rng.choice(len(pool_source), min(cfg.pool_prompts, len(pool_source)), replace=False)]
             pool = generate_pool(policy, tokenizer, prompts, cfg.samples_per_prompt,
                                  max_prompt_tokens=cfg.max_prompt_tokens, max_new_tokens=max_new_tokens,
                                  temperature=cfg.pool_temperature, generator=generator)
             # 2. select
-            selector = ActiveSelector(learner if cfg.selection == "qbc" else None, strategy=cfg.selection,
+            selector = ActiveSelector(source if cfg.selection == "qbc" else None, strategy=cfg.selection,
                                       random_share=cfg.random_share, per_instruction=cfg.per_instruction,
                                       seed=int(rng.integers(2**31)))
             items = selector.select(pool, cfg.queries_per_round, kind=cfg.kind)
+            items = [dataclasses.replace(item, metadata={**item.metadata, "run": run_id, "round": r, "rank": rank,
+                                                         "item": i})
+                     for i, item in enumerate(items)]
             # 3. collect
             ticket = oracle.ask(items, cfg.kind)
-            if simulated:
+            if feedback == "simulated":
+                dist.barrier()  # every rank's queries are stored before rank 0's evaluators answer them
                 for evaluator in simulated:
                     evaluator.answer_store(store, by_id)
+                dist.barrier()
                 result = oracle.poll(ticket)
             else:
                 try:
                     result = oracle.wait(ticket, timeout=cfg.human_timeout_s)
                 except FeedbackTimeout as exc:  # go on with what people answered so far
                     result = exc.partial
-            record.answers = int(result.n_answers().sum())
-            # 4. update the reward model
-            report = learner.step(force=True)
-            record.refit = report.to_dict() if report is not None else None
-            record.promoted = bool(report is not None and report.promoted)
-            record.rm_version = learner.version
-            _, holdout_labels = learner.labels()
-            record.labels_used, record.holdout_labels = learner.current.n_labels, len(holdout_labels)
-            record.rm_heldout_accuracy = learner.current.accuracy(holdout_labels).overall
-            record.rm_verifier_agreement, record.pool_task = verifier_agreement(learner.current, pool)
+            # Every rank has finished collecting once this sum is known, so rank 0's refit sees all their answers.
+            record.answers = int(dist.all_reduce_sum(float(result.n_answers().sum())))
+            # 4. update the reward model (rank 0) and give every rank the promoted one
+            update = dist.broadcast_object(_refit(learner) if learner is not None else None)
+            if learner is None:
+                source.load(update["state"], features)
+            record.refit, record.promoted, record.rm_version = update["refit"], update["promoted"], update["version"]
+            record.labels_used, record.holdout_labels = update["labels_used"], update["holdout_labels"]
+            record.rm_heldout_accuracy = update["rm_heldout_accuracy"]
+            record.rm_verifier_agreement, record.pool_task = verifier_agreement(source.current, pool)
             # 5. RL with the proxy reward
-            if learner.version >= 1 and cfg.rl_updates:
+            if record.rm_version >= 1 and cfg.rl_updates:
                 if cfg.background_refit:
                     learner.refit_every = max(1, cfg.queries_per_round // 4)
                     learner.start(poll_interval=5.0)
@@ -444,7 +534,40 @@ def run_feedback_loop(
             records.append(record)
             log({"phase": "round", **record.to_dict()})
     finally:
-        learner.close()
+        if learner is not None:
+            learner.close()
+            if remote:
+                learner.store.close()
         oracle.close()
-        store.close()
+        if store is not None:
+            store.close()
     return records
+
+
+def _refit(learner: Any) -> dict[str, Any]:
+    """Refit ``learner`` on everything new in the store; what every rank needs of the result (picklable)."""
+    report = learner.step(force=True)
+    _, holdout = learner.labels()
+    model = learner.current
+    return {"refit": report.to_dict() if report is not None else None,
+            "promoted": bool(report is not None and report.promoted), "version": learner.version,
+            "state": model.state(), "labels_used": model.n_labels, "holdout_labels": len(holdout),
+            "rm_heldout_accuracy": model.accuracy(holdout).overall}
+
+
+class _Replica:
+    """A rank's copy of rank 0's promoted reward model (read by the proxy reward and the selector as ``.current``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.current = model
+
+    @property
+    def version(self) -> int:
+        return self.current.version
+
+    def load(self, state: dict[str, Any], featurizer: Any) -> None:
+        """Take rank 0's model ``state`` (a :meth:`RewardModel.state`) unless it is the version held already."""
+        from instruct_env.feedback.reward_model import RewardModel
+
+        if state["version"] != self.current.version:
+            self.current = RewardModel.from_state(state, featurizer)

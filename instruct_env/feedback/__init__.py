@@ -16,7 +16,8 @@
 Learning from feedback (imported when first used; the reward model and the online learner need torch):
 
 * :mod:`~instruct_env.feedback.oracle`: ask for judgements and get them back, blocking or with a
-  ticket (``SimulatedOracle``, ``HumanOracle``, ``OraclePool``).
+  ticket (``SimulatedOracle``, ``HumanOracle``, ``OraclePool``); ``RemoteStore`` reads and writes a
+  store through the feedback server's admin API.
 * :mod:`~instruct_env.feedback.reward_model`: an ensemble of heads over frozen LM features.
 * :mod:`~instruct_env.feedback.online`: a worker that refits it on new labels and promotes only
   candidates whose held-out accuracy does not drop.
@@ -132,6 +133,7 @@ __all__ = [
     "SimulatedOracle",
     "HumanOracle",
     "OraclePool",
+    "RemoteStore",
     "answer_value",
     "prompt_text",
     "Label",
@@ -152,7 +154,8 @@ _LAZY = {
     "create_app": "server",
     "serve": "server",
     **dict.fromkeys(("FeedbackItem", "Ticket", "Judgement", "FeedbackResult", "FeedbackTimeout", "Oracle",
-                     "SimulatedOracle", "HumanOracle", "OraclePool", "answer_value", "prompt_text"), "oracle"),
+                     "SimulatedOracle", "HumanOracle", "OraclePool", "RemoteStore", "answer_value", "prompt_text"),
+                   "oracle"),
     **dict.fromkeys(("Label", "RewardModel", "RewardModelConfig", "FeatureExtractor", "Accuracy"), "reward_model"),
     **dict.fromkeys(("OnlineRewardLearner", "RefitReport", "labels_from_answer"), "online"),
     "ActiveSelector": "active",

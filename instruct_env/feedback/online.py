@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from instruct_env.error import ConfigError
-from instruct_env.feedback.oracle import FeedbackItem, answer_value
+from instruct_env.feedback.oracle import FeedbackItem, RemoteStore, answer_value
 from instruct_env.feedback.reward_model import Label, RewardModel
 from instruct_env.feedback.store import Event, FeedbackStore, Query
 
@@ -139,8 +139,10 @@ class OnlineRewardLearner:
     """Refits a reward model on a store's new feedback and promotes candidates that do not get worse.
 
     Args:
-        store: A :class:`FeedbackStore` or a store URL (opened here and closed by :meth:`close`).
-            The learner reads query payloads, so it needs the store itself, not the HTTP API.
+        store: A :class:`FeedbackStore`, a store URL (opened here and closed by :meth:`close`), or a
+            :class:`~instruct_env.feedback.oracle.RemoteStore` (the store of a feedback server,
+            read through its admin API). The learner reads the event log, query payloads and
+            evaluator names.
         model: The reward model to start from (its featurizer is used for every version; on a
             restart the promoted version saved in ``state_dir`` replaces its heads).
         state_dir: Folder for the watermark, the events read, promoted models and refit reports.
@@ -156,7 +158,7 @@ class OnlineRewardLearner:
 
     def __init__(
         self,
-        store: FeedbackStore | str | os.PathLike[str],
+        store: FeedbackStore | RemoteStore | str | os.PathLike[str],
         model: RewardModel,
         state_dir: str | os.PathLike[str],
         *,
@@ -180,10 +182,12 @@ class OnlineRewardLearner:
             raise ConfigError(f"holdout_fraction must be in [0, 1); got {holdout_fraction!r}.")
         if not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
             raise ConfigError(f"tolerance must be in [0, 1); got {tolerance!r}.")
-        if isinstance(store, FeedbackStore):
+        if isinstance(store, (str, os.PathLike)):
+            self.store, self._owns_store = FeedbackStore(store), True
+        elif all(callable(getattr(store, name, None)) for name in ("events_since", "queries", "evaluators")):
             self.store, self._owns_store = store, False
         else:
-            self.store, self._owns_store = FeedbackStore(store), True
+            raise ConfigError(f"store must be a FeedbackStore, a store URL or a RemoteStore; got {type(store).__name__}.")
         self.refit_every, self.refit_interval_s = refit_every, float(refit_interval_s)
         self.holdout_fraction, self.min_holdout, self.tolerance = float(holdout_fraction), min_holdout, float(tolerance)
         self.formatter, self.seed = formatter, seed

@@ -44,7 +44,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ import numpy as np
 
 from instruct_env.error import ConfigError, InstructEnvError, RewardError, require
 from instruct_env.feedback.kinds import FeedbackKind, make_kind
-from instruct_env.feedback.store import Event, FeedbackStore, Query
+from instruct_env.feedback.store import Evaluator, Event, FeedbackStore, Query
 from instruct_env.tasks.sample import Sample
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "SimulatedOracle",
     "HumanOracle",
     "OraclePool",
+    "RemoteStore",
     "answer_value",
     "prompt_text",
 ]
@@ -662,12 +663,27 @@ class _LocalStore:
         self.owned = True
 
 
-class _HTTPStore:
-    """Talks to the feedback server's admin API (``POST /api/admin/queries``, ``GET /api/export``)."""
+class RemoteStore:
+    """The part of a :class:`FeedbackStore` that training code uses, through the feedback server's admin API.
 
-    def __init__(self, url: str, token: str, client: Any = None, timeout: float = 30.0) -> None:
+    Posts queries (``POST /api/admin/queries``), reads the event log from a watermark
+    (``GET /api/export?format=events&since=``), stored queries by id (``GET /api/admin/queries``)
+    and the evaluators (``GET /api/admin/evaluators``). :class:`HumanOracle` uses it with
+    ``url=``; an :class:`~instruct_env.feedback.online.OnlineRewardLearner` given one learns from
+    a store that lives in another process or on another machine (e.g. several data-parallel
+    ranks sharing one feedback server). Needs ``httpx`` (``pip install 'instruct-env[server]'``).
+
+    Args:
+        url: The server's base URL, e.g. ``http://127.0.0.1:8000``.
+        token: An admin token.
+        client: An ``httpx.Client`` to use instead of a new one (e.g. FastAPI's ``TestClient``).
+        timeout: Seconds per request.
+    """
+
+    def __init__(self, url: str, token: str | None, client: Any = None, timeout: float = 30.0) -> None:
         if not isinstance(token, str) or not token:
-            raise ConfigError("HumanOracle over HTTP needs an admin token (token='12.<secret>').")
+            raise ConfigError(f"The feedback server's API needs an admin token (token='12.<secret>'); got {token!r}. "
+                              "Create one with `instruct-env add-evaluator --store STORE --admin NAME`.")
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
         self.client = client if client is not None else self._client()
         self._min_evaluators: int | None = None
@@ -697,16 +713,34 @@ class _HTTPStore:
             ids.extend(self._request("POST", "/api/admin/queries", json={"queries": body}).json()["ids"])
         return ids
 
-    def events_since(self, watermark: int) -> list[Event]:
+    def events_since(self, watermark: int = 0, limit: int | None = None) -> list[Event]:
+        """Log events with ``id > watermark``, in id order (the first ``limit`` of them)."""
         import json
 
         text = self._request("GET", "/api/export", params={"format": "events", "since": watermark}).text
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [Event(r["id"], r["query_id"], r["evaluator_id"], r["type"], r["answer"], r["ref"], r["time"])
-                for r in rows]
+        events = [Event(r["id"], r["query_id"], r["evaluator_id"], r["type"], r["answer"], r["ref"], r["time"])
+                  for r in rows]
+        return events if limit is None else events[:limit]
+
+    def queries(self, ids: Iterable[int]) -> dict[int, Query]:
+        """Stored queries by id (unknown ids are left out)."""
+        wanted = sorted({int(i) for i in ids})
+        found: dict[int, Query] = {}
+        for start in range(0, len(wanted), 500):
+            reply = self._request("GET", "/api/admin/queries", params={"ids": wanted[start:start + 500]}).json()
+            for q in reply["queries"]:
+                found[q["id"]] = Query(q["kind"], q["instruction"], q["completions"], context=q["context"],
+                                       options=q["options"], gold=q["gold"], selector=q["selector"],
+                                       score=q["score"], metadata=q["metadata"], id=q["id"], created=q["created"])
+        return found
+
+    def evaluators(self) -> list[Evaluator]:
+        """Every evaluator (``created`` is not sent by the server and reads 0)."""
+        return [Evaluator(e["id"], e["name"], e["role"], 0.0) for e in self._request("GET", "/api/admin/evaluators").json()]
 
     def evaluator_names(self) -> dict[int, str]:
-        return {e["id"]: e["name"] for e in self._request("GET", "/api/admin/evaluators").json()}
+        return {e.id: e.name for e in self.evaluators()}
 
     def min_evaluators(self) -> int:
         if self._min_evaluators is None:
@@ -773,8 +807,8 @@ class HumanOracle(Oracle):
         if min_answers is not None and (isinstance(min_answers, bool) or not isinstance(min_answers, int)
                                         or min_answers < 1):
             raise ConfigError(f"min_answers must be an integer >= 1 or None; got {min_answers!r}.")
-        self.backend: _LocalStore | _HTTPStore = _LocalStore(store) if store is not None else \
-            _HTTPStore(url, token, client)  # type: ignore[arg-type]
+        self.backend: _LocalStore | RemoteStore = _LocalStore(store) if store is not None else \
+            RemoteStore(url, token, client)  # type: ignore[arg-type]
         self.min_answers = min_answers
         self.name = name
         self.watermark = 0

@@ -21,6 +21,8 @@ Admin endpoints:
     ``POST /api/admin/evaluators``  create an evaluator; the reply holds the token, once
     ``GET  /api/admin/evaluators``  list evaluators (never tokens)
     ``POST /api/admin/queries``     add queries (all or none)
+    ``GET  /api/admin/queries``     stored queries by id (``?ids=1&ids=2``, at most 1000), with gold
+                                    answers and metadata: what training code reads
     ``GET  /api/admin/metrics``     per-evaluator counts, gold accuracy, agreement per kind
     ``GET  /api/export``            JSON Lines: ``format=events`` (the log, from ``since``),
                                     ``preferences``, ``thumbs`` or ``sft`` (see ``export``)
@@ -207,6 +209,24 @@ class QueriesIn(_Strict):
 
 class QueriesOut(BaseModel):
     ids: list[int]
+
+
+class StoredQueryOut(BaseModel):
+    id: int
+    kind: str
+    instruction: str
+    completions: list[str]
+    context: str
+    options: dict[str, Any]
+    gold: dict[str, Any] | None
+    selector: str | None
+    score: float | None
+    metadata: dict[str, Any]
+    created: float | None
+
+
+class StoredQueriesOut(BaseModel):
+    queries: list[StoredQueryOut]
 
 
 class ErrorOut(BaseModel):
@@ -497,6 +517,21 @@ def _add_api(app: FastAPI) -> None:
               summary="Add queries; all are stored or none.")
     def add_queries(body: QueriesIn, request: Request, admin: AdminDep) -> QueriesOut:
         return QueriesOut(ids=_store(request).add_queries([q.model_dump() for q in body.queries]))
+
+    @app.get("/api/admin/queries", tags=["admin"], response_model=StoredQueriesOut, responses=_ERRORS,
+             summary="Stored queries by id (unknown ids are left out), in id order.")
+    def stored_queries(
+        request: Request,
+        admin: AdminDep,
+        ids: Annotated[list[int], QueryParam(min_length=1, max_length=1000, description="Query ids.")],
+    ) -> StoredQueriesOut:
+        found = _store(request).queries(ids=ids)
+        return StoredQueriesOut(queries=[
+            StoredQueryOut(id=qid, kind=q.kind, instruction=q.instruction, completions=list(q.completions),
+                           context=q.context, options=dict(q.options),
+                           gold=None if q.gold is None else dict(q.gold), selector=q.selector, score=q.score,
+                           metadata=dict(q.metadata), created=q.created)
+            for qid, q in found.items()])
 
     @app.get("/api/admin/metrics", tags=["admin"], responses=_ERRORS,
              summary="Per-evaluator counts and gold accuracy; Krippendorff's alpha per kind.")
