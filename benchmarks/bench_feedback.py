@@ -172,12 +172,18 @@ def labels_to_reach(points, threshold):
 # --------------------------------------------------------------------------------------------------
 
 
+#: RL in the loop. lr 3e-4 with KL 0.02 (the earlier setting) let RL find answers the reward model over-rates
+#: within one round (greedy validation 0.618 -> 0.526 after 80 updates); lr 1e-4, KL 0.05 and a proxy reward
+#: minus the ensemble's disagreement keep the policy where the reward model can be trusted.
+RL_LR, RL_KL, UNCERTAINTY_PENALTY = 1e-4, 0.05, 1.0
+
+
 def rl_config(seed):
     from agents.rl import default_config
 
     # RLOO rather than GRPO: GRPO divides by each group's reward std, which turns a reward model's small differences
     # between equally good answers into full-size advantages. lr and KL from a sweep of RL on the task reward.
-    return default_config("rloo", num_envs=32, group_size=4, lr=3e-4, kl_coef=0.02, max_new_tokens=MAX_NEW,
+    return default_config("rloo", num_envs=32, group_size=4, lr=RL_LR, kl_coef=RL_KL, max_new_tokens=MAX_NEW,
                           total_updates=10**9, seed=seed)
 
 
@@ -187,7 +193,8 @@ def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, u
 
     config = FeedbackLoopConfig(kind="pairwise", queries_per_round=queries, pool_prompts=queries, samples_per_prompt=4,
                                 selection="qbc", random_share=0.2, evaluators=EVALUATORS, noise=NOISE,
-                                rl_updates=updates, max_prompt_tokens=MAX_PROMPT, seed=seed)
+                                rl_updates=updates, max_prompt_tokens=MAX_PROMPT, seed=seed,
+                                uncertainty_penalty=UNCERTAINTY_PENALTY)
     with tempfile.TemporaryDirectory() as workdir:
         records = run_feedback_loop(copy.deepcopy(model), tokenizer, rounds=rounds, feedback="simulated", algo="rloo",
                                     config=config, rl_config=rl_config(seed), train_data=train, val_data=val,
@@ -293,7 +300,8 @@ def findings(args, curves, loops, reference, exact):
         "with an exact reward model: the loop and the proxy-reward path work, the learned reward model is the "
         "limit." if not policy_rises else
         f"**The policy's held-out task score rises with the learned proxy**: greedy {mean('val_task', 0):.3f} -> "
-        f"{mean('val_task', final):.3f} after {updates} RL updates (RL on the verifier itself: {verifier:.3f}).",
+        f"{mean('val_task', final):.3f} after {updates} RL updates (sampled {mean('val_task_sampled', 0):.3f} -> "
+        f"{mean('val_task_sampled', final):.3f}; RL on the verifier itself: {verifier:.3f}).",
     ]
     if not policy_rises:
         heads = last["qbc"][0]
@@ -369,8 +377,8 @@ def report(args, info, curves, loops, reference, exact, fixed, seconds):
         f"### B. The loop (`run_feedback_loop`, simulated feedback)\n\n{n_rounds - 1} rounds; each: "
         f"{args.queries_b} prompts x 4 sampled answers -> {args.queries_b} pairwise queries by query by committee (20% "
         f"random hold-out) -> {EVALUATORS} evaluators -> online refit (warm start; promoted only if the held-out "
-        f"accuracy does not drop) -> {args.updates} RLOO updates (32 completions each, lr 3e-4, KL 0.02) with the "
-        f"proxy reward. Validation: {len(args.val_samples)} samples ({args.val_per_task} per family), greedy (as "
+        f"accuracy does not drop) -> {args.updates} RLOO updates (32 completions each, lr {RL_LR:g}, KL {RL_KL:g}) with "
+        f"the proxy reward minus {UNCERTAINTY_PENALTY:g} x the ensemble's disagreement. Validation: {len(args.val_samples)} samples ({args.val_per_task} per family), greedy (as "
         "`agents.common.evaluation`) and one sample at temperature 1. Round 0 is the starting policy. Each cell: "
         f"the mean, then seeds {', '.join(map(str, seeds_b))} (versions and labels per seed). {refused} of "
         f"{total_refits} refits were refused (their held-out accuracy would have dropped), so some rounds keep the "

@@ -369,6 +369,31 @@ def summary_table(summaries: dict[str, Any], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(matrices: dict[str, list[list[float]]], tasks: list[str], seeds: list[int]) -> str:
+    """Each RL method against SFT on the same seed: per-seed means over families and their differences.
+
+    Every RL run of a seed starts from that seed's SFT model and is scored on the same test set, so
+    the per-seed difference is the effect of RL alone.
+    """
+    import numpy as np
+
+    sft = np.asarray(matrices["sft"], dtype=float)  # (seeds, tasks)
+    lines = ["| method | " + " | ".join(f"seed {s}: SFT -> SFT+RL" for s in seeds)
+             + " | mean difference ± std over seeds | seeds improved | families improved (mean over seeds) |",
+             "|---|" + "---|" * len(seeds) + "---:|---:|---:|"]
+    for method, matrix in matrices.items():
+        if not method.startswith("sft+"):
+            continue
+        rl = np.asarray(matrix, dtype=float)
+        diff = rl.mean(axis=1) - sft.mean(axis=1)  # (seeds,)
+        spread = diff.std(ddof=1) if len(diff) > 1 else 0.0
+        per_family = (rl - sft).mean(axis=0)  # (tasks,)
+        cells = [f"{a:.3f} -> {b:.3f}" for a, b in zip(sft.mean(axis=1), rl.mean(axis=1))]
+        lines.append(f"| {method_name(method)} | " + " | ".join(cells) + f" | {diff.mean():+.3f} ± {spread:.3f} | "
+                     f"{int((diff > 0).sum())}/{len(diff)} | {int((per_family > 0).sum())}/{len(tasks)} |")
+    return "\n".join(lines)
+
+
 def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python -m benchmarks run --suite small",
               log=print) -> dict[str, Path]:
     """Run every seed and method, write the outputs (and the README section); returns ``name -> path``."""
@@ -380,17 +405,17 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
     tasks = list(per_seed[0][0]["sft"])
     tags = {"commit": commit_id(), "machine": machine(), "command": command, "date": time.strftime("%Y-%m-%d")}
     written: dict[str, Path] = {}
-    summaries = {}
+    summaries, matrices = {}, {}
     for method in suite.methods:
         matrix = [[scores[method][t] for t in tasks] for scores, _ in per_seed]
         written[f"scores_{method}"] = write_scores(out, method, list(suite.seeds), tasks, matrix, tags)
-        summaries[method] = summarize(matrix)
+        summaries[method], matrices[method] = summarize(matrix), matrix
     curves = {m: [c[m] for _, c in per_seed] for m in suite.methods if m in per_seed[0][1]}
     (out / "curves.json").write_text(json.dumps(_nan_to_none(curves), indent=1))
     written["curves"] = out / "curves.json"
     if curves:
         written.update({f"curves_{k}": v for k, v in plot_curves(curves, out).items()})
-    body = _summary_body(suite, summaries, tasks, wall, command)
+    body = _summary_body(suite, summaries, tasks, wall, command, paired_table(matrices, tasks, list(suite.seeds)))
     (out / "summary.md").write_text(f"# Quality suite\n\n{body}\n")
     written["summary"] = out / "summary.md"
     if readme:
@@ -399,7 +424,8 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
     return written
 
 
-def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: float, command: str) -> str:
+def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: float, command: str,
+                  paired: str) -> str:
     updates = ", ".join(f"{method_name('sft+' + m)} {suite.updates[m]}" for m in suite.rl_methods)
     rl = RLSection()
     sizes = (f"one update is one batch: PPO and SB3-PPO {rl.ppo.num_envs} envs x {rl.ppo.n_steps} tokens, GRPO "
@@ -418,6 +444,8 @@ def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: f
         f" are scored. SB3-PPO is stock Stable-Baselines3 PPO with `LMActorCriticPolicy` and our PPO's rollout size "
         f"and optimisation settings.\n\n"
         + summary_table(summaries, tasks)
+        + "\n\nRL against SFT, seed by seed (mean test task score over the families; every RL run of a seed starts "
+        "from that seed's SFT model):\n\n" + paired
         + f"\n\nLearning curves: `curves_val_task.png`, `curves_train_reward.png` in `{suite.out}`; "
         f"score matrices: `scores_<method>.json`.\n\n"
         f"Command: `{command}`. Wall time {wall / 60:.1f} min. Measured on {provenance()}."

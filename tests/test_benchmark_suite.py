@@ -51,7 +51,7 @@ def test_quick_suite_writes_score_matrices_curves_and_summary(tmp_path, one_thre
     for name in ("curves_val_task.png", "curves_train_reward.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     summary = (out / "summary.md").read_text()
-    for label in ("| zero-shot |", "| SFT+GRPO |", "| SFT+SB3-PPO |", "| rg:gcd |"):
+    for label in ("| zero-shot |", "| SFT+GRPO |", "| SFT+SB3-PPO |", "| rg:gcd |", "seeds improved"):
         assert label in summary
 
     # A second run with the same settings reuses the seed's saved results (seeds can run as separate
@@ -146,3 +146,19 @@ def test_cli_lists_the_suites(capsys):
     assert "seeds [3, 4]; methods ['zero-shot', 'sft', 'sft+grpo', 'sft+rloo']" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="Unknown RL method 'ppo2'"):
         main(["run", "--suite", "small", "--methods", "ppo2", "--list"])
+
+
+def test_paired_table_differences_are_per_seed_against_sft():
+    from benchmarks.suite import paired_table
+
+    matrices = {"zero-shot": [[0.0, 0.0], [0.0, 0.0]], "sft": [[0.2, 0.4], [0.3, 0.5]],
+                "sft+grpo": [[0.3, 0.5], [0.3, 0.4]]}
+    table = paired_table(matrices, ["a", "b"], [0, 1])
+    row = next(line for line in table.splitlines() if line.startswith("| SFT+GRPO"))
+    # seed 0: 0.3 -> 0.4 (+0.1); seed 1: 0.4 -> 0.35 (-0.05); mean +0.025, std 0.106
+    assert "0.300 -> 0.400" in row and "0.400 -> 0.350" in row
+    assert "+0.025 ± 0.106" in row and "| 1/2 |" in row
+    # per family: a +0.05, b 0.0 -> 1 of 2 improved
+    assert row.endswith("| 1/2 |")
+    rows = [line.split(" | ")[0] for line in table.splitlines()[2:]]
+    assert rows == ["| SFT+GRPO"]  # only RL methods are compared with SFT
