@@ -266,8 +266,9 @@ class FeedbackSection:
     Attributes:
         mode: ``None`` (automatic reward), ``"simulated"`` or ``"human"`` (people answer on the
             feedback server -- start ``instruct-env serve --store STORE`` and add evaluators).
-        store: Feedback store URL or path; required for ``"human"`` (default
-            ``<run>/feedback/feedback.db`` for ``"simulated"``).
+        store: Feedback store: a SQLite path, a ``postgresql://`` URL, or the ``http://`` URL of a
+            running feedback server (what data-parallel ranks share); required for ``"human"``
+            (default ``<run>/feedback/feedback.db`` for ``"simulated"``).
         rounds: Feedback + RL rounds.
         loop: How feedback is asked for and used.
     """
