@@ -264,7 +264,8 @@ def _fingerprint(suite: SuiteConfig, seed: int) -> dict[str, Any]:
     return json.loads(json.dumps({"seed": seed, **fields, "rl": dataclasses.asdict(RLSection())}, default=str))
 
 
-def run_seed(suite: SuiteConfig, seed: int, log=print) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+def run_seed(suite: SuiteConfig, seed: int, log=print,
+             reused: list[int] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
     """All methods for one seed: ``({method: {task: score}}, {method: curve})``.
 
     The results are saved in ``runs/seed<N>/seed_results.json`` and reused by a later run with the
@@ -277,6 +278,8 @@ def run_seed(suite: SuiteConfig, seed: int, log=print) -> tuple[dict[str, dict[s
         record = json.loads(saved.read_text())
         if record.get("fingerprint") == _fingerprint(suite, seed):
             log(f"seed {seed}: reusing {saved} (same settings)")
+            if reused is not None:
+                reused.append(seed)
             curves = {m: {k: [math.nan if v is None else v for v in vs] for k, vs in c.items()}
                       for m, c in record["curves"].items()}
             return record["scores"], curves
@@ -400,7 +403,8 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
     out = Path(suite.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    per_seed = [run_seed(suite, seed, log=log) for seed in suite.seeds]
+    reused: list[int] = []
+    per_seed = [run_seed(suite, seed, log=log, reused=reused) for seed in suite.seeds]
     wall = time.perf_counter() - start
     tasks = list(per_seed[0][0]["sft"])
     tags = {"commit": commit_id(), "machine": machine(), "command": command, "date": time.strftime("%Y-%m-%d")}
@@ -415,7 +419,8 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
     written["curves"] = out / "curves.json"
     if curves:
         written.update({f"curves_{k}": v for k, v in plot_curves(curves, out).items()})
-    body = _summary_body(suite, summaries, tasks, wall, command, paired_table(matrices, tasks, list(suite.seeds)))
+    body = _summary_body(suite, summaries, tasks, wall, command, paired_table(matrices, tasks, list(suite.seeds)),
+                         reused)
     (out / "summary.md").write_text(f"# Quality suite\n\n{body}\n")
     written["summary"] = out / "summary.md"
     if readme:
@@ -425,7 +430,7 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
 
 
 def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: float, command: str,
-                  paired: str) -> str:
+                  paired: str, reused: list[int] | None = None) -> str:
     updates = ", ".join(f"{method_name('sft+' + m)} {suite.updates[m]}" for m in suite.rl_methods)
     rl = RLSection()
     sizes = (f"one update is one batch: PPO and SB3-PPO {rl.ppo.num_envs} envs x {rl.ppo.n_steps} tokens, GRPO "
@@ -448,5 +453,8 @@ def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: f
         "from that seed's SFT model):\n\n" + paired
         + f"\n\nLearning curves: `curves_val_task.png`, `curves_train_reward.png` in `{suite.out}`; "
         f"score matrices: `scores_<method>.json`.\n\n"
-        f"Command: `{command}`. Wall time {wall / 60:.1f} min. Measured on {provenance()}."
+        f"Command: `{command}`. Wall time {wall / 60:.1f} min"
+        + (f" (seeds {', '.join(map(str, reused))} were run earlier as separate processes with `--seeds N` and the "
+           "same settings, and reused: their time is not included)" if reused else "")
+        + f". Measured on {provenance()}."
     )
