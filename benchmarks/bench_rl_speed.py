@@ -21,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from benchmarks._common import provenance, write_section
@@ -147,17 +148,24 @@ def grpo_ratio(tokenizer, prompts: int, group: int, T: int, repeats: int) -> dic
 
     policy = _policy(tokenizer)
     optimizer = torch.optim.AdamW(policy.lm.parameters(), lr=1e-5)
-    obs = trainer._obs
-    ids = torch.as_tensor(obs["input_ids"])
-    mask = torch.as_tensor(obs["attention_mask"])
     eos, pad = trainer.env.setup.eos_token_id, trainer.env.setup.pad_token_id
     gen_rng = torch.Generator().manual_seed(0)
+    # The floor trains on the same sequence of prompt batches as the trainers: a twin of their env,
+    # reset with the same seed and stepped ahead (the prompts drawn do not depend on the answers).
+    twin = make_trainer("grpo", config, _policy(tokenizer), tokenizer, {"max_prompt_tokens": 64})
+    batches = []
+    for _ in range(repeats + 1):  # one warm-up call, then the repeats
+        batches.append((torch.as_tensor(twin._obs["input_ids"]), torch.as_tensor(twin._obs["attention_mask"])))
+        twin._obs = twin.env.step(np.full((N, T), eos))[0]
+    calls = iter(batches)
 
     def floor():
+        ids, mask = next(calls)
         out = generate(policy.lm, ids, mask, T, eos, pad, SamplingConfig(), gen_rng)
         advantages = torch.randn(N)
-        scores = score_tokens(policy.lm, ids, mask, out.tokens, out.mask)
-        loss = -(advantages[:, None] * scores.logprobs * out.mask).sum() / N
+        K = int(out.lengths.max())  # score only up to the longest answer, as any sensible update does
+        scores = score_tokens(policy.lm, ids, mask, out.tokens[:, :K], out.mask[:, :K])
+        loss = -(advantages[:, None] * scores.logprobs * out.mask[:, :K]).sum() / N
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -311,7 +319,8 @@ def main() -> None:
         "in a step prefilled together in one to a few forwards grouped by prompt length). The textbook loop "
         "(`plain_decode` here) samples the same batch with the model's own cache, which grows by a copy per "
         "token; `generate` is our sampler for whole completions, with the same in-place buffers.\n\n"
-        "GRPO floor: sample with `generate`, one forward/backward, one optimizer step. Our GRPO update "
+        "GRPO floor: sample with `generate`, one forward/backward over the prompts and the answers up to the "
+        "longest one, one optimizer step. Our GRPO update "
         "additionally steps the Completion env (rewards) and, with a KL weight, scores the batch under the "
         "reference model; with one epoch and one minibatch its old log-probs come from the update's own "
         "forward pass. TRL: `GRPOTrainer` on the same model, 8 prompts x `num_generations=8`, "
