@@ -7,8 +7,9 @@ cd "$(dirname "$0")"
 VENV=${INSTRUCT_ENV_VENV:-.venv}
 PY=${PYTHON:-python3}
 
+EXTRAS="dev,server,bench,peft,reasoning,postgres"
 stamp="$VENV/.instruct-env-installed"
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+want=$( (cat pyproject.toml; echo "$EXTRAS") | sha256sum | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[run.sh] creating $VENV and installing dependencies (torch CPU build first)..."
     "$PY" -m venv "$VENV"
@@ -16,7 +17,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     # torch first, pinned to a CPU build that installs quickly; the project's own
     # requirement (torch>=2.3) is then already satisfied and pip pulls nothing bigger.
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    "$VENV/bin/python" -m pip install --quiet -e ".[dev,server,bench,peft,reasoning]"
+    "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
     echo "$want" > "$stamp"
 fi
 
