@@ -190,6 +190,7 @@ def _run_sb3_ppo(suite: SuiteConfig, seed: int, sft_dir: Path, out: Path) -> tup
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
 
     import instruct_env  # noqa: F401  (registers the environments)
     from agents.common.device import configure_threads
@@ -248,6 +249,7 @@ def _run_sb3_ppo(suite: SuiteConfig, seed: int, sft_dir: Path, out: Path) -> tup
                 max_grad_norm=math.inf if ppo.max_grad_norm is None else ppo.max_grad_norm,
                 normalize_advantage=ppo.normalize_advantage, seed=seed,
                 device=next(model.parameters()).device, policy_kwargs={"model": model, "tokenizer": tokenizer})
+    agent.set_logger(configure(str(out / "sb3_log"), ["csv"]))  # SB3 logs in the run folder, not the temp dir
     callback = Curve()
     agent.learn(total_timesteps=updates * batch, callback=callback)
     if curve["update"][-1] != updates:  # the final weights
