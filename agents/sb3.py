@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +133,9 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         seed: Seed for the default model's initial weights.
         peft_config: Optional ``peft`` config (e.g. LoRA): only the adapter and the value
             head train.
+        temperature: The action distribution is the softmax of ``logits / temperature``
+            (sampling and the log-probabilities PPO trains on alike), as in the project's own
+            PPO; ``1.0`` is the plain softmax. Greedy actions do not depend on it.
         **kwargs: Passed to :class:`~stable_baselines3.common.policies.ActorCriticPolicy`
             (``optimizer_class``, ``optimizer_kwargs``...); ``net_arch``, ``activation_fn``
             and ``ortho_init`` have no effect here.
@@ -154,9 +158,14 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         tokenizer: Any = None,
         seed: int | None = None,
         peft_config: Any = None,
+        temperature: float = 1.0,
         **kwargs: Any,
     ) -> None:
         _check_spaces(observation_space, action_space)
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ConfigError(f"temperature must be a finite number > 0; got {temperature!r}. Use 1.0 for the plain "
+                              "softmax, lower values for sharper sampling.")
+        self._temperature = float(temperature)
         if model is not None and model_name_or_path is not None:
             raise ConfigError("Pass either model= (an nn.Module) or model_name_or_path= (a name or path), not both.")
         if model_config is not None and (model is not None or model_name_or_path is not None):
@@ -215,7 +224,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         spec = self._spec
         data.update(
             model=spec.model, model_name_or_path=spec.model_name_or_path, model_config=spec.model_config,
-            tokenizer=spec.tokenizer, seed=spec.seed, peft_config=spec.peft_config,
+            tokenizer=spec.tokenizer, seed=spec.seed, peft_config=spec.peft_config, temperature=self._temperature,
         )
         return data
 
@@ -244,7 +253,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
 
     def _distribution(self, logits: torch.Tensor) -> Distribution:
         assert isinstance(self.action_dist, CategoricalDistribution)
-        return self.action_dist.proba_distribution(action_logits=logits)
+        return self.action_dist.proba_distribution(action_logits=logits / self._temperature)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or pick greedily) the next token: ``(actions (B,), values (B, 1), log_prob (B,))``."""

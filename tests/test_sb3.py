@@ -197,3 +197,26 @@ def test_ppo_with_a_kl_penalty_to_the_starting_model(tokenizer):
     model.learn(total_timesteps=16)
     env.reset(seed=0)
     assert model.policy.actor_critic.lm is env.policy_model and env.step(5)[4]["kl"] != 0.0
+
+
+def test_temperature_scales_the_action_distribution_and_survives_save_load(tmp_path):
+    obs, env = _observations()
+    plain = PPO(LMActorCriticPolicy, env, seed=0, policy_kwargs={"model_config": TINY, "seed": 0})
+    warm = PPO(LMActorCriticPolicy, env, seed=0, policy_kwargs={"model_config": TINY, "seed": 0, "temperature": 0.5})
+    actions = torch.tensor([7, 123, env.unwrapped.eos_token_id])
+    with torch.no_grad():
+        plain.policy.set_training_mode(False)
+        warm.policy.set_training_mode(False)
+        logits, _ = plain.policy._logits_and_values(obs)  # same weights (same seed) in both
+        _, logp_warm, _ = warm.policy.evaluate_actions(obs, actions.float())
+        _, logp_plain, _ = plain.policy.evaluate_actions(obs, actions.float())
+    expected = torch.log_softmax(logits / 0.5, -1).gather(1, actions[:, None])[:, 0]
+    assert torch.allclose(logp_warm, expected, atol=1e-5)
+    assert not torch.allclose(logp_warm, logp_plain, atol=1e-3)
+    numpy_obs = {k: v.numpy().astype(np.int64) for k, v in obs.items()}
+    assert np.array_equal(plain.predict(numpy_obs, deterministic=True)[0], warm.predict(numpy_obs, deterministic=True)[0])
+    warm.save(tmp_path / "warm")
+    assert PPO.load(tmp_path / "warm", env=env).policy._temperature == 0.5
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="temperature must be a finite number > 0"):
+            PPO(LMActorCriticPolicy, env, policy_kwargs={"model_config": TINY, "temperature": bad})
