@@ -29,3 +29,14 @@ def _threads():
     except ImportError:  # pragma: no cover
         return
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def single_thread():
+    """One torch thread for the test (tiny models: more threads only add contention on shared CI cores)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from instruct_env.error import ConfigError, UnknownNameError
 
@@ -20,13 +19,9 @@ pytest.importorskip("stable_baselines3")
 
 
 @pytest.fixture
-def one_thread(tmp_path, monkeypatch):
+def one_thread(tmp_path, monkeypatch, single_thread):
     """One torch thread, and a fresh model cache (the quick runs pre-train a tiny model of their own)."""
     monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_quick_suite_writes_score_matrices_curves_and_summary(tmp_path, one_thread):

@@ -236,12 +236,7 @@ def spawned(tmp_path_factory):
     return tmp, [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_parameters_identical_across_ranks(spawned):

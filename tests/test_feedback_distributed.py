@@ -182,12 +182,7 @@ def shared_run(tmp_path_factory):
         store.close()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_every_rank_posts_its_own_queries_once(shared_run):

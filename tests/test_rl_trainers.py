@@ -15,12 +15,7 @@ from instruct_env.error import ConfigError
 ALGOS = ["ppo", "a2c", "reinforce", "grpo", "rloo"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ from instruct_env.tasks.sample import Sample
 INSTRUCTIONS = ["Say yes.", "Say no maybe.", "Say cat dog red yes no.", "Say dog.", "Say red cat red cat red cat."]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,7 @@ ENV_KWARGS = {"dataset": DATASET, "reward": "chrf", "max_prompt_tokens": 24, "ma
 TINY = DefaultModelConfig(n_layer=2, n_embd=64, n_head=4, n_positions=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on shared CI cores
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _vec_env(n_envs=16, seed=0):

@@ -76,6 +76,19 @@ from instruct_env.feedback.store import (
     replay,
 )
 
+# name -> module: imported on first use (FastAPI for the server, torch for the reward model).
+_LAZY = {
+    "create_app": "server",
+    "serve": "server",
+    **dict.fromkeys(("FeedbackItem", "Ticket", "Judgement", "FeedbackResult", "FeedbackTimeout", "Oracle",
+                     "SimulatedOracle", "HumanOracle", "OraclePool", "RemoteStore", "answer_value", "prompt_text"),
+                   "oracle"),
+    **dict.fromkeys(("Label", "RewardModel", "RewardModelConfig", "FeatureExtractor", "Accuracy"), "reward_model"),
+    **dict.fromkeys(("OnlineRewardLearner", "RefitReport", "labels_from_answer"), "online"),
+    "ActiveSelector": "active",
+    **dict.fromkeys(("ProxyReward", "DelayedHumanReward"), "rewards"),
+}
+
 __all__ = [
     # aggregation
     "BradleyTerryResult",
@@ -120,47 +133,9 @@ __all__ = [
     "sft_examples",
     "unpaired_thumbs",
     "write_jsonl",
-    # server (lazy)
-    "create_app",
-    "serve",
-    # learning from feedback (lazy)
-    "FeedbackItem",
-    "Ticket",
-    "Judgement",
-    "FeedbackResult",
-    "FeedbackTimeout",
-    "Oracle",
-    "SimulatedOracle",
-    "HumanOracle",
-    "OraclePool",
-    "RemoteStore",
-    "answer_value",
-    "prompt_text",
-    "Label",
-    "RewardModel",
-    "RewardModelConfig",
-    "FeatureExtractor",
-    "Accuracy",
-    "OnlineRewardLearner",
-    "RefitReport",
-    "labels_from_answer",
-    "ActiveSelector",
-    "ProxyReward",
-    "DelayedHumanReward",
+    # imported on first use
+    *_LAZY,
 ]
-
-# name -> module: imported on first use (FastAPI for the server, torch for the reward model).
-_LAZY = {
-    "create_app": "server",
-    "serve": "server",
-    **dict.fromkeys(("FeedbackItem", "Ticket", "Judgement", "FeedbackResult", "FeedbackTimeout", "Oracle",
-                     "SimulatedOracle", "HumanOracle", "OraclePool", "RemoteStore", "answer_value", "prompt_text"),
-                   "oracle"),
-    **dict.fromkeys(("Label", "RewardModel", "RewardModelConfig", "FeatureExtractor", "Accuracy"), "reward_model"),
-    **dict.fromkeys(("OnlineRewardLearner", "RefitReport", "labels_from_answer"), "online"),
-    "ActiveSelector": "active",
-    **dict.fromkeys(("ProxyReward", "DelayedHumanReward"), "rewards"),
-}
 
 
 def __getattr__(name: str) -> Any:

@@ -403,7 +403,21 @@ class Oracle:
 # --------------------------------------------------------------------------------------------------
 
 
-class SimulatedOracle(Oracle):
+class _PicklesWithoutLock:
+    """Pickling for objects guarded by ``self._lock``: a lock does not pickle, so it is left out and
+    a fresh one is made when the object is unpickled."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class SimulatedOracle(_PicklesWithoutLock, Oracle):
     """A simulated evaluator: answers from an automatic metric, with seeded noise, bias and mistakes.
 
     Each completion's true quality ``q`` is the metric's value clipped to ``[0, 1]``. The evaluator
@@ -477,15 +491,6 @@ class SimulatedOracle(Oracle):
     def __repr__(self) -> str:
         return (f"SimulatedOracle({self.metric.name!r}, noise={self.noise}, bias={self.bias}, skip_rate={self.skip_rate}, "
                 f"flip_rate={self.flip_rate}, seed={self.seed}, name={self.name!r})")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- judging ------------------------------------------------------------------------------
 
@@ -759,7 +764,7 @@ class RemoteStore:
         self._min_evaluators = None
 
 
-class HumanOracle(Oracle):
+class HumanOracle(_PicklesWithoutLock, Oracle):
     """People answer through a feedback store: queries are posted, answers read from the event log.
 
     ``ask`` stores one query per item (kind, instruction, context, completions, the item's
@@ -815,15 +820,6 @@ class HumanOracle(Oracle):
         self._stacks: dict[tuple[int, int], list[Event]] = {}
         self._by_query: dict[int, set[int]] = {}  # query id -> evaluators with events on it
         self._names: dict[int, str] = {}
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     @property
