@@ -22,7 +22,7 @@ Learning from feedback (imported when first used; the reward model and the onlin
 * :mod:`~instruct_env.feedback.online`: a worker that refits it on new labels and promotes only
   candidates whose held-out accuracy does not drop.
 * :mod:`~instruct_env.feedback.active`: which outputs to send to people (query by committee).
-* :mod:`~instruct_env.feedback.rewards`: ``ProxyReward`` and ``DelayedHumanReward`` for ``reward=``.
+* :mod:`~instruct_env.feedback.rewards`: ``ProxyReward``, ``DelayedHumanReward`` and ``HumanReward`` for ``reward=``.
 
 Importing this package needs only numpy and the standard library.
 """
@@ -86,7 +86,7 @@ _LAZY = {
     **dict.fromkeys(("Label", "RewardModel", "RewardModelConfig", "FeatureExtractor", "Accuracy"), "reward_model"),
     **dict.fromkeys(("OnlineRewardLearner", "RefitReport", "labels_from_answer"), "online"),
     "ActiveSelector": "active",
-    **dict.fromkeys(("ProxyReward", "DelayedHumanReward"), "rewards"),
+    **dict.fromkeys(("ProxyReward", "DelayedHumanReward", "HumanReward"), "rewards"),
 }
 
 __all__ = [

@@ -8,6 +8,8 @@ reward                            value returned by the environment
                                   for human or simulated labels, which later train the next model
 :class:`DelayedHumanReward`       *delayed* mode: 0 at once; the people's answer arrives later through
                                   :meth:`DelayedHumanReward.collect` or a callback
+:class:`HumanReward`              *direct* mode: the evaluators' answer itself; the step waits for it (up
+                                  to ``timeout``), so any trainer can learn from it as from a metric
 ================================  =====================================================================
 
 Both need the environment's ``samples=`` (every environment passes them): a reward model scores
@@ -16,7 +18,8 @@ the per-completion info of :meth:`~instruct_env.rewards.Reward.compute_with_info
 environments merge into the episode's ``info``:
 
 ``reward_source``
-    ``"reward_model"``, ``"fallback:<metric>"`` (proxy), or ``"human:delayed"``.
+    ``"reward_model"``, ``"fallback:<metric>"`` (proxy), ``"human:delayed"``, or ``"human"``
+    (direct; ``"fallback:<metric>"`` for a completion nobody answered in time).
 ``reward_model_version``
     The version of the reward model that produced the value; ``None`` for other sources.
 ``reward_model_std``
@@ -47,7 +50,7 @@ from instruct_env.feedback.oracle import FeedbackItem, FeedbackResult, FeedbackT
 from instruct_env.rewards.base import Completions, References, Reward, check_inputs
 from instruct_env.tasks.sample import Sample
 
-__all__ = ["ProxyReward", "DelayedHumanReward"]
+__all__ = ["ProxyReward", "DelayedHumanReward", "HumanReward"]
 
 
 def _items(completions: list[str], samples: Any, reward: str, **fields: Any) -> list[FeedbackItem]:
@@ -337,3 +340,107 @@ class DelayedHumanReward(Reward):
                     self.callback(ticket, result.values())
                 delivered += 1
         return delivered
+
+
+class HumanReward(Reward):
+    """People's judgement as the reward, at once: each batch waits for the evaluators' answers.
+
+    The *direct* mode. Each batch becomes one oracle request of ``kind`` feedback (one item per
+    completion); :meth:`compute_with_info` blocks until every item has its answers (an
+    :class:`~instruct_env.feedback.oracle.OraclePool` waits for ``min_evaluators`` per item) or
+    ``timeout`` seconds pass, and returns each completion's mean answer in ``[0, 1]`` (a rating
+    ``r`` on ``low..high`` becomes ``(r - low) / (high - low)``, thumbs up 1 and down 0). Any
+    trainer can then learn from people exactly as from a metric: with simulated evaluators this is
+    RL on a noisy verifier; with people it suits small batches or a crowd that answers quickly.
+
+    A completion nobody answered within ``timeout`` (everyone skipped, or time ran out) gets the
+    ``fallback`` reward's value, with ``reward_source="fallback:<name>"`` in its info; without a
+    fallback that is an error, never a silent 0.
+
+    Info per completion: ``reward_source`` (``"human"``), ``reward_model_version`` (``None``),
+    ``human_answers`` (how many evaluators answered it) and the batch's ``ticket`` /
+    ``ticket_index``. :attr:`judgements` counts the answers received so far.
+
+    Args:
+        oracle: Who answers (a :class:`~instruct_env.feedback.oracle.HumanOracle`, a pool...).
+        kind: ``"rating"`` or ``"thumbs"``.
+        timeout: Seconds to wait per batch (``None``: as long as it takes).
+        fallback: Reward for unanswered completions: a name (``"task"``, ``"rougeL"``...), a
+            :class:`~instruct_env.rewards.Reward`, a function, or ``None`` (raise instead).
+        name: Component name.
+        **kind_options: Options of ``kind`` (``low``/``high`` for a rating).
+
+    >>> from instruct_env.feedback.oracle import SimulatedOracle
+    >>> from instruct_env.tasks import BuiltinDataset
+    >>> sample = BuiltinDataset(["copy"], split="validation", size_per_task=1)[0]
+    >>> reward = HumanReward(SimulatedOracle(noise=0.0, seed=0), "thumbs")
+    >>> values, _, infos = reward.compute_with_info([sample.references[0], "zzz"], [[], []], samples=[sample, sample])
+    >>> values, infos[0]["reward_source"], infos[0]["human_answers"]
+    (array([1., 0.]), 'human', 1)
+    """
+
+    needs_references = False
+
+    def __init__(self, oracle: Oracle, kind: str = "rating", *, timeout: float | None = 600.0, fallback: Any = None,
+                 name: str = "human", **kind_options: Any) -> None:
+        if not isinstance(oracle, Oracle):
+            raise ConfigError(f"HumanReward needs an Oracle; got {type(oracle).__name__}.")
+        if kind not in ("rating", "thumbs"):
+            raise ConfigError(
+                f"HumanReward turns answers into numbers, so kind must be 'rating' or 'thumbs'; got {kind!r}."
+            )
+        make_kind(kind, **kind_options)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout > 0):
+            raise ConfigError(f"timeout must be a number of seconds > 0, or None to wait as long as it takes; "
+                              f"got {timeout!r}.")
+        from instruct_env import rewards
+
+        self.oracle, self.kind, self.kind_options = oracle, kind, dict(kind_options)
+        self.timeout = timeout
+        self.fallback = None if fallback is None else rewards.make(fallback)
+        self.name = name
+        self.judgements = 0
+
+    def __repr__(self) -> str:
+        fallback = None if self.fallback is None else self.fallback.name
+        return f"HumanReward({self.oracle!r}, kind={self.kind!r}, timeout={self.timeout}, fallback={fallback!r})"
+
+    def compute(self, completions: Completions, references: References, **kwargs: Any
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.compute_with_info(completions, references, **kwargs)[:2]
+
+    def compute_with_info(self, completions: Completions, references: References, **kwargs: Any
+                          ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict[str, Any]]]:
+        """Ask the oracle about the batch and wait for the answers (see the class docstring)."""
+        completions, refs = check_inputs(completions, references)
+        items = _items(completions, kwargs.get("samples"), self.name, selector="direct")
+        if not items:
+            return np.zeros(0), {self.name: np.zeros(0)}, []
+        ticket = self.oracle.ask(items, self.kind, **self.kind_options)
+        try:
+            result = self.oracle.wait(ticket, self.timeout)
+        except FeedbackTimeout as exc:
+            result = exc.partial
+        values = np.asarray(result.values(), dtype=np.float64)
+        missing = np.flatnonzero(np.isnan(values))
+        source = np.full(len(items), self.name, dtype=object)
+        if missing.size:
+            if self.fallback is None:
+                raise RewardError(
+                    f"{missing.size} of {len(items)} completions got no {self.kind} answer within "
+                    f"{self.timeout} s (ticket {ticket.id}); their reward is unknown. Give evaluators more time "
+                    "(timeout=...), or pass fallback='task' (or another reward) for unanswered completions."
+                )
+            fill, _, _ = self.fallback.compute_with_info([completions[i] for i in missing],
+                                                          [refs[i] for i in missing],
+                                                          samples=[items[i].sample for i in missing])
+            values[missing] = fill
+            source[missing] = f"fallback:{self.fallback.name}"
+        self.judgements += sum(1 for j in result.judgements if not j.skipped)
+        counts = np.zeros(len(items), dtype=int)
+        for j in result.judgements:
+            counts[j.item] += not j.skipped
+        infos = [{"reward_source": str(source[i]), "reward_model_version": None, "human_answers": int(counts[i]),
+                  "ticket": ticket, "ticket_index": i} for i in range(len(items))]
+        return values, {self.name: values}, infos
