@@ -16,7 +16,12 @@ One round of :func:`run_feedback_loop`:
    reads the new answers from the store's event log and refits (warm-started); the new model is
    promoted only if its held-out accuracy does not drop;
 5. **RL** -- ``rl_updates`` updates of ``algo`` on ``InstructEnv/Completion-v0`` whose reward is a
-   :class:`~instruct_env.feedback.rewards.ProxyReward` reading the promoted reward model.
+   :class:`~instruct_env.feedback.rewards.ProxyReward` reading the promoted reward model
+   (``rl_reward="proxy"``, the default), or, with ``rl_reward="direct"``, a
+   :class:`~instruct_env.feedback.rewards.HumanReward`: every completion RL samples is rated by the
+   evaluators and the step waits for their answer (simulated evaluators answer at once; people answer
+   through the store, each RL batch waiting up to ``human_timeout_s``). The reward model is still
+   refitted and measured every round, so the two modes can be compared on the same records.
 
 After each round the policy is evaluated greedily on the validation samples
 (:func:`agents.common.evaluation.evaluate`, each sample's task verifier), which no reward model
@@ -95,6 +100,8 @@ FEEDBACK_MODES = ("simulated", "human")
 #: Environment variable holding the admin token of a feedback server given as ``store_url="http://..."``.
 TOKEN_ENV = "INSTRUCT_ENV_FEEDBACK_TOKEN"
 _KINDS = ("rating", "thumbs", "pairwise")
+#: What RL learns from in the loop.
+_RL_REWARDS = ("proxy", "direct")
 
 
 @dataclass
@@ -122,6 +129,15 @@ class FeedbackLoopConfig:
         human_timeout_s: How long a round waits for people (``feedback="human"``).
         rl_updates: RL updates per round.
         uncertainty_penalty: The proxy reward subtracts this times the ensemble's disagreement.
+        rl_reward: What RL learns from: ``"proxy"`` (the promoted reward model) or ``"direct"``
+            (the evaluators' answers to every completion, through
+            :class:`~instruct_env.feedback.rewards.HumanReward`; costs ``evaluators`` answers per
+            completion, so with people it suits small batches).
+        direct_kind: Feedback asked for each completion in ``"direct"`` mode: ``"rating"`` or
+            ``"thumbs"``.
+        promotion_tolerance: A refitted reward model may be this much less accurate on the
+            held-out labels than the current one and still be promoted (the hold-out is small and
+            noisy in early rounds).
         background_refit: Keep refitting in a background thread during RL (useful with people,
             whose late answers then count before the next round).
         reward_model: Ensemble shape and training.
@@ -150,6 +166,9 @@ class FeedbackLoopConfig:
     human_timeout_s: float = 600.0
     rl_updates: int = 20
     uncertainty_penalty: float = 0.0
+    rl_reward: str = "proxy"
+    direct_kind: str = "rating"
+    promotion_tolerance: float = 0.0
     background_refit: bool = False
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     pooling: str = "mean"
@@ -162,6 +181,14 @@ class FeedbackLoopConfig:
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise unknown_name("feedback kind for the loop", self.kind, _KINDS)
+        if self.rl_reward not in _RL_REWARDS:
+            raise unknown_name("RL reward of the loop", self.rl_reward, _RL_REWARDS)
+        if self.direct_kind not in ("rating", "thumbs"):
+            raise ConfigError(f"FeedbackLoopConfig.direct_kind must be 'rating' or 'thumbs' (answers that are numbers); "
+                              f"got {self.direct_kind!r}.")
+        if isinstance(self.promotion_tolerance, bool) or not isinstance(self.promotion_tolerance, (int, float)) \
+                or not 0 <= self.promotion_tolerance < 1:
+            raise ConfigError(f"FeedbackLoopConfig.promotion_tolerance must be in [0, 1); got {self.promotion_tolerance!r}.")
         if self.selection not in ("qbc", "random"):
             raise unknown_name("selection strategy", self.selection, ("qbc", "random"))
         if self.pooling not in ("mean", "completion", "last"):
@@ -205,7 +232,8 @@ class RoundRecord:
             (``nan`` without verifiers).
         pool_task: Mean task score of the pool (the sampling policy's quality).
         rl_updates: RL updates run this round.
-        rl_reward: Mean proxy reward over those updates.
+        rl_reward: Mean reward over those updates (the proxy, or the evaluators' answers in ``"direct"`` mode).
+        rl_judgements: Evaluators' answers used as rewards this round (``"direct"`` mode; 0 otherwise).
         val_task: Validation task score (greedy) after this round.
         val_exact_match: Validation exact match after this round.
         val_task_sampled: Validation task score of one completion per sample drawn at
@@ -225,6 +253,7 @@ class RoundRecord:
     pool_task: float = math.nan
     rl_updates: int = 0
     rl_reward: float = math.nan
+    rl_judgements: int = 0
     val_task: float = math.nan
     val_exact_match: float = math.nan
     val_task_sampled: float = math.nan
@@ -376,9 +405,15 @@ def run_feedback_loop(
     from instruct_env.feedback import FeedbackStore
     from instruct_env.feedback.active import ActiveSelector
     from instruct_env.feedback.online import OnlineRewardLearner
-    from instruct_env.feedback.oracle import FeedbackTimeout, HumanOracle, RemoteStore, SimulatedOracle
+    from instruct_env.feedback.oracle import (
+        FeedbackTimeout,
+        HumanOracle,
+        OraclePool,
+        RemoteStore,
+        SimulatedOracle,
+    )
     from instruct_env.feedback.reward_model import FeatureExtractor, RewardModel
-    from instruct_env.feedback.rewards import ProxyReward
+    from instruct_env.feedback.rewards import HumanReward, ProxyReward
 
     cfg = config if config is not None else FeedbackLoopConfig()
     if feedback not in FEEDBACK_MODES:
@@ -450,14 +485,26 @@ def run_feedback_loop(
     if main:
         learner = OnlineRewardLearner(RemoteStore(str(store_url), token) if remote else store, reward_model,
                                       workdir / "reward_model", refit_every=10**9, refit_interval_s=10**9,
-                                      min_holdout=cfg.min_holdout, seed=cfg.seed)
+                                      min_holdout=cfg.min_holdout, tolerance=cfg.promotion_tolerance, seed=cfg.seed)
     source: Any = learner if learner is not None else _Replica(reward_model)
     simulated = [SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
                                  flip_rate=cfg.flip_rate, seed=cfg.seed * 1000 + i, name=f"simulated-{i}")
                  for i in range(cfg.evaluators)] if feedback == "simulated" and main else []
     by_id = {s.id: s for s in train}
-    proxy = ProxyReward(source, uncertainty_penalty=cfg.uncertainty_penalty)
-    env_kwargs = {"dataset": train, "reward": proxy, "max_prompt_tokens": cfg.max_prompt_tokens}
+    if cfg.rl_reward == "proxy":
+        reward: Any = ProxyReward(source, uncertainty_penalty=cfg.uncertainty_penalty)
+    elif feedback == "simulated":
+        # Simulated evaluators rate RL's completions at once (on every rank: they are functions of the sample),
+        # with their own seeds so the store's evaluators keep their random streams.
+        reward = HumanReward(OraclePool([SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
+                                                         flip_rate=cfg.flip_rate, seed=dist.rank_seed(cfg.seed * 1000 + 500 + i),
+                                                         name=f"direct-{i}") for i in range(cfg.evaluators)]),
+                             cfg.direct_kind)
+    else:  # people rate RL's completions through the store (an oracle of its own, with its own log watermark)
+        direct_oracle = HumanOracle(url=str(store_url), token=token, min_answers=cfg.evaluators) if remote else \
+            HumanOracle(store, min_answers=cfg.evaluators)
+        reward = HumanReward(direct_oracle, cfg.direct_kind, timeout=cfg.human_timeout_s or None)
+    env_kwargs = {"dataset": train, "reward": reward, "max_prompt_tokens": cfg.max_prompt_tokens}
     trainer = make_trainer(algo, rl_config, policy, tokenizer, env_kwargs,
                            log_fn=lambda metrics: log({"phase": "rl", **metrics}))
 
@@ -517,8 +564,9 @@ def run_feedback_loop(
             record.labels_used, record.holdout_labels = update["labels_used"], update["holdout_labels"]
             record.rm_heldout_accuracy = update["rm_heldout_accuracy"]
             record.rm_verifier_agreement, record.pool_task = verifier_agreement(source.current, pool)
-            # 5. RL with the proxy reward
-            if record.rm_version >= 1 and cfg.rl_updates:
+            # 5. RL with the proxy reward (once a reward model exists) or the evaluators' answers
+            if (record.rm_version >= 1 or cfg.rl_reward == "direct") and cfg.rl_updates:
+                judged = getattr(reward, "judgements", 0)
                 if cfg.background_refit:
                     learner.refit_every = max(1, cfg.queries_per_round // 4)
                     learner.start(poll_interval=5.0)
@@ -529,6 +577,7 @@ def run_feedback_loop(
                         learner.stop()
                         learner.refit_every = 10**9
                 record.rl_updates, record.rl_reward = len(rewards), float(np.nanmean(rewards))
+                record.rl_judgements = int(dist.all_reduce_sum(float(getattr(reward, "judgements", 0) - judged)))
             validate(record)
             record.seconds = time.perf_counter() - start
             records.append(record)
@@ -539,6 +588,8 @@ def run_feedback_loop(
             if remote:
                 learner.store.close()
         oracle.close()
+        if isinstance(reward, HumanReward):
+            reward.oracle.close()
         if store is not None:
             store.close()
     return records

@@ -16,6 +16,11 @@ C. **Reference:** the same RL budget with the task verifier itself as the reward
 Run: ``python -m benchmarks.bench_feedback`` (about 6-8 minutes on 2 busy CPU cores, plus about 2
 minutes the first time to pre-train the policy). ``--quick`` runs a smaller version without
 writing the README.
+
+D. **RL on the evaluators' answers** (``--direct``, its own README section, about 35 minutes): the
+   loop of B with ``rl_reward="direct"`` (RL's reward is :class:`~instruct_env.feedback.HumanReward`:
+   every completion is rated by the simulated evaluators and the step waits for their mean answer)
+   for 10 rounds, against RL on the task verifier, over 3 seeds.
 """
 
 from __future__ import annotations
@@ -187,14 +192,14 @@ def rl_config(seed):
                           total_updates=10**9, seed=seed)
 
 
-def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, updates, queries):
+def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, updates, queries, rl_reward="proxy"):
     from agents.feedback_loop import FeedbackLoopConfig, run_feedback_loop
     from instruct_env.feedback import RewardModel
 
     config = FeedbackLoopConfig(kind="pairwise", queries_per_round=queries, pool_prompts=queries, samples_per_prompt=4,
                                 selection="qbc", random_share=0.2, evaluators=EVALUATORS, noise=NOISE,
                                 rl_updates=updates, max_prompt_tokens=MAX_PROMPT, seed=seed,
-                                uncertainty_penalty=UNCERTAINTY_PENALTY)
+                                uncertainty_penalty=UNCERTAINTY_PENALTY, rl_reward=rl_reward, direct_kind="rating")
     with tempfile.TemporaryDirectory() as workdir:
         records = run_feedback_loop(copy.deepcopy(model), tokenizer, rounds=rounds, feedback="simulated", algo="rloo",
                                     config=config, rl_config=rl_config(seed), train_data=train, val_data=val,
@@ -204,7 +209,7 @@ def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, u
             record.fixed_accuracy = RewardModel.load(path, features).accuracy(fixed).overall if record.rm_version else \
                 float("nan")
     for record in records:
-        print(f"B seed {seed} round {record.round}: v{record.rm_version} labels {record.labels_used} held-out "
+        print(f"{'B' if rl_reward == 'proxy' else 'D'} seed {seed} round {record.round}: v{record.rm_version} labels {record.labels_used} held-out "
               f"{record.rm_heldout_accuracy:.3f} fixed {getattr(record, 'fixed_accuracy', float('nan')):.3f} "
               f"val {record.val_task:.3f} sampled {record.val_task_sampled:.3f} ({record.seconds:.0f} s)", flush=True)
     return records
@@ -405,10 +410,54 @@ def report(args, info, curves, loops, reference, exact, fixed, seconds):
     return "\n\n".join(lines)
 
 
+def direct_report(args, loops, verifier, seconds):
+    seeds = sorted(loops)
+    n_rounds = len(loops[seeds[0]])
+    table = ["| round | updates | ratings used by RL | RM labels | RM acc. (fixed comparisons) | "
+             "val task (greedy): RL on the evaluators' ratings | val task (sampled) | RL on the task verifier |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in range(n_rounds):
+        recs = [loops[s][r] for s in seeds]
+        ref = per_seed([recs[0].val_task] * len(seeds)) if r == 0 else per_seed([verifier[s][r - 1] for s in seeds])
+        table.append(
+            f"| {r} | {r * args.updates} | {np.mean([rec.rl_judgements for rec in recs]):.0f} | "
+            f"{'/'.join(str(rec.labels_used) for rec in recs)} | "
+            f"{per_seed([getattr(rec, 'fixed_accuracy', float('nan')) for rec in recs])} | "
+            f"{per_seed([rec.val_task for rec in recs])} | {per_seed([rec.val_task_sampled for rec in recs])} | {ref} |")
+    start = np.mean([loops[s][0].val_task for s in seeds])
+    final = [loops[s][-1].val_task for s in seeds]
+    gain = [f - loops[s][0].val_task for f, s in zip(final, seeds)]
+    rises = sum(g > 0 for g in gain)
+    fixed_first = np.mean([loops[s][1].fixed_accuracy for s in seeds])
+    fixed_last = np.mean([loops[s][-1].fixed_accuracy for s in seeds])
+    ratings = np.sum([[rec.rl_judgements for rec in loops[s]] for s in seeds], axis=1).mean()
+    updates = (n_rounds - 1) * args.updates
+    return (
+        f"The loop of B (`run_feedback_loop`, simulated feedback, the same policy, families, queries, evaluators, "
+        f"RLOO settings and validation samples) with `rl_reward=\"direct\"`: RL's reward is `HumanReward`, so every "
+        f"completion RL samples is rated 1-5 by the {EVALUATORS} simulated evaluators (noise {NOISE}) and the step "
+        "returns their mean rating rescaled to [0, 1]; the reward model is still refitted on each round's "
+        f"{args.queries_b} pairwise queries and measured, but RL does not use it. {n_rounds - 1} rounds of "
+        f"{args.updates} updates (B has 5). Each cell: the mean, then seeds {', '.join(map(str, seeds))}.\n\n"
+        f"**The policy's held-out task score {'rises' if rises == len(seeds) else 'does not rise on every seed'} "
+        f"when the loop's RL learns from the evaluators' answers**: greedy {start:.3f} -> {np.mean(final):.3f} after "
+        f"{updates} updates ({rises}/{len(seeds)} seeds rise; mean gain {np.mean(gain):+.3f}; RL on the noiseless "
+        f"verifier: {np.mean([verifier[s][-1] for s in seeds]):.3f}), while the reward model's accuracy on the fixed "
+        f"comparisons goes {fixed_first:.3f} -> {fixed_last:.3f}. The price: {ratings:.0f} ratings per seed for RL "
+        "(one per completion per evaluator), affordable with simulated evaluators or a large crowd, against "
+        f"{args.queries_b * EVALUATORS} answers a round for the reward model; that gap is what a learned reward model "
+        "is for. B and D differ only in RL's reward, so where D rises and B does not, the limit is the reward "
+        "model (frozen features of this 2-layer policy), not the RL or the feedback path.\n\n" + "\n".join(table) +
+        f"\n\nCommand: `python -m benchmarks.bench_feedback --direct`. Measured on {provenance()}; torch threads = 1; "
+        f"{seconds:.0f} s in all.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run that does not write the README")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/README.md alone")
+    parser.add_argument("--direct", action="store_true",
+                        help="only D: RL on the simulated evaluators' ratings (HumanReward) vs on the verifier")
     args = parser.parse_args()
     torch.set_num_threads(1)
     quick = args.quick
@@ -432,11 +481,22 @@ def main() -> None:
     fixed = fixed_comparisons(model, tokenizer, list(BuiltinDataset(list(TASKS), split="validation",
                                                                     size_per_task=100, seed=1)))
     print(f"{len(fixed)} fixed comparisons", flush=True)
+    args.queries_b = 2 * args.queries
+    if args.direct:
+        seeds, rounds = (args.seeds_b, 2) if quick else ((0, 1, 2), 10)
+        loops = {s: feedback_loop(model, tokenizer, train, val, features, fixed, s, rounds, args.updates,
+                                  args.queries_b, rl_reward="direct") for s in seeds}
+        verifier = {s: reference_rl(model, tokenizer, train, val, s, rounds, args.updates, "task") for s in seeds}
+        body = direct_report(args, loops, verifier, time.perf_counter() - start)
+        print("\n" + body)
+        if not (quick or args.no_write):
+            write_section("Human-feedback loop: RL on the evaluators' answers (direct mode)", body)
+            print("wrote the 'Human-feedback loop: RL on the evaluators' answers (direct mode)' section")
+        return
     curves = active_vs_random(model, tokenizer, train, features, fixed, args.seeds_a, args.rounds_a,
                               args.prompts_per_round, args.queries)
     loops = {s: feedback_loop(model, tokenizer, train, val, features, fixed, s, args.rounds_b, args.updates,
-                              2 * args.queries) for s in args.seeds_b}
-    args.queries_b = 2 * args.queries
+                              args.queries_b) for s in args.seeds_b}
     from instruct_env.feedback import ProxyReward
 
     reference = {s: reference_rl(model, tokenizer, train, val, s, args.rounds_b, args.updates, "task")

@@ -50,3 +50,35 @@ def test_loop_arguments_are_checked():
         run_feedback_loop(None, None, feedback="simulate")
     with pytest.raises(ConfigError, match="feedback='human' needs store_url="):
         run_feedback_loop(None, None, feedback="human")
+
+
+def test_direct_mode_rewards_rl_with_the_evaluators_answers(tmp_path):
+    torch.set_num_threads(1)
+    tokenizer = tiny_tokenizer()
+    policy = tiny_policy(tokenizer, seed=0, n_embd=32)
+    config = FeedbackLoopConfig(kind="rating", queries_per_round=12, pool_prompts=6, samples_per_prompt=4,
+                                per_instruction=3, evaluators=2, rl_updates=2, min_holdout=2, max_prompt_tokens=16, rl_reward="direct",
+                                direct_kind="thumbs", noise=0.0,
+                                reward_model=RewardModelConfig(n_heads=2, hidden=8, epochs=20), seed=0)
+    rl_config = default_config("rloo", num_envs=8, group_size=4, max_new_tokens=3, lr=1e-3, total_updates=1000)
+    logged = []
+    records = run_feedback_loop(policy, tokenizer, rounds=1, feedback="simulated", algo="rloo", config=config,
+                                rl_config=rl_config, train_data=say_dataset(WORDS), val_data=say_dataset(WORDS),
+                                workdir=tmp_path, log_fn=logged.append)
+    record = records[1]
+    # Every completion RL sampled was judged by both evaluators: 2 updates x 8 completions x 2 answers.
+    assert record.rl_updates == 2 and record.rl_judgements == 2 * 8 * 2
+    # Noiseless thumbs are the verifier's pass/fail, so the mean reward is a multiple of 1/16 in [0, 1].
+    assert 0 <= record.rl_reward <= 1 and (record.rl_reward * 16) == pytest.approx(round(record.rl_reward * 16))
+    rl_logs = [m for m in logged if m["phase"] == "rl"]
+    assert len(rl_logs) == 2 and record.answers > 0 and record.rm_version >= 1  # the reward model still learns
+    assert records[0].rl_judgements == 0
+
+
+def test_direct_mode_options_are_checked():
+    with pytest.raises(Exception, match="Did you mean 'direct'"):
+        FeedbackLoopConfig(rl_reward="directly")
+    with pytest.raises(ConfigError, match="direct_kind must be 'rating' or 'thumbs'"):
+        FeedbackLoopConfig(direct_kind="pairwise")
+    with pytest.raises(ConfigError, match="promotion_tolerance must be in"):
+        FeedbackLoopConfig(promotion_tolerance=1.5)
