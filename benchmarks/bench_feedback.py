@@ -67,8 +67,10 @@ def featurizer(model, tokenizer):
                             max_tokens=MAX_PROMPT + MAX_NEW + 1)
 
 
-def fixed_comparisons(model, tokenizer, val, seed=123):
-    """Noiseless comparisons on validation prompts: 4 sampled answers each, pairs whose verifier scores differ."""
+def fixed_comparisons(model, tokenizer, val, seed=123, gaps=None):
+    """Noiseless comparisons on validation prompts: 4 sampled answers each, pairs whose verifier scores differ.
+
+    ``gaps``, a list, receives each pair's absolute verifier-score difference."""
     from agents.feedback_loop import generate_pool
     from instruct_env.feedback.reward_model import Label
 
@@ -80,6 +82,8 @@ def fixed_comparisons(model, tokenizer, val, seed=123):
         for a, b in itertools.combinations(range(start, start + 4), 2):
             if truth[a] != truth[b]:
                 labels.append(Label("pairwise", (pool[a].pairs()[0], pool[b].pairs()[0]), float(truth[a] > truth[b])))
+                if gaps is not None:
+                    gaps.append(abs(truth[a] - truth[b]))
     return labels
 
 
@@ -183,16 +187,21 @@ def labels_to_reach(points, threshold):
 RL_LR, RL_KL, UNCERTAINTY_PENALTY = 1e-4, 0.05, 1.0
 
 
-def rl_config(seed):
+#: D's learning rate: as fast as RL on the verifier goes well here (B's lower rate slows the proxy's over-optimisation).
+DIRECT_LR = 2e-4
+
+
+def rl_config(seed, lr=RL_LR):
     from agents.rl import default_config
 
     # RLOO rather than GRPO: GRPO divides by each group's reward std, which turns a reward model's small differences
     # between equally good answers into full-size advantages. lr and KL from a sweep of RL on the task reward.
-    return default_config("rloo", num_envs=32, group_size=4, lr=RL_LR, kl_coef=RL_KL, max_new_tokens=MAX_NEW,
+    return default_config("rloo", num_envs=32, group_size=4, lr=lr, kl_coef=RL_KL, max_new_tokens=MAX_NEW,
                           total_updates=10**9, seed=seed)
 
 
-def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, updates, queries, rl_reward="proxy"):
+def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, updates, queries, rl_reward="proxy",
+                  lr=RL_LR):
     from agents.feedback_loop import FeedbackLoopConfig, run_feedback_loop
     from instruct_env.feedback import RewardModel
 
@@ -202,14 +211,14 @@ def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, u
                                 uncertainty_penalty=UNCERTAINTY_PENALTY, rl_reward=rl_reward, direct_kind="rating")
     with tempfile.TemporaryDirectory() as workdir:
         records = run_feedback_loop(copy.deepcopy(model), tokenizer, rounds=rounds, feedback="simulated", algo="rloo",
-                                    config=config, rl_config=rl_config(seed), train_data=train, val_data=val,
+                                    config=config, rl_config=rl_config(seed, lr), train_data=train, val_data=val,
                                     workdir=workdir)
         for record in records[1:]:
             path = Path(workdir) / "reward_model" / "models" / f"v{record.rm_version}.pt"
             record.fixed_accuracy = RewardModel.load(path, features).accuracy(fixed).overall if record.rm_version else \
                 float("nan")
     for record in records:
-        print(f"{'B' if rl_reward == 'proxy' else 'D'} seed {seed} round {record.round}: v{record.rm_version} labels {record.labels_used} held-out "
+        print(f"{'B' if lr == RL_LR else 'D'} {rl_reward} seed {seed} round {record.round}: v{record.rm_version} labels {record.labels_used} held-out "
               f"{record.rm_heldout_accuracy:.3f} fixed {getattr(record, 'fixed_accuracy', float('nan')):.3f} "
               f"val {record.val_task:.3f} sampled {record.val_task_sampled:.3f} ({record.seconds:.0f} s)", flush=True)
     return records
@@ -230,14 +239,47 @@ class ExactRewardModel:
         return values, np.zeros(len(pairs))
 
 
-def reference_rl(model, tokenizer, train, val, seed, rounds, updates, reward):
+#: Standard deviation of the Gaussian noise added to the verifier in the noisy-reward reference.
+NOISY_SIGMA = 0.6
+
+
+class NoisyVerifier:
+    """A reward: the task verifier plus independent Gaussian noise per completion (a reference for C)."""
+
+    name = f"verifier+N(0,{NOISY_SIGMA})"
+
+    def __init__(self, sigma, seed):
+        self.sigma, self.rng = sigma, np.random.default_rng(seed)
+
+    def __call__(self, completions, references, samples=None, **kwargs):
+        return [s.score(c) + self.rng.normal(0.0, self.sigma) for s, c in zip(samples, completions)]
+
+
+def noisy_accuracy(gaps, sigma):
+    """Expected share of the fixed comparisons a verifier with N(0, sigma) noise per answer orders right."""
+    return float(np.mean([0.5 * (1 + math.erf(g / (sigma * math.sqrt(2)) / math.sqrt(2))) for g in gaps]))
+
+
+class LikelihoodRewardModel:
+    """A stand-in reward model: the completion's mean log-probability under the frozen start policy (version 1)."""
+
+    version = 1
+
+    def __init__(self, features):
+        self.features = features
+
+    def predict(self, pairs):
+        return self.features(pairs)[:, -3].astype(np.float64), np.zeros(len(pairs))
+
+
+def reference_rl(model, tokenizer, train, val, seed, rounds, updates, reward, lr=RL_LR):
     from agents.common.evaluation import evaluate
     from agents.common.model import ActorCritic
     from agents.rl import make_trainer
 
     policy = ActorCritic(copy.deepcopy(model))
     policy.freeze_reference()
-    trainer = make_trainer("rloo", rl_config(seed), policy, tokenizer,
+    trainer = make_trainer("rloo", rl_config(seed, lr), policy, tokenizer,
                            {"dataset": train, "reward": reward, "max_prompt_tokens": MAX_PROMPT})
     scores = []
     for _ in range(rounds):
@@ -313,14 +355,19 @@ def findings(args, curves, loops, reference, exact):
         compared = (f"more than the trained heads reach with {n_labels:.0f} labels, {heads:.3f}: at this scale the "
                     "hidden-state features add noise rather than signal" if args.likelihood > heads else
                     f"the trained heads reach {heads:.3f} with {n_labels:.0f} labels")
+        noisy = float(np.mean([args.noisy[s][-1] for s in seeds_b]))
+        likely = float(np.mean([args.likely[s][-1] for s in seeds_b]))
         bullets.append(
             "Why, as far as measured here: the reward model's strongest cue is the start policy's own likelihood of "
             f"an answer (that number alone orders {args.likelihood:.3f} of the fixed comparisons right, {compared}). "
-            "RL finds answers the heads over-rate (the proxy reward rises while the task score falls) faster than "
-            f"{args.queries_b} new queries a round correct them: the over-optimisation of a learned reward "
-            "(Gao et al., 2023, *Scaling laws for reward model overoptimization*). Richer frozen features (a "
-            "larger policy), more labels per RL update, or a stronger KL are the levers; this 2-layer policy on "
-            "2 CPU cores does not show them.")
+            "A reward that ranks answers the way the policy already does cannot improve the policy's own greedy "
+            f"answer: RL on that likelihood alone ends at {likely:.3f}. Accuracy on comparisons is not what RL "
+            f"needs: the verifier plus fresh N(0, {NOISY_SIGMA}) noise per completion orders only "
+            f"{args.noisy_accuracy:.3f} of the fixed comparisons right, yet RL on it reaches {noisy:.3f}, because "
+            "independent errors average out over updates while a reward model's errors repeat on every similar "
+            "answer and RL follows them (the over-optimisation of a learned reward; Gao et al., 2023, *Scaling laws "
+            "for reward model overoptimization*). The missing information (for count_words, the count) is not in "
+            "this 2-layer policy's frozen features; D shows that RL on the evaluators' own answers rises.")
     return "Findings:\n\n" + "\n".join(f"- {b}" for b in bullets)
 
 
@@ -392,17 +439,22 @@ def report(args, info, curves, loops, reference, exact, fixed, seconds):
         "below 1 even for a perfect model.\n\n" + "\n".join(table))
     # C
     table = ["| round | updates | val task (greedy): RL with the learned proxy (B) | RL on the task verifier | "
-             "RL through `ProxyReward` with an exact reward model |", "|---:|---:|---:|---:|---:|"]
+             "RL through `ProxyReward` with an exact reward model | RL on the verifier + noise | "
+             "RL on the start policy's likelihood |", "|---:|---:|---:|---:|---:|---:|---:|"]
     start = per_seed([loops[s][0].val_task for s in seeds_b])
-    table.append(f"| 0 | 0 | {start} | {start} | {start} |")
+    table.append(f"| 0 | 0 | {start} | {start} | {start} | {start} | {start} |")
     for r in range(len(next(iter(reference.values())))):
         table.append(f"| {r + 1} | {(r + 1) * args.updates} | {per_seed([loops[s][r + 1].val_task for s in seeds_b])} | "
-                     f"{per_seed([reference[s][r] for s in seeds_b])} | {per_seed([exact[s][r] for s in seeds_b])} |")
+                     f"{per_seed([reference[s][r] for s in seeds_b])} | {per_seed([exact[s][r] for s in seeds_b])} | "
+                     f"{per_seed([args.noisy[s][r] for s in seeds_b])} | {per_seed([args.likely[s][r] for s in seeds_b])} |")
     lines.append(
-        "### C. References: the same RL budget on the true reward\n\nRLOO with the same settings and seeds, "
+        "### C. References: the same RL budget on other rewards\n\nRLOO with the same settings and seeds, "
         f"{args.updates} updates per round, rewarded by the task verifier (what the simulated evaluators judge by, "
-        "without their noise), and by a `ProxyReward` whose \"reward model\" returns that verifier's score (a check "
-        "that the proxy-reward path itself costs nothing).\n\n" + "\n".join(table))
+        "without their noise); by a `ProxyReward` whose \"reward model\" returns that verifier's score (a check "
+        f"that the proxy-reward path itself costs nothing); by the verifier plus Gaussian noise N(0, {NOISY_SIGMA}) "
+        f"drawn afresh for every completion (it would order {args.noisy_accuracy:.3f} of the fixed comparisons right, "
+        "in expectation); and by a `ProxyReward` whose \"reward model\" is the completion's mean token "
+        "log-probability under the frozen start policy (the reward model's strongest feature).\n\n" + "\n".join(table))
     lines.insert(1, findings(args, curves, loops, reference, exact))
     lines.append(
         f"Command: `python -m benchmarks.bench_feedback`. Measured on {provenance()}; torch threads = 1; "
@@ -410,44 +462,49 @@ def report(args, info, curves, loops, reference, exact, fixed, seconds):
     return "\n\n".join(lines)
 
 
-def direct_report(args, loops, verifier, seconds):
+def direct_report(args, loops, proxy, verifier, seconds):
     seeds = sorted(loops)
     n_rounds = len(loops[seeds[0]])
-    table = ["| round | updates | ratings used by RL | RM labels | RM acc. (fixed comparisons) | "
-             "val task (greedy): RL on the evaluators' ratings | val task (sampled) | RL on the task verifier |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    table = ["| round | updates | ratings used by RL (D) | RM acc. (fixed comparisons) | val task (greedy): RL on the "
+             "evaluators' ratings (D) | val task (sampled), D | val task (greedy): RL on the learned proxy | "
+             "val task (greedy): RL on the task verifier |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in range(n_rounds):
         recs = [loops[s][r] for s in seeds]
         ref = per_seed([recs[0].val_task] * len(seeds)) if r == 0 else per_seed([verifier[s][r - 1] for s in seeds])
         table.append(
             f"| {r} | {r * args.updates} | {np.mean([rec.rl_judgements for rec in recs]):.0f} | "
-            f"{'/'.join(str(rec.labels_used) for rec in recs)} | "
             f"{per_seed([getattr(rec, 'fixed_accuracy', float('nan')) for rec in recs])} | "
-            f"{per_seed([rec.val_task for rec in recs])} | {per_seed([rec.val_task_sampled for rec in recs])} | {ref} |")
+            f"{per_seed([rec.val_task for rec in recs])} | {per_seed([rec.val_task_sampled for rec in recs])} | "
+            f"{per_seed([proxy[s][r].val_task for s in seeds])} | {ref} |")
     start = np.mean([loops[s][0].val_task for s in seeds])
-    final = [loops[s][-1].val_task for s in seeds]
-    gain = [f - loops[s][0].val_task for f, s in zip(final, seeds)]
+    gain = [loops[s][-1].val_task - loops[s][0].val_task for s in seeds]
+    proxy_gain = [proxy[s][-1].val_task - proxy[s][0].val_task for s in seeds]
     rises = sum(g > 0 for g in gain)
     fixed_first = np.mean([loops[s][1].fixed_accuracy for s in seeds])
     fixed_last = np.mean([loops[s][-1].fixed_accuracy for s in seeds])
     ratings = np.sum([[rec.rl_judgements for rec in loops[s]] for s in seeds], axis=1).mean()
     updates = (n_rounds - 1) * args.updates
     return (
-        f"The loop of B (`run_feedback_loop`, simulated feedback, the same policy, families, queries, evaluators, "
-        f"RLOO settings and validation samples) with `rl_reward=\"direct\"`: RL's reward is `HumanReward`, so every "
-        f"completion RL samples is rated 1-5 by the {EVALUATORS} simulated evaluators (noise {NOISE}) and the step "
-        "returns their mean rating rescaled to [0, 1]; the reward model is still refitted on each round's "
-        f"{args.queries_b} pairwise queries and measured, but RL does not use it. {n_rounds - 1} rounds of "
-        f"{args.updates} updates (B has 5). Each cell: the mean, then seeds {', '.join(map(str, seeds))}.\n\n"
+        f"The loop of B (`run_feedback_loop`, simulated feedback: the same policy, families, {args.queries_b} "
+        f"pairwise queries a round for the reward model, {EVALUATORS} evaluators with noise {NOISE}, validation "
+        f"samples) for {n_rounds - 1} rounds of {args.updates} RLOO updates at lr {DIRECT_LR:g} (KL {RL_KL:g}), run "
+        "twice per seed: with `rl_reward=\"direct\"` (D: RL's reward is `HumanReward`, so every completion RL samples "
+        "is rated 1-5 by the simulated evaluators and the step returns their mean rating rescaled to [0, 1]; the "
+        "reward model is still refitted and measured, but RL does not use it) and with the default "
+        "`rl_reward=\"proxy\"` (the learned reward model, as in B, at this learning rate). RL on the task verifier "
+        f"at the same settings for reference. Each cell: the mean, then seeds {', '.join(map(str, seeds))}.\n\n"
         f"**The policy's held-out task score {'rises' if rises == len(seeds) else 'does not rise on every seed'} "
-        f"when the loop's RL learns from the evaluators' answers**: greedy {start:.3f} -> {np.mean(final):.3f} after "
-        f"{updates} updates ({rises}/{len(seeds)} seeds rise; mean gain {np.mean(gain):+.3f}; RL on the noiseless "
-        f"verifier: {np.mean([verifier[s][-1] for s in seeds]):.3f}), while the reward model's accuracy on the fixed "
-        f"comparisons goes {fixed_first:.3f} -> {fixed_last:.3f}. The price: {ratings:.0f} ratings per seed for RL "
-        "(one per completion per evaluator), affordable with simulated evaluators or a large crowd, against "
-        f"{args.queries_b * EVALUATORS} answers a round for the reward model; that gap is what a learned reward model "
-        "is for. B and D differ only in RL's reward, so where D rises and B does not, the limit is the reward "
-        "model (frozen features of this 2-layer policy), not the RL or the feedback path.\n\n" + "\n".join(table) +
+        f"when the loop's RL learns from the evaluators' answers**: greedy {start:.3f} -> "
+        f"{np.mean([loops[s][-1].val_task for s in seeds]):.3f} after {updates} updates ({rises}/{len(seeds)} seeds "
+        f"rise; mean gain {np.mean(gain):+.3f}; RL on the noiseless verifier: "
+        f"{np.mean([verifier[s][-1] for s in seeds]):.3f}; the same loop with the learned proxy: "
+        f"{np.mean([proxy[s][-1].val_task for s in seeds]):.3f}, mean gain {np.mean(proxy_gain):+.3f}), while the "
+        f"reward model's accuracy on the fixed comparisons goes {fixed_first:.3f} -> {fixed_last:.3f}. The price: "
+        f"{ratings:.0f} ratings per seed for RL (one per completion per evaluator), against "
+        f"{args.queries_b * EVALUATORS} answers a round for the reward model: affordable with simulated evaluators "
+        "or a large crowd, and the gap a learned reward model is meant to close. The two runs differ only in RL's "
+        "reward, so the limit of the proxy is the reward model (frozen features of this 2-layer policy), not the "
+        "RL or the feedback path.\n\n" + "\n".join(table) +
         f"\n\nCommand: `python -m benchmarks.bench_feedback --direct`. Measured on {provenance()}; torch threads = 1; "
         f"{seconds:.0f} s in all.")
 
@@ -478,16 +535,21 @@ def main() -> None:
     val = list(BuiltinDataset(list(TASKS), split="validation", size_per_task=args.val_per_task, seed=0))
     args.val_samples = val
     features = featurizer(model, tokenizer)
+    gaps = []
     fixed = fixed_comparisons(model, tokenizer, list(BuiltinDataset(list(TASKS), split="validation",
-                                                                    size_per_task=100, seed=1)))
+                                                                    size_per_task=100, seed=1)), gaps=gaps)
+    args.noisy_accuracy = noisy_accuracy(gaps, NOISY_SIGMA)
     print(f"{len(fixed)} fixed comparisons", flush=True)
     args.queries_b = 2 * args.queries
     if args.direct:
         seeds, rounds = (args.seeds_b, 2) if quick else ((0, 1, 2), 10)
         loops = {s: feedback_loop(model, tokenizer, train, val, features, fixed, s, rounds, args.updates,
-                                  args.queries_b, rl_reward="direct") for s in seeds}
-        verifier = {s: reference_rl(model, tokenizer, train, val, s, rounds, args.updates, "task") for s in seeds}
-        body = direct_report(args, loops, verifier, time.perf_counter() - start)
+                                  args.queries_b, rl_reward="direct", lr=DIRECT_LR) for s in seeds}
+        proxy = {s: feedback_loop(model, tokenizer, train, val, features, fixed, s, rounds, args.updates,
+                                  args.queries_b, rl_reward="proxy", lr=DIRECT_LR) for s in seeds}
+        verifier = {s: reference_rl(model, tokenizer, train, val, s, rounds, args.updates, "task", lr=DIRECT_LR)
+                    for s in seeds}
+        body = direct_report(args, loops, proxy, verifier, time.perf_counter() - start)
         print("\n" + body)
         if not (quick or args.no_write):
             write_section("Human-feedback loop: RL on the evaluators' answers (direct mode)", body)
@@ -503,6 +565,10 @@ def main() -> None:
                  for s in args.seeds_b}
     exact = {s: reference_rl(model, tokenizer, train, val, s, args.rounds_b, args.updates,
                              ProxyReward(ExactRewardModel(train))) for s in args.seeds_b}
+    args.noisy = {s: reference_rl(model, tokenizer, train, val, s, args.rounds_b, args.updates,
+                                  NoisyVerifier(NOISY_SIGMA, seed=s)) for s in args.seeds_b}
+    args.likely = {s: reference_rl(model, tokenizer, train, val, s, args.rounds_b, args.updates,
+                                   ProxyReward(LikelihoodRewardModel(features))) for s in args.seeds_b}
     args.likelihood = likelihood_accuracy(features, fixed)
     body = report(args, info, curves, loops, reference, exact, fixed, time.perf_counter() - start)
     print("\n" + body)
