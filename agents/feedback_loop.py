@@ -182,7 +182,7 @@ class FeedbackLoopConfig:
         if self.kind not in _KINDS:
             raise unknown_name("feedback kind for the loop", self.kind, _KINDS)
         if self.rl_reward not in _RL_REWARDS:
-            raise unknown_name("RL reward of the loop", self.rl_reward, _RL_REWARDS)
+            raise unknown_name("loop RL reward", self.rl_reward, _RL_REWARDS)
         if self.direct_kind not in ("rating", "thumbs"):
             raise ConfigError(f"FeedbackLoopConfig.direct_kind must be 'rating' or 'thumbs' (answers that are numbers); "
                               f"got {self.direct_kind!r}.")
