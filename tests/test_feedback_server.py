@@ -299,3 +299,54 @@ def test_every_kind_has_a_page(tmp_path):
     assert [order[i] for i in stored[2]["ranking"]] == [shown[2], shown[0], shown[1]]
     assert stored[1] == {"thumb": "down"} and stored[4] == {"completion": "fixed"} and stored[5] == {"rating": 10}
     store.close()
+
+
+def test_a_retried_query_batch_gets_the_same_ids(env):
+    client, store, admin, _, _ = env
+    before = len(store.queries())
+    body = {"queries": QUERIES[:2], "idempotency_key": "batch-7"}
+    first = client.post("/api/admin/queries", json=body, headers=bearer(admin))
+    again = client.post("/api/admin/queries", json=body, headers=bearer(admin))
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["ids"] == first.json()["ids"] and len(store.queries()) == before + 2
+    header = client.post("/api/admin/queries", json={"queries": QUERIES[:2]},
+                         headers={**bearer(admin), "Idempotency-Key": "batch-7"})
+    assert header.status_code == 200 and header.json()["ids"] == first.json()["ids"]
+    error(client.post("/api/admin/queries", json={"queries": QUERIES[2:], "idempotency_key": "batch-7"},
+                      headers=bearer(admin)), 409, "conflict", "already used for a different batch")
+    assert len(store.queries()) == before + 2
+
+
+def test_remote_store_retries_a_post_whose_reply_was_lost(env):
+    import httpx
+
+    from instruct_env.feedback.oracle import RemoteStore
+    from instruct_env.feedback.store import Query
+
+    client, store, admin, _, _ = env
+
+    class LosesFirstReply:
+        """Forwards every request, but the first POST's reply is lost on the way back."""
+
+        def __init__(self):
+            self.posts = 0
+
+        def request(self, method, path, **kwargs):
+            reply = client.request(method, path, **kwargs)
+            if method == "POST":
+                self.posts += 1
+                if self.posts == 1:
+                    raise httpx.ReadTimeout("reply lost")
+            return reply
+
+        def close(self):
+            pass
+
+    flaky = LosesFirstReply()
+    remote = RemoteStore("http://testserver", admin, client=flaky)
+    remote.retry_delay_s = 0.0
+    before = len(store.queries())
+    ids = remote.add_queries([Query("thumbs", f"Instruction {i}", [f"answer {i}"]) for i in range(4)])
+    assert flaky.posts == 2  # sent twice...
+    assert len(ids) == 4 and len(store.queries()) == before + 4  # ...stored once
+    assert [store.get_query(i).instruction for i in ids] == [f"Instruction {i}" for i in range(4)]

@@ -518,7 +518,7 @@ def test_chat_turns_are_thumbs_queries_that_queue_for_nobody(db, urls):
     store.close()
 
 
-def test_a_version_1_store_is_upgraded_in_place(db, urls):
+def test_an_older_store_is_upgraded_in_place(db, urls):
     store = FeedbackStore(db)
     ann, token = store.add_evaluator("ann")
     store.close()
@@ -527,17 +527,22 @@ def test_a_version_1_store_is_upgraded_in_place(db, urls):
 
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("DROP TABLE chat_turns")
+            conn.execute("DROP TABLE query_batches")
             conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     else:
         import sqlite3
 
         with sqlite3.connect(db) as conn:
             conn.execute("DROP TABLE chat_turns")
+            conn.execute("DROP TABLE query_batches")
             conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store = FeedbackStore(db)
     assert store.authenticate(token) == ann
     assert store.add_chat_turn(ann.id, None, 0, "Hi", "Hello").turn == 0
-    assert urls.rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert store.add_queries(thumbs(1), idempotency_key="k").replayed is False
+    assert store.add_queries(thumbs(1), idempotency_key="k").replayed is True
+    assert urls.rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(store_module.SCHEMA_VERSION),)]
+    assert store_module.SCHEMA_VERSION == 3
     store.close()
 
 
@@ -556,4 +561,25 @@ def test_a_broken_postgres_connection_is_replaced_on_the_next_call(db, urls):
     assert store.authenticate(token) == ann  # ...and the next one reconnects
     password = urllib.parse.urlsplit(db).password
     assert ":***@" in repr(store) and (password is None or f":{password}@" not in repr(store))
+    store.close()
+
+
+def test_a_retried_query_batch_with_the_same_key_is_stored_once(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    first = store.add_queries(thumbs(3), idempotency_key="batch-1")
+    assert first.replayed is False and len(first) == 3
+    again = store.add_queries(thumbs(3), idempotency_key="batch-1")
+    assert list(again) == list(first) and again.replayed is True
+    assert len(store.queries()) == 3
+    other = store.add_queries(thumbs(2, start=3), idempotency_key="batch-2")
+    assert len(store.queries()) == 5 and set(other).isdisjoint(first)
+    with pytest.raises(FeedbackConflict, match="already used for a different batch"):
+        store.add_queries(thumbs(3, start=10), idempotency_key="batch-1")
+    with pytest.raises(InvalidAnswer, match="idempotency key must be a string"):
+        store.add_queries(thumbs(1), idempotency_key="")
+    assert len(store.queries()) == 5  # the refused calls stored nothing
+    # Without a key every call is a new batch.
+    store.add_queries(thumbs(1))
+    store.add_queries(thumbs(1))
+    assert len(store.queries()) == 7
     store.close()

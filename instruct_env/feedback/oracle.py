@@ -678,6 +678,10 @@ class RemoteStore:
     a store that lives in another process or on another machine (e.g. several data-parallel
     ranks sharing one feedback server). Needs ``httpx`` (``pip install 'instruct-env[server]'``).
 
+    A request that fails in transport (refused, reset, timed out) is sent again, up to
+    :attr:`attempts` times with growing pauses. That is safe: every batch of queries carries its
+    own idempotency key, so a batch whose reply was lost is stored once and its ids come back.
+
     Args:
         url: The server's base URL, e.g. ``http://127.0.0.1:8000``.
         token: An admin token.
@@ -697,8 +701,21 @@ class RemoteStore:
         httpx = require("httpx", "server")
         return httpx.Client(base_url=self.url, timeout=self.timeout)
 
+    #: Attempts of a request that fails in transport (connection refused or reset, timeout): every request
+    #: this class makes is safe to repeat (reads, and query batches carrying an idempotency key).
+    attempts = 4
+    retry_delay_s = 0.5
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        reply = self.client.request(method, path, headers={"Authorization": f"Bearer {self.token}"}, **kwargs)
+        httpx = require("httpx", "server")
+        for attempt in range(self.attempts):
+            try:
+                reply = self.client.request(method, path, headers={"Authorization": f"Bearer {self.token}"}, **kwargs)
+                break
+            except httpx.TransportError:
+                if attempt == self.attempts - 1:
+                    raise
+                time.sleep(self.retry_delay_s * 2**attempt)
         if reply.status_code >= 400:
             try:
                 detail = reply.json().get("detail", reply.text)
@@ -715,7 +732,10 @@ class RemoteStore:
             body = [{f: (list(getattr(q, f)) if f == "completions" else
                          dict(getattr(q, f)) if f in ("options", "metadata") else getattr(q, f)) for f in fields}
                     for q in queries[start:start + 10_000]]
-            ids.extend(self._request("POST", "/api/admin/queries", json={"queries": body}).json()["ids"])
+            # One key per batch: a retry after a lost reply gets the stored ids back instead of a second copy.
+            key = uuid.uuid4().hex
+            ids.extend(self._request("POST", "/api/admin/queries",
+                                     json={"queries": body, "idempotency_key": key}).json()["ids"])
         return ids
 
     def events_since(self, watermark: int = 0, limit: int | None = None) -> list[Event]:

@@ -205,6 +205,9 @@ class QueryIn(_Strict):
 
 class QueriesIn(_Strict):
     queries: list[QueryIn] = Field(min_length=1, max_length=10_000)
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="A client-chosen key (e.g. a UUID): repeating the request with it returns the first ids.")
 
 
 class QueriesOut(BaseModel):
@@ -514,9 +517,15 @@ def _add_api(app: FastAPI) -> None:
         return [EvaluatorOut(id=e.id, name=e.name, role=e.role) for e in _store(request).evaluators()]
 
     @app.post("/api/admin/queries", tags=["admin"], response_model=QueriesOut, status_code=201, responses=_ERRORS,
-              summary="Add queries; all are stored or none.")
-    def add_queries(body: QueriesIn, request: Request, admin: AdminDep) -> QueriesOut:
-        return QueriesOut(ids=_store(request).add_queries([q.model_dump() for q in body.queries]))
+              summary="Add queries; all are stored or none (201), or get the first ids again for a repeated "
+                      "idempotency key (200).")
+    def add_queries(body: QueriesIn, request: Request, response: Response, admin: AdminDep,
+                    idempotency_key: KeyHeader = None) -> QueriesOut:
+        ids = _store(request).add_queries([q.model_dump() for q in body.queries],
+                                          idempotency_key=_one_key(body.idempotency_key, idempotency_key))
+        if ids.replayed:
+            response.status_code = 200
+        return QueriesOut(ids=ids)
 
     @app.get("/api/admin/queries", tags=["admin"], response_model=StoredQueriesOut, responses=_ERRORS,
              summary="Stored queries by id (unknown ids are left out), in id order.")

@@ -27,6 +27,8 @@ Tables:
                      reply), who chatted, the conversation (the id of its first turn's query) and
                      the turn number. These queries are assigned to that evaluator only and never
                      enter anyone's queue; their thumbs are ordinary events.
+    ``query_batches`` one row per batch of queries added with an idempotency key: the key, a
+                     digest of the batch and its query ids (a retried batch gets the same ids).
 
 Undo semantics:
     Each evaluator's ``submit``, ``edit`` and ``skip`` events form a stack. ``undo`` cancels the
@@ -123,7 +125,7 @@ __all__ = [
     "EVENT_TYPES",
 ]
 
-SCHEMA_VERSION = 2  # 2: the chat_turns table
+SCHEMA_VERSION = 3  # 2: the chat_turns table; 3: the query_batches table
 ROLES = ("evaluator", "admin")
 EVENT_TYPES = ("submit", "edit", "undo", "skip")
 ANSWER_EVENTS = ("submit", "edit", "skip")  # the events an undo can cancel
@@ -628,6 +630,11 @@ def _schema(primary_key: str) -> list[str]:
             answer TEXT,
             event_id BIGINT NOT NULL,
             PRIMARY KEY (query_id, evaluator_id))""",
+        """CREATE TABLE IF NOT EXISTS query_batches (
+            idempotency_key TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            ids TEXT NOT NULL,
+            created DOUBLE PRECISION NOT NULL)""",
         """CREATE TABLE IF NOT EXISTS chat_turns (
             query_id BIGINT PRIMARY KEY REFERENCES queries (id),
             evaluator_id BIGINT NOT NULL REFERENCES evaluators (id),
@@ -641,6 +648,14 @@ def _schema(primary_key: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS queries_gold ON queries (is_gold, id)",
         "CREATE INDEX IF NOT EXISTS answers_evaluator ON answers (evaluator_id)",
     ]
+
+
+class QueryIds(list):
+    """The ids :meth:`FeedbackStore.add_queries` stored, in order; ``replayed``: an earlier batch's (repeated key)."""
+
+    def __init__(self, ids: Iterable[int] = (), replayed: bool = False) -> None:
+        super().__init__(ids)
+        self.replayed = replayed
 
 
 def _dumps(value: Any) -> str:
@@ -895,15 +910,28 @@ class FeedbackStore:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def add_queries(self, queries: Iterable[Query | Mapping[str, Any]]) -> list[int]:
+    def add_queries(self, queries: Iterable[Query | Mapping[str, Any]], *, idempotency_key: str | None = None
+                    ) -> list[int]:
         """Store queries (all or none) and return their ids, in order.
 
         Each item is a :class:`Query` or a mapping of its fields (``{"kind": "rating",
         "instruction": ..., "completions": [...]}``).
 
+        Args:
+            queries: The queries.
+            idempotency_key: A client-chosen key (e.g. a UUID) for this batch: posting the same
+                batch again with the same key returns the first call's ids and stores nothing
+                (a client that lost the reply can retry safely).
+
         Raises:
             ConfigError: an invalid query; the message gives its position. Nothing is stored.
+            FeedbackConflict: the idempotency key was used for a different batch.
+
+        Returns:
+            The ids (a list; its ``replayed`` attribute is ``True`` when a repeated key returned an
+            earlier batch's ids).
         """
+        key = _check_key(idempotency_key)
         checked = []
         for n, item in enumerate(queries):
             if isinstance(item, Query):
@@ -926,14 +954,29 @@ class FeedbackStore:
                 raise ConfigError(f"queries[{n}] already has id {query.id}; the store assigns ids.")
             checked.append(query)
         now = time.time()
-        with self._transaction(write=True) as tx:
-            return [
+        digest = hashlib.sha256(_dumps([[q.kind, q.payload(), q.is_gold] for q in checked]).encode()).hexdigest() \
+            if key is not None else ""
+        with self._transaction(write=True) as tx:  # writers are serialised, so a repeated key sees the first batch
+            if key is not None:
+                row = tx.one("SELECT digest, ids FROM query_batches WHERE idempotency_key = ?", (key,))
+                if row is not None:
+                    if row[0] != digest:
+                        raise FeedbackConflict(
+                            f"Idempotency key {key!r} was already used for a different batch of queries; use a new "
+                            "key for each new batch."
+                        )
+                    return QueryIds((int(i) for i in json.loads(row[1])), replayed=True)
+            ids = [
                 tx.insert(
                     "INSERT INTO queries (kind, payload, is_gold, created) VALUES (?, ?, ?, ?)",
                     (q.kind, _dumps(q.payload()), int(q.is_gold), now),
                 )
                 for q in checked
             ]
+            if key is not None:
+                tx.run("INSERT INTO query_batches (idempotency_key, digest, ids, created) VALUES (?, ?, ?, ?)",
+                       (key, digest, json.dumps(ids), now))
+            return QueryIds(ids)
 
     def get_query(self, query_id: int) -> Query:
         """The stored query (with its gold answer and selector: for admins and training code).
