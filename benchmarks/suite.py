@@ -22,7 +22,9 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +249,8 @@ def _run_sb3_ppo(suite: SuiteConfig, seed: int, sft_dir: Path, out: Path) -> tup
                 n_epochs=ppo.update_epochs, learning_rate=ppo.lr, gamma=ppo.gamma, gae_lambda=ppo.lam,
                 clip_range=ppo.clip_range, ent_coef=ppo.ent_coef, vf_coef=ppo.vf_coef,
                 max_grad_norm=math.inf if ppo.max_grad_norm is None else ppo.max_grad_norm,
-                normalize_advantage=ppo.normalize_advantage, seed=seed,
-                device=next(model.parameters()).device, policy_kwargs={"model": model, "tokenizer": tokenizer})
+                normalize_advantage=ppo.normalize_advantage, seed=seed, device=next(model.parameters()).device,
+                policy_kwargs={"model": model, "tokenizer": tokenizer, "temperature": ppo.temperature})
     agent.set_logger(configure(str(out / "sb3_log"), ["csv"]))  # SB3 logs in the run folder, not the temp dir
     callback = Curve()
     agent.learn(total_timesteps=updates * batch, callback=callback)
@@ -258,52 +260,146 @@ def _run_sb3_ppo(suite: SuiteConfig, seed: int, sft_dir: Path, out: Path) -> tup
     return _per_task(score(test, "test")), curve
 
 
-def _fingerprint(suite: SuiteConfig, seed: int) -> dict[str, Any]:
-    """What a seed's results depend on (besides the code): reused only when all of it matches."""
+def _base_fingerprint(suite: SuiteConfig, seed: int) -> dict[str, Any]:
+    """What a seed's zero-shot and SFT results depend on (besides the code)."""
+    fields = dataclasses.asdict(suite)
+    for name in ("seeds", "out", "threads", "rl_methods", "updates"):
+        fields.pop(name)
+    return json.loads(json.dumps({"seed": seed, **fields}, default=str))
+
+
+def _sb3_settings(temperature: float | None = None) -> dict[str, Any]:
+    """SB3-PPO's settings: our PPO's, sampling at our PPO's temperature (``temperature`` overrides it)."""
+    ppo = dataclasses.asdict(RLSection().ppo)
+    if temperature is not None:
+        ppo["temperature"] = temperature
+    return ppo
+
+
+def _fingerprint(suite: SuiteConfig, seed: int, method: str = "sft", *, sb3_temperature: float | None = None
+                 ) -> dict[str, Any]:
+    """What one method's results for one seed depend on (besides the code): reused only when all of it matches.
+
+    ``"sft"`` stands for the zero-shot and SFT results; an RL method's results also depend on its
+    updates and settings (and on the SFT model they start from, which the saved record names).
+    """
+    base = _base_fingerprint(suite, seed)
+    if method == "sft":
+        return base
+    algo = method.removeprefix("sft+")
+    settings = _sb3_settings(sb3_temperature) if algo == "sb3-ppo" else dataclasses.asdict(suite.rl_section(algo))
+    return json.loads(json.dumps({**base, "method": algo, "updates": suite.updates[algo], "settings": settings},
+                                 default=str))
+
+
+def _legacy_fingerprint(suite: SuiteConfig, seed: int) -> dict[str, Any]:
+    """The whole-seed fingerprint of ``seed_results.json`` files written before results were kept per method."""
     fields = dataclasses.asdict(suite)
     for name in ("seeds", "out", "threads"):
         fields.pop(name)
     return json.loads(json.dumps({"seed": seed, **fields, "rl": dataclasses.asdict(RLSection())}, default=str))
 
 
+def _load_results(suite: SuiteConfig, seed: int, runs: Path, log=print) -> dict[str, Any]:
+    """The seed's saved per-method results (``results.json``), converting an older ``seed_results.json``."""
+    path = runs / "results.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    legacy = runs / "seed_results.json"
+    if not legacy.exists():
+        return {}
+    record = json.loads(legacy.read_text())
+    if record.get("fingerprint") != _legacy_fingerprint(suite, seed):
+        return {}
+    # Those runs sampled SB3-PPO at temperature 1 (LMActorCriticPolicy's default then), whatever our PPO used.
+    log(f"seed {seed}: converting {legacy} to per-method results")
+    sft_id = "legacy"
+    results: dict[str, Any] = {"sft": {"fingerprint": _fingerprint(suite, seed), "sft_id": sft_id,
+                                       "model_dir": str(runs / "sft" / "model"),
+                                       "scores": {m: record["scores"][m] for m in ("zero-shot", "sft")}}}
+    for method, scores in record["scores"].items():
+        if method in ("zero-shot", "sft"):
+            continue
+        results[method] = {"fingerprint": _fingerprint(suite, seed, method, sb3_temperature=1.0)
+                           if method == "sft+sb3-ppo" else _fingerprint(suite, seed, method),
+                           "sft_id": sft_id, "scores": scores, "curve": record["curves"].get(method)}
+    return results
+
+
 def run_seed(suite: SuiteConfig, seed: int, log=print,
-             reused: list[int] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+             reused: list[str] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
     """All methods for one seed: ``({method: {task: score}}, {method: curve})``.
 
-    The results are saved in ``runs/seed<N>/seed_results.json`` and reused by a later run with the
-    same settings, so seeds can run as separate processes (``--seeds 0``, ``--seeds 1``, ... with the
-    same ``--out``) and be merged by one run over all of them.
+    Each method's results are saved in ``runs/seed<N>/results.json`` with what they depend on, and
+    reused by a later run where that matches: seeds can run as separate processes (``--seeds 0``,
+    ``--seeds 1``, ... with the same ``--out``) and be merged by one run over all of them, and a
+    change to one method's settings re-runs that method only (from the same SFT model). Names of
+    reused results are appended to ``reused`` (``"seed 0: sft+grpo"``).
     """
     runs = Path(suite.out) / "runs" / f"seed{seed}"
-    saved = runs / "seed_results.json"
-    if saved.exists():
-        record = json.loads(saved.read_text())
-        if record.get("fingerprint") == _fingerprint(suite, seed):
-            log(f"seed {seed}: reusing {saved} (same settings)")
-            if reused is not None:
-                reused.append(seed)
-            curves = {m: {k: [math.nan if v is None else v for v in vs] for k, vs in c.items()}
-                      for m, c in record["curves"].items()}
-            return record["scores"], curves
-        log(f"seed {seed}: {saved} has other settings; running again")
-    start = time.perf_counter()
-    sft = run_pipeline(suite.pipeline_config(seed, runs / "sft"), stages=("sft",), command="python -m benchmarks run")
-    scores = {"zero-shot": _per_task(sft.results["zero-shot"]), "sft": _per_task(sft.results["SFT"])}
-    log(f"seed {seed}: zero-shot and SFT done in {time.perf_counter() - start:.0f} s")
-    curves = {}
+    runs.mkdir(parents=True, exist_ok=True)
+    results = _load_results(suite, seed, runs, log)
+
+    def save() -> None:
+        tmp = runs / "results.json.tmp"
+        tmp.write_text(json.dumps(_nan_to_none(results), indent=1))
+        tmp.replace(runs / "results.json")
+
+    def fresh(folder: Path) -> Path:
+        """The run folder of a result being (re)computed: what an earlier run left there is superseded."""
+        if folder.exists():
+            log(f"seed {seed}: removing {folder} (superseded)")
+            shutil.rmtree(folder)
+        return folder
+
+    sft_entry = results.get("sft")
+    needed = [f"sft+{algo}" for algo in suite.rl_methods
+              if not (method_entry := results.get(f"sft+{algo}"))
+              or method_entry["fingerprint"] != _fingerprint(suite, seed, f"sft+{algo}")
+              or sft_entry is None or method_entry.get("sft_id") != sft_entry.get("sft_id")]
+    sft_usable = sft_entry is not None and sft_entry["fingerprint"] == _fingerprint(suite, seed) and \
+        (not needed or Path(sft_entry["model_dir"]).is_dir())
+    if not sft_usable:
+        if sft_entry is not None:
+            log(f"seed {seed}: the saved SFT results have other settings (or lost their model); running SFT again")
+        start = time.perf_counter()
+        sft = run_pipeline(suite.pipeline_config(seed, fresh(runs / "sft")), stages=("sft",),
+                           command="python -m benchmarks run")
+        results = {"sft": {"fingerprint": _fingerprint(suite, seed), "sft_id": uuid.uuid4().hex[:12],
+                           "model_dir": str(sft.model_dir),
+                           "scores": {"zero-shot": _per_task(sft.results["zero-shot"]),
+                                      "sft": _per_task(sft.results["SFT"])}}}
+        save()
+        log(f"seed {seed}: zero-shot and SFT done in {time.perf_counter() - start:.0f} s")
+        needed = [f"sft+{algo}" for algo in suite.rl_methods]  # every RL result starts from this SFT model
+    elif reused is not None:
+        reused.append(f"seed {seed}: zero-shot, sft")
+    sft_entry, model_dir = results["sft"], Path(results["sft"]["model_dir"])
     for algo in suite.rl_methods:
+        method = f"sft+{algo}"
+        if method not in needed:
+            log(f"seed {seed}: reusing the saved {method} results (same settings, same SFT model)")
+            if reused is not None:
+                reused.append(f"seed {seed}: {method}")
+            continue
         start = time.perf_counter()
         if algo == "sb3-ppo":
-            scores["sft+sb3-ppo"], curves["sft+sb3-ppo"] = _run_sb3_ppo(suite, seed, sft.model_dir, runs / algo)
+            scores, curve = _run_sb3_ppo(suite, seed, model_dir, fresh(runs / algo))
         else:
-            config = suite.pipeline_config(seed, runs / algo, model=ModelConfig(name=str(sft.model_dir)),
+            config = suite.pipeline_config(seed, fresh(runs / algo), model=ModelConfig(name=str(model_dir)),
                                            rl=suite.rl_section(algo))
             result = run_pipeline(config, stages=("rl",), command="python -m benchmarks run")
-            scores[f"sft+{algo}"] = _per_task(result.results["RL"])
-            curves[f"sft+{algo}"] = _curve(result.metrics)
+            scores, curve = _per_task(result.results["RL"]), _curve(result.metrics)
+        results[method] = {"fingerprint": _fingerprint(suite, seed, method), "sft_id": sft_entry["sft_id"],
+                           "scores": scores, "curve": curve}
+        save()
         log(f"seed {seed}: SFT+{algo} ({suite.updates[algo]} updates) done in {time.perf_counter() - start:.0f} s")
-    saved.write_text(json.dumps({"fingerprint": _fingerprint(suite, seed), "scores": scores,
-                                 "curves": _nan_to_none(curves)}, indent=1))
+    scores = dict(results["sft"]["scores"])
+    curves = {}
+    for algo in suite.rl_methods:
+        entry = results[f"sft+{algo}"]
+        scores[f"sft+{algo}"] = entry["scores"]
+        curves[f"sft+{algo}"] = {k: [math.nan if v is None else v for v in vs] for k, vs in entry["curve"].items()}
     return scores, curves
 
 
@@ -405,7 +501,7 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
     out = Path(suite.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    reused: list[int] = []
+    reused: list[str] = []
     per_seed = [run_seed(suite, seed, log=log, reused=reused) for seed in suite.seeds]
     wall = time.perf_counter() - start
     tasks = list(per_seed[0][0]["sft"])
@@ -432,7 +528,7 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
 
 
 def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: float, command: str,
-                  paired: str, reused: list[int] | None = None) -> str:
+                  paired: str, reused: list[str] | None = None) -> str:
     updates = ", ".join(f"{method_name('sft+' + m)} {suite.updates[m]}" for m in suite.rl_methods)
     rl = RLSection()
     sizes = (f"one update is one batch: PPO and SB3-PPO {rl.ppo.num_envs} envs x {rl.ppo.n_steps} tokens, GRPO "
@@ -448,15 +544,15 @@ def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: f
         f"Every RL method starts from the same seed's SFT model and runs a fixed number of updates ({updates}; "
         f"{sizes}) with "
         f"the pipeline's default hyperparameters; the {'best validation checkpoint' if suite.keep_best else 'final weights'}"
-        f" are scored. SB3-PPO is stock Stable-Baselines3 PPO with `LMActorCriticPolicy` and our PPO's rollout size "
-        f"and optimisation settings.\n\n"
+        f" are scored. SB3-PPO is stock Stable-Baselines3 PPO with `LMActorCriticPolicy` and our PPO's rollout size, "
+        f"optimisation settings and sampling temperature ({rl.ppo.temperature:g}).\n\n"
         + summary_table(summaries, tasks)
         + "\n\nRL against SFT, seed by seed (mean test task score over the families; every RL run of a seed starts "
         "from that seed's SFT model):\n\n" + paired
         + f"\n\nLearning curves: `curves_val_task.png`, `curves_train_reward.png` in `{suite.out}`; "
         f"score matrices: `scores_<method>.json`.\n\n"
         f"Command: `{command}`. Wall time {wall / 60:.1f} min"
-        + (f" (seeds {', '.join(map(str, reused))} were run earlier as separate processes with `--seeds N` and the "
-           "same settings, and reused: their time is not included)" if reused else "")
+        + (f" (results saved by earlier runs with the same settings were reused, their time not included: "
+           f"{'; '.join(reused)})" if reused else "")
         + f". Measured on {provenance()}."
     )

@@ -50,19 +50,47 @@ def test_quick_suite_writes_score_matrices_curves_and_summary(tmp_path, one_thre
         assert label in summary
 
     # A second run with the same settings reuses the seed's saved results (seeds can run as separate
-    # processes and be merged); changed settings run it again.
+    # processes and be merged); a method whose settings changed runs again, alone, from the same SFT model.
     logs: list[str] = []
     again = run_suite(suite, readme=False, log=logs.append)
-    assert any("reusing" in line for line in logs)
+    assert sum("reusing" in line for line in logs) == 4 and not any("done in" in line for line in logs[:-1])
     for method in methods:
         assert json.loads(again[f"scores_{method}"].read_text())["scores"] == \
             json.loads(written[f"scores_{method}"].read_text())["scores"]
-    saved = json.loads((out / "runs" / "seed0" / "seed_results.json").read_text())
-    saved["fingerprint"]["updates"]["grpo"] += 1
-    (out / "runs" / "seed0" / "seed_results.json").write_text(json.dumps(saved))
-    from benchmarks.suite import _fingerprint
+    saved_path = out / "runs" / "seed0" / "results.json"
+    saved = json.loads(saved_path.read_text())
+    saved["sft+grpo"]["fingerprint"]["updates"] += 1  # as if grpo had been run with other settings
+    saved_path.write_text(json.dumps(saved))
+    logs.clear()
+    run_suite(suite, readme=False, log=logs.append)
+    ran = [line for line in logs if "done in" in line and line.startswith("seed")]
+    assert len(ran) == 1 and "SFT+grpo" in ran[0], logs
+    assert json.loads(saved_path.read_text())["sft+grpo"]["sft_id"] == saved["sft"]["sft_id"]
 
-    assert _fingerprint(suite, 0) != saved["fingerprint"]
+
+def test_older_whole_seed_results_are_converted_and_only_sb3_runs_again(tmp_path):
+    from benchmarks.suite import SuiteConfig, _fingerprint, _legacy_fingerprint, _load_results
+
+    suite = SuiteConfig(out=str(tmp_path))
+    runs = tmp_path / "runs" / "seed1"
+    runs.mkdir(parents=True)
+    scores = {m: {"copy": 0.5} for m in suite.methods}
+    curves = {m: {"update": [0, 1], "val_task": [0.1, 0.2]} for m in suite.methods[2:]}
+    (runs / "seed_results.json").write_text(json.dumps({"fingerprint": _legacy_fingerprint(suite, 1),
+                                                        "scores": scores, "curves": curves}))
+    results = _load_results(suite, 1, runs, log=lambda _: None)
+    assert results["sft"]["fingerprint"] == _fingerprint(suite, 1)
+    assert results["sft"]["scores"] == {"zero-shot": {"copy": 0.5}, "sft": {"copy": 0.5}}
+    for algo in ("ppo", "grpo", "reinforce"):
+        assert results[f"sft+{algo}"]["fingerprint"] == _fingerprint(suite, 1, f"sft+{algo}")
+        assert results[f"sft+{algo}"]["curve"] == curves[f"sft+{algo}"]
+    # The old SB3-PPO runs sampled at temperature 1; the suite now samples at our PPO's temperature.
+    assert results["sft+sb3-ppo"]["fingerprint"] != _fingerprint(suite, 1, "sft+sb3-ppo")
+    assert results["sft+sb3-ppo"]["fingerprint"]["settings"]["temperature"] == 1.0
+    assert _fingerprint(suite, 1, "sft+sb3-ppo")["settings"]["temperature"] == 0.7
+    # A file written with other settings is not used at all.
+    other = SuiteConfig(out=str(tmp_path), test_size_per_task=7)
+    assert _load_results(other, 1, runs, log=lambda _: None) == {}
 
 
 def test_reasoning_gym_splits_are_disjoint_and_named():
