@@ -79,7 +79,24 @@ def _check_single_kind(kind: str, options: dict[str, Any], owner: str) -> None:
         )
 
 
-class ProxyReward(Reward):
+def _check_numeric_oracle(owner: str, oracle: Any, kind: str, kind_options: dict[str, Any]) -> None:
+    """An oracle asked for answers that are numbers (ratings or thumbs), with valid kind options."""
+    if not isinstance(oracle, Oracle):
+        raise ConfigError(f"{owner} needs an Oracle; got {type(oracle).__name__}.")
+    if kind not in ("rating", "thumbs"):
+        raise ConfigError(f"{owner} turns answers into numbers, so kind must be 'rating' or 'thumbs'; got {kind!r}.")
+    make_kind(kind, **kind_options)
+
+
+class _InfoReward(Reward):
+    """A reward whose per-completion info is computed with its values: ``compute`` is ``compute_with_info``'s first two."""
+
+    def compute(self, completions: Completions, references: References, **kwargs: Any
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.compute_with_info(completions, references, **kwargs)[:2]
+
+
+class ProxyReward(_InfoReward):
     """The current reward model's score now; optionally, the completions go to an oracle for labels.
 
     The value of a completion is ``mean - uncertainty_penalty * std`` of the reward model's
@@ -176,10 +193,6 @@ class ProxyReward(Reward):
         """Version of the reward model used now (0: none trained yet; the fallback is used)."""
         return int(getattr(self.model, "version", 0))
 
-    def compute(self, completions: Completions, references: References, **kwargs: Any
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return self.compute_with_info(completions, references, **kwargs)[:2]
-
     def compute_with_info(self, completions: Completions, references: References, **kwargs: Any
                           ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict[str, Any]]]:
         """Score with the current model (or the fallback); send a share of the batch to the oracle."""
@@ -231,7 +244,7 @@ class ProxyReward(Reward):
         return state
 
 
-class DelayedHumanReward(Reward):
+class DelayedHumanReward(_InfoReward):
     """People's judgement as the reward, delivered later: the environment gets 0 now and a ticket.
 
     Each batch becomes one oracle request of ``kind`` feedback (one item per completion). The
@@ -266,13 +279,7 @@ class DelayedHumanReward(Reward):
 
     def __init__(self, oracle: Oracle, kind: str = "rating", *, callback: Callable[[Ticket, np.ndarray], Any] | None = None,
                  placeholder: float = 0.0, name: str = "human", **kind_options: Any) -> None:
-        if not isinstance(oracle, Oracle):
-            raise ConfigError(f"DelayedHumanReward needs an Oracle; got {type(oracle).__name__}.")
-        if kind not in ("rating", "thumbs"):
-            raise ConfigError(
-                f"DelayedHumanReward turns answers into numbers, so kind must be 'rating' or 'thumbs'; got {kind!r}."
-            )
-        make_kind(kind, **kind_options)
+        _check_numeric_oracle("DelayedHumanReward", oracle, kind, kind_options)
         if callback is not None and not callable(callback):
             raise ConfigError(f"callback must be callable or None; got {type(callback).__name__}.")
         if isinstance(placeholder, bool) or not isinstance(placeholder, (int, float)) or not math.isfinite(placeholder):
@@ -283,10 +290,6 @@ class DelayedHumanReward(Reward):
 
     def __repr__(self) -> str:
         return f"DelayedHumanReward({self.oracle!r}, kind={self.kind!r}, pending={len(self.pending)})"
-
-    def compute(self, completions: Completions, references: References, **kwargs: Any
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return self.compute_with_info(completions, references, **kwargs)[:2]
 
     def compute_with_info(self, completions: Completions, references: References, **kwargs: Any
                           ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict[str, Any]]]:
@@ -342,7 +345,7 @@ class DelayedHumanReward(Reward):
         return delivered
 
 
-class HumanReward(Reward):
+class HumanReward(_InfoReward):
     """People's judgement as the reward, at once: each batch waits for the evaluators' answers.
 
     The *direct* mode. Each batch becomes one oracle request of ``kind`` feedback (one item per
@@ -383,13 +386,7 @@ class HumanReward(Reward):
 
     def __init__(self, oracle: Oracle, kind: str = "rating", *, timeout: float | None = 600.0, fallback: Any = None,
                  name: str = "human", **kind_options: Any) -> None:
-        if not isinstance(oracle, Oracle):
-            raise ConfigError(f"HumanReward needs an Oracle; got {type(oracle).__name__}.")
-        if kind not in ("rating", "thumbs"):
-            raise ConfigError(
-                f"HumanReward turns answers into numbers, so kind must be 'rating' or 'thumbs'; got {kind!r}."
-            )
-        make_kind(kind, **kind_options)
+        _check_numeric_oracle("HumanReward", oracle, kind, kind_options)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not timeout > 0):
             raise ConfigError(f"timeout must be a number of seconds > 0, or None to wait as long as it takes; "
@@ -405,10 +402,6 @@ class HumanReward(Reward):
     def __repr__(self) -> str:
         fallback = None if self.fallback is None else self.fallback.name
         return f"HumanReward({self.oracle!r}, kind={self.kind!r}, timeout={self.timeout}, fallback={fallback!r})"
-
-    def compute(self, completions: Completions, references: References, **kwargs: Any
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return self.compute_with_info(completions, references, **kwargs)[:2]
 
     def compute_with_info(self, completions: Completions, references: References, **kwargs: Any
                           ) -> tuple[np.ndarray, dict[str, np.ndarray], list[dict[str, Any]]]:
