@@ -327,14 +327,14 @@ def _load_results(suite: SuiteConfig, seed: int, runs: Path, log=print) -> dict[
 
 
 def run_seed(suite: SuiteConfig, seed: int, log=print,
-             reused: list[str] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+             reused: list[tuple[int, str]] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
     """All methods for one seed: ``({method: {task: score}}, {method: curve})``.
 
     Each method's results are saved in ``runs/seed<N>/results.json`` with what they depend on, and
     reused by a later run where that matches: seeds can run as separate processes (``--seeds 0``,
     ``--seeds 1``, ... with the same ``--out``) and be merged by one run over all of them, and a
-    change to one method's settings re-runs that method only (from the same SFT model). Names of
-    reused results are appended to ``reused`` (``"seed 0: sft+grpo"``).
+    change to one method's settings re-runs that method only (from the same SFT model). Reused
+    results are appended to ``reused`` as ``(seed, method)``.
     """
     runs = Path(suite.out) / "runs" / f"seed{seed}"
     runs.mkdir(parents=True, exist_ok=True)
@@ -373,14 +373,14 @@ def run_seed(suite: SuiteConfig, seed: int, log=print,
         log(f"seed {seed}: zero-shot and SFT done in {time.perf_counter() - start:.0f} s")
         needed = [f"sft+{algo}" for algo in suite.rl_methods]  # every RL result starts from this SFT model
     elif reused is not None:
-        reused.append(f"seed {seed}: zero-shot, sft")
+        reused += [(seed, "zero-shot"), (seed, "sft")]
     sft_entry, model_dir = results["sft"], Path(results["sft"]["model_dir"])
     for algo in suite.rl_methods:
         method = f"sft+{algo}"
         if method not in needed:
             log(f"seed {seed}: reusing the saved {method} results (same settings, same SFT model)")
             if reused is not None:
-                reused.append(f"seed {seed}: {method}")
+                reused.append((seed, method))
             continue
         start = time.perf_counter()
         if algo == "sb3-ppo":
@@ -501,7 +501,7 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
     out = Path(suite.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    reused: list[str] = []
+    reused: list[tuple[int, str]] = []
     per_seed = [run_seed(suite, seed, log=log, reused=reused) for seed in suite.seeds]
     wall = time.perf_counter() - start
     tasks = list(per_seed[0][0]["sft"])
@@ -528,7 +528,11 @@ def run_suite(suite: SuiteConfig, *, readme: bool = True, command: str = "python
 
 
 def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: float, command: str,
-                  paired: str, reused: list[str] | None = None) -> str:
+                  paired: str, reused: list[tuple[int, str]] | None = None) -> str:
+    by_seed: dict[int, list[str]] = {}
+    for seed, method in reused or []:
+        by_seed.setdefault(seed, []).append(method_name(method))
+    reused_text = "; ".join(f"seed {seed}: {', '.join(names)}" for seed, names in by_seed.items())
     updates = ", ".join(f"{method_name('sft+' + m)} {suite.updates[m]}" for m in suite.rl_methods)
     rl = RLSection()
     sizes = (f"one update is one batch: PPO and SB3-PPO {rl.ppo.num_envs} envs x {rl.ppo.n_steps} tokens, GRPO "
@@ -553,6 +557,6 @@ def _summary_body(suite: SuiteConfig, summaries: dict, tasks: list[str], wall: f
         f"score matrices: `scores_<method>.json`.\n\n"
         f"Command: `{command}`. Wall time {wall / 60:.1f} min"
         + (f" (results saved by earlier runs with the same settings were reused, their time not included: "
-           f"{'; '.join(reused)})" if reused else "")
+           f"{reused_text})" if reused else "")
         + f". Measured on {provenance()}."
     )
