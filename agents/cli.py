@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "pipeline":
             sub.add_argument("--feedback", choices=("simulated", "human"),
                              help="Rewards from simulated evaluators or people (through an online reward "
-                                  "model) instead of the automatic reward; see feedback.* settings.")
+                                  "model, or directly with --set feedback.loop.rl_reward=direct) instead of the "
+                                  "automatic reward; see feedback.* settings.")
         if name in ("pipeline", "sft", "rl"):
             sub.add_argument("--nproc", type=int, metavar="N",
                              help="Data-parallel processes on this machine: re-launches this command with "

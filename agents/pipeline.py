@@ -656,14 +656,19 @@ def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
         log_fn=lambda record: run.log.log(record, step=int(record.get("round", 0)), stage="feedback"),
     )
     run.timed("rl (feedback rounds)", time.perf_counter() - start)
-    rows = ["| round | answers | labels | reward-model version | RM held-out accuracy | validation task score |",
-            "|---:|---:|---:|---:|---:|---:|"]
+    direct = fb.loop.rl_reward == "direct"
+    rows = ["| round | answers | labels | reward-model version | RM held-out accuracy | "
+            + ("answers used as RL rewards | " if direct else "") + "validation task score |",
+            "|---:|---:|---:|---:|---:|" + ("---:|" if direct else "") + "---:|"]
     for r in records:
-        rows.append(f"| {r.round} | {r.answers} | {r.labels_used} | {r.rm_version} | "
-                    f"{r.rm_heldout_accuracy:.3f} | {r.val_task:.3f} |")
+        rows.append(f"| {r.round} | {r.answers} | {r.labels_used} | {r.rm_version} | {r.rm_heldout_accuracy:.3f} | "
+                    + (f"{r.rl_judgements} | " if direct else "") + f"{r.val_task:.3f} |")
+    how = (f": {cfg.rl.algo.upper()} rewarded by their {fb.loop.direct_kind} of every completion it samples (the "
+           "online reward model is refitted and measured alongside)" if direct else
+           f" through an online reward model ({cfg.rl.algo.upper()} on its proxy reward)")
     run.sections["Feedback rounds"] = (
-        f"Rewards from {fb.mode} evaluators through an online reward model ({cfg.rl.algo.upper()} on its "
-        f"proxy reward), {len(records) - 1} rounds; round 0 is the starting policy.\n\n" + "\n".join(rows)
+        f"Rewards from {fb.mode} evaluators{how}. {len(records) - 1} rounds; round 0 is the starting policy.\n\n"
+        + "\n".join(rows)
     )
     return policy.lm
 

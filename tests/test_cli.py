@@ -190,17 +190,25 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(cache, tokenizer):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_pipeline_with_simulated_feedback(cache, tmp_path, capsys):
+@pytest.mark.parametrize("rl_reward", ["proxy", "direct"])
+def test_pipeline_with_simulated_feedback(cache, tmp_path, capsys, rl_reward):
     out = tmp_path / "fb"
     loop = ["feedback.rounds=1", "feedback.loop.kind=rating", "feedback.loop.queries_per_round=8",
             "feedback.loop.pool_prompts=4", "feedback.loop.samples_per_prompt=2", "feedback.loop.per_instruction=2",
             "feedback.loop.evaluators=2", "feedback.loop.rl_updates=2", "feedback.loop.min_holdout=1",
             "feedback.loop.max_prompt_tokens=64", "feedback.loop.reward_model.n_heads=2",
-            "feedback.loop.reward_model.hidden=8", "feedback.loop.reward_model.epochs=5"]
+            "feedback.loop.reward_model.hidden=8", "feedback.loop.reward_model.epochs=5",
+            f"feedback.loop.rl_reward={rl_reward}"]
     args = ["pipeline", "--out", str(out), "--feedback", "simulated"]
     assert main(args + [a for o in TINY + loop for a in ("--set", o)]) == 0
     report = (out / "report.md").read_text()
     assert "Feedback rounds" in report and "Rewards from simulated evaluators" in report
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r for r in records if r["stage"] == "feedback"]
+    rounds = [r for r in records if r["stage"] == "feedback" and r.get("phase") == "round"]
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["rl_updates"] == 2
+    if rl_reward == "direct":  # every completion RL sampled was rated by both evaluators
+        assert "rewarded by their rating of every completion" in report and "answers used as RL rewards" in report
+        assert rounds[1]["rl_judgements"] > 0 and rounds[1]["rl_judgements"] % 4 == 0
+    else:
+        assert "through an online reward model" in report and rounds[1]["rl_judgements"] == 0
     assert (out / "feedback" / "feedback.db").exists()
