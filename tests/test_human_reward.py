@@ -108,3 +108,13 @@ def test_bad_arguments_are_refused():
         HumanReward(perfect_pool(), timeout=0)
     with pytest.raises(RewardError, match="needs samples="):
         HumanReward(perfect_pool())(["a"], [[]])
+
+
+def test_pickles_like_the_other_feedback_rewards(samples):
+    import pickle
+
+    reward = HumanReward(perfect_pool(2), "thumbs", fallback="task")
+    copy = pickle.loads(pickle.dumps(reward))
+    assert (copy.kind, copy.timeout, copy.fallback.name) == ("thumbs", 600.0, "task")
+    values, _, _ = copy.compute_with_info([samples[0].references[0], "zzz"], [[]] * 2, samples=samples[:2])
+    assert values.tolist() == [1.0, 0.0]
