@@ -186,6 +186,12 @@ def labels_to_reach(points, threshold):
 #: minus the ensemble's disagreement keep the policy where the reward model can be trusted.
 RL_LR, RL_KL, UNCERTAINTY_PENALTY = 1e-4, 0.05, 1.0
 
+#: A refit is promoted unless its held-out accuracy drops by more than this. With 0 (the library's default) one
+#: seed kept its first reward model for all 5 rounds: the hold-out (about 40 labels a round) is too small to tell
+#: a slightly worse model from noise. 0.03 let both seeds promote later models (final accuracy on the fixed
+#: comparisons 0.824 and 0.818 against 0.822 and 0.750).
+PROMOTION_TOLERANCE = 0.03
+
 
 #: D's learning rate: as fast as RL on the verifier goes well here (B's lower rate slows the proxy's over-optimisation).
 DIRECT_LR = 2e-4
@@ -208,7 +214,8 @@ def feedback_loop(model, tokenizer, train, val, features, fixed, seed, rounds, u
     config = FeedbackLoopConfig(kind="pairwise", queries_per_round=queries, pool_prompts=queries, samples_per_prompt=4,
                                 selection="qbc", random_share=0.2, evaluators=EVALUATORS, noise=NOISE,
                                 rl_updates=updates, max_prompt_tokens=MAX_PROMPT, seed=seed,
-                                uncertainty_penalty=UNCERTAINTY_PENALTY, rl_reward=rl_reward, direct_kind="rating")
+                                uncertainty_penalty=UNCERTAINTY_PENALTY, rl_reward=rl_reward, direct_kind="rating",
+                                promotion_tolerance=PROMOTION_TOLERANCE)
     with tempfile.TemporaryDirectory() as workdir:
         records = run_feedback_loop(copy.deepcopy(model), tokenizer, rounds=rounds, feedback="simulated", algo="rloo",
                                     config=config, rl_config=rl_config(seed, lr), train_data=train, val_data=val,
@@ -428,12 +435,13 @@ def report(args, info, curves, loops, reference, exact, fixed, seconds):
     lines.append(
         f"### B. The loop (`run_feedback_loop`, simulated feedback)\n\n{n_rounds - 1} rounds; each: "
         f"{args.queries_b} prompts x 4 sampled answers -> {args.queries_b} pairwise queries by query by committee (20% "
-        f"random hold-out) -> {EVALUATORS} evaluators -> online refit (warm start; promoted only if the held-out "
-        f"accuracy does not drop) -> {args.updates} RLOO updates (32 completions each, lr {RL_LR:g}, KL {RL_KL:g}) with "
+        f"random hold-out) -> {EVALUATORS} evaluators -> online refit (warm start; promoted unless its held-out "
+        f"accuracy drops by more than {PROMOTION_TOLERANCE:g}) -> {args.updates} RLOO updates (32 completions each, lr {RL_LR:g}, KL {RL_KL:g}) with "
         f"the proxy reward minus {UNCERTAINTY_PENALTY:g} x the ensemble's disagreement. Validation: {len(args.val_samples)} samples ({args.val_per_task} per family), greedy (as "
         "`agents.common.evaluation`) and one sample at temperature 1. Round 0 is the starting policy. Each cell: "
         f"the mean, then seeds {', '.join(map(str, seeds_b))} (versions and labels per seed). {refused} of "
-        f"{total_refits} refits were refused (their held-out accuracy would have dropped), so some rounds keep the "
+        f"{total_refits} refits were refused (their held-out accuracy would have dropped by more than that), so some "
+        "rounds keep the "
         "previous version. The learner's hold-out is its own random 20% of queries with every evaluator's answer, "
         "comparisons of equally good answers (coin flips for the evaluators) included, so its accuracy stays well "
         "below 1 even for a perfect model.\n\n" + "\n".join(table))
