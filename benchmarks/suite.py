@@ -294,10 +294,8 @@ def _fingerprint(suite: SuiteConfig, seed: int, method: str = "sft", *, sb3_temp
 
 def _legacy_fingerprint(suite: SuiteConfig, seed: int) -> dict[str, Any]:
     """The whole-seed fingerprint of ``seed_results.json`` files written before results were kept per method."""
-    fields = dataclasses.asdict(suite)
-    for name in ("seeds", "out", "threads"):
-        fields.pop(name)
-    return json.loads(json.dumps({"seed": seed, **fields, "rl": dataclasses.asdict(RLSection())}, default=str))
+    rl = {"rl_methods": suite.rl_methods, "updates": suite.updates, "rl": dataclasses.asdict(RLSection())}
+    return {**_base_fingerprint(suite, seed), **json.loads(json.dumps(rl, default=str))}
 
 
 def _load_results(suite: SuiteConfig, seed: int, runs: Path, log=print) -> dict[str, Any]:

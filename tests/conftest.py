@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from store_backends import StoreURLs, backend_params
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -40,3 +41,11 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(params=backend_params())
+def urls(request, tmp_path):
+    """Makes fresh feedback-store URLs for the test, once per back-end (SQLite; PostgreSQL when configured)."""
+    made = StoreURLs(request.param, tmp_path)
+    yield made
+    made.cleanup()

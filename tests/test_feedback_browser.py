@@ -71,18 +71,24 @@ def served(tmp_path):
     store.close()
 
 
+def token_typed_at_login(browser, address, token):
+    """A new page opened at ``address`` (which leads to the login form) with ``token`` typed, not yet sent."""
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(address)
+    # Type only once the autofocused token field really has focus (keys sent earlier are lost).
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
+    page.keyboard.type(token)
+    return page
+
+
 def test_answer_with_keyboard_shortcuts_only(served):
     url, store, evaluator, token = served
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            page.goto(url + "/")
+            page = token_typed_at_login(browser, url + "/", token)
             assert page.url.endswith("/login")
-            # Type only once the autofocused token field really has focus (keys sent earlier are lost).
-            page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
-            page.keyboard.type(token)
 
             def keys(*presses: str, kind: str | None = None) -> None:
                 """Press keys; the last one submits a form, then wait for the next page."""
@@ -155,11 +161,7 @@ def test_chat_with_keyboard_shortcuts_only(served):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            page.goto(url + "/login")
-            page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
-            page.keyboard.type(token)
+            page = token_typed_at_login(browser, url + "/login", token)
             with page.expect_navigation():
                 page.keyboard.press("Enter")
             page.goto(url + "/chat")

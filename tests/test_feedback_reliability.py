@@ -27,7 +27,6 @@ httpx = pytest.importorskip("httpx", reason="the reliability test drives the ser
 pytest.importorskip("uvicorn", reason="the server needs the 'server' extra: pip install 'instruct-env[server]'")
 pytest.importorskip("fastapi", reason="the server needs the 'server' extra: pip install 'instruct-env[server]'")
 
-from store_backends import StoreURLs, backend_params  # noqa: E402
 
 from instruct_env.feedback.store import FeedbackStore, Query, replay  # noqa: E402
 
@@ -42,13 +41,6 @@ SERVER = (
     "serve(sys.argv[1], port=int(sys.argv[2]), log_level='warning',\n"
     f"      min_evaluators={MIN_EVALUATORS}, gold_rate=0.0)\n"
 )
-
-
-@pytest.fixture(params=backend_params())
-def urls(request, tmp_path):
-    made = StoreURLs(request.param, tmp_path)
-    yield made
-    made.cleanup()
 
 
 def _free_port() -> int:

@@ -13,7 +13,6 @@ import time
 import urllib.parse
 
 import pytest
-from store_backends import StoreURLs, backend_params
 
 from instruct_env.error import ConfigError, MissingDependency
 from instruct_env.feedback import store as store_module
@@ -25,13 +24,6 @@ from instruct_env.feedback.errors import (
     QueryNotFound,
 )
 from instruct_env.feedback.store import FeedbackStore, Query, parse_store_url, redact_url, replay
-
-
-@pytest.fixture(params=backend_params())
-def urls(request, tmp_path):
-    made = StoreURLs(request.param, tmp_path)
-    yield made
-    made.cleanup()
 
 
 @pytest.fixture

@@ -911,14 +911,21 @@ def _add_chat(app: FastAPI) -> None:
 
         return HTMLResponse(await run_in_threadpool(render), status_code=status)
 
-    @app.post("/chat", include_in_schema=False)
-    async def chat_send(request: Request) -> Response:
+    async def chat_post(request: Request) -> Response | tuple[Evaluator, dict[str, str]]:
+        """A chat page post's evaluator and form, or the response refusing it (cross-site, not logged in)."""
         if not _same_origin(request):
             return HTMLResponse("<p>Cross-site request refused.</p>", status_code=403)
         evaluator = await run_in_threadpool(_page_evaluator, request)
         if evaluator is None:
             return _redirect("/login")
-        form = await _form(request)
+        return evaluator, await _form(request)
+
+    @app.post("/chat", include_in_schema=False)
+    async def chat_send(request: Request) -> Response:
+        posted = await chat_post(request)
+        if isinstance(posted, Response):
+            return posted
+        evaluator, form = posted
         message = form.get("message", "").replace("\r\n", "\n")
         try:
             conversation = int(form["conversation"]) if form.get("conversation", "").strip() else None
@@ -965,12 +972,10 @@ def _add_chat(app: FastAPI) -> None:
 
     @app.post("/chat/thumb", include_in_schema=False)
     async def chat_thumb(request: Request) -> Response:
-        if not _same_origin(request):
-            return HTMLResponse("<p>Cross-site request refused.</p>", status_code=403)
-        evaluator = await run_in_threadpool(_page_evaluator, request)
-        if evaluator is None:
-            return _redirect("/login")
-        form = await _form(request)
+        posted = await chat_post(request)
+        if isinstance(posted, Response):
+            return posted
+        evaluator, form = posted
         try:
             query_id, conversation = int(form.get("query_id", "")), int(form.get("conversation", ""))
         except ValueError:
