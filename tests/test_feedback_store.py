@@ -375,6 +375,64 @@ def test_store_survives_concurrent_threads_and_sqlite_is_in_wal_mode(db, urls):
         store.events_since(0)
 
 
+
+def test_close_lets_transactions_in_flight_finish_and_refuses_new_ones(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0, seed=1)
+    inside, release, done = threading.Event(), threading.Event(), []
+
+    def slow_write():  # a transaction that is half-way through when close() is called
+        with store._transaction(write=True) as tx:
+            tx.run("INSERT INTO meta (key, value) VALUES (?, ?)", ("probe", "1"))
+            inside.set()
+            release.wait(10)
+        done.append("committed")
+
+    writer = threading.Thread(target=slow_write)
+    writer.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()  # close() waits for the writer...
+    with pytest.raises(ConfigError, match="FeedbackStore is closed"):
+        store.events_since(0)  # ...while new work is refused at once
+    release.set()
+    writer.join(10)
+    closer.join(10)
+    assert done == ["committed"] and not closer.is_alive()
+    reopened = FeedbackStore(db, min_evaluators=1, gold_rate=0.0)
+    with reopened._transaction(write=False) as tx:
+        assert tx.one("SELECT value FROM meta WHERE key = ?", ("probe",))[0] == "1"
+    reopened.close()
+
+
+def test_close_under_load_raises_only_the_closed_error(db):
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0, seed=1)
+    store.add_queries(thumbs(400))
+    people = [store.add_evaluator(f"e{i}")[0] for i in range(4)]
+    errors, started = [], threading.Barrier(len(people) + 1)
+
+    def work(person):
+        started.wait()
+        try:
+            while (view := store.next_query(person.id)) is not None:
+                store.submit(person.id, view.id, {"thumb": "up"})
+                store.events_since(0, limit=10)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in people]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.2)
+    store.close()
+    for t in threads:
+        t.join(30)
+    assert len(errors) == len(people)  # every worker was still busy, and each stopped with the clear error
+    assert all(isinstance(e, ConfigError) and "FeedbackStore is closed" in str(e) for e in errors), errors
+
+
 def test_store_urls(tmp_path):
     assert parse_store_url(tmp_path / "a.db").target == str(tmp_path / "a.db")
     assert parse_store_url("sqlite:///rel/a.db").target == "rel/a.db"

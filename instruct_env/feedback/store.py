@@ -756,6 +756,9 @@ class FeedbackStore:
         self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._closed = False
+        # Transactions in flight, so that close() lets them finish instead of pulling their connection away.
+        self._in_flight = 0
+        self._in_flight_changed = threading.Condition()
         self._create_schema()
 
     # -- connections and transactions ---------------------------------------------------------
@@ -778,24 +781,35 @@ class FeedbackStore:
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[_Tx]:
-        conn = self._connection()
-        lock = self._write_lock if write else None
-        if lock is not None:
-            lock.acquire()
+        with self._in_flight_changed:
+            if self._closed:
+                raise ConfigError("This FeedbackStore is closed; open a new one.")
+            self._in_flight += 1
+        self._local.depth = getattr(self._local, "depth", 0) + 1
         try:
-            self._backend.begin(conn, write)
-            try:
-                yield _Tx(conn, self._backend)
-                conn.execute("COMMIT")
-            except BaseException:
-                try:
-                    conn.execute("ROLLBACK")
-                except Exception:  # the failure that got us here matters more
-                    pass
-                raise
-        finally:
+            conn = self._connection()
+            lock = self._write_lock if write else None
             if lock is not None:
-                lock.release()
+                lock.acquire()
+            try:
+                self._backend.begin(conn, write)
+                try:
+                    yield _Tx(conn, self._backend)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except Exception:  # the failure that got us here matters more
+                        pass
+                    raise
+            finally:
+                if lock is not None:
+                    lock.release()
+        finally:
+            self._local.depth -= 1
+            with self._in_flight_changed:
+                self._in_flight -= 1
+                self._in_flight_changed.notify_all()
 
     def _create_schema(self) -> None:
         conn = self._connection()
@@ -820,9 +834,18 @@ class FeedbackStore:
                 conn.execute("ROLLBACK")
                 raise
 
-    def close(self) -> None:
-        """Close every connection of this store; later calls raise :class:`ConfigError`."""
-        self._closed = True
+    def close(self, timeout: float = 30.0) -> None:
+        """Close every connection of this store; later calls raise :class:`ConfigError`.
+
+        Transactions other threads have already begun are waited for (up to ``timeout`` seconds), so they
+        commit or roll back whole instead of failing half-way on a closed connection; new ones are refused.
+        """
+        own = getattr(self._local, "depth", 0)  # close() called from inside this thread's own transaction
+        deadline = time.monotonic() + timeout
+        with self._in_flight_changed:
+            self._closed = True
+            while self._in_flight > own and (left := deadline - time.monotonic()) > 0:
+                self._in_flight_changed.wait(left)
         with self._connections_lock:
             for conn in self._connections:
                 conn.close()
