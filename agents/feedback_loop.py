@@ -487,19 +487,21 @@ def run_feedback_loop(
                                       workdir / "reward_model", refit_every=10**9, refit_interval_s=10**9,
                                       min_holdout=cfg.min_holdout, tolerance=cfg.promotion_tolerance, seed=cfg.seed)
     source: Any = learner if learner is not None else _Replica(reward_model)
-    simulated = [SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
-                                 flip_rate=cfg.flip_rate, seed=cfg.seed * 1000 + i, name=f"simulated-{i}")
-                 for i in range(cfg.evaluators)] if feedback == "simulated" and main else []
+    def simulated_evaluators(seed_of: Callable[[int], int], prefix: str) -> list[SimulatedOracle]:
+        return [SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
+                                flip_rate=cfg.flip_rate, seed=seed_of(i), name=f"{prefix}-{i}")
+                for i in range(cfg.evaluators)]
+
+    simulated = simulated_evaluators(lambda i: cfg.seed * 1000 + i, "simulated") \
+        if feedback == "simulated" and main else []
     by_id = {s.id: s for s in train}
     if cfg.rl_reward == "proxy":
         reward: Any = ProxyReward(source, uncertainty_penalty=cfg.uncertainty_penalty)
     elif feedback == "simulated":
         # Simulated evaluators rate RL's completions at once (on every rank: they are functions of the sample),
         # with their own seeds so the store's evaluators keep their random streams.
-        reward = HumanReward(OraclePool([SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
-                                                         flip_rate=cfg.flip_rate, seed=dist.rank_seed(cfg.seed * 1000 + 500 + i),
-                                                         name=f"direct-{i}") for i in range(cfg.evaluators)]),
-                             cfg.direct_kind)
+        reward = HumanReward(OraclePool(simulated_evaluators(lambda i: dist.rank_seed(cfg.seed * 1000 + 500 + i),
+                                                             "direct")), cfg.direct_kind)
     else:  # people rate RL's completions through the store (an oracle of its own, with its own log watermark)
         direct_oracle = HumanOracle(url=str(store_url), token=token, min_answers=cfg.evaluators) if remote else \
             HumanOracle(store, min_answers=cfg.evaluators)

@@ -430,10 +430,10 @@ class HumanReward(_InfoReward):
                                                           samples=[items[i].sample for i in missing])
             values[missing] = fill
             source[missing] = f"fallback:{self.fallback.name}"
-        self.judgements += sum(1 for j in result.judgements if not j.skipped)
         counts = np.zeros(len(items), dtype=int)
         for j in result.judgements:
             counts[j.item] += not j.skipped
+        self.judgements += int(counts.sum())
         infos = [{"reward_source": str(source[i]), "reward_model_version": None, "human_answers": int(counts[i]),
                   "ticket": ticket, "ticket_index": i} for i in range(len(items))]
         return values, {self.name: values}, infos

@@ -934,7 +934,7 @@ class FeedbackStore:
     # -- queries ------------------------------------------------------------------------------
 
     def add_queries(self, queries: Iterable[Query | Mapping[str, Any]], *, idempotency_key: str | None = None
-                    ) -> list[int]:
+                    ) -> QueryIds:
         """Store queries (all or none) and return their ids, in order.
 
         Each item is a :class:`Query` or a mapping of its fields (``{"kind": "rating",
