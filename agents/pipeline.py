@@ -23,7 +23,7 @@ including the first run's pre-training of the embedded default model. Stage budg
 - evaluation: greedy decoding of 50 test samples per family, three times (before SFT, after
   SFT, after RL), a few seconds each.
 
-By default torch uses the cores other processes leave idle (see ``PipelineConfig.threads``): two
+By default torch uses the cores that are idle at start (see ``PipelineConfig.threads``): two
 torch threads competing with other jobs for two cores were measured 4x slower than one.
 """
 
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agents.ac.config import A2CConfig, PPOConfig
 from agents.common import distributed as dist
@@ -116,6 +116,8 @@ class DataConfig:
         test_size_per_task: Test samples per family for the reported numbers.
         seed: Seed of the datasets (kept apart from the training seed, so runs with different
             training seeds are scored on the same test samples).
+        sampling: How RL's training environment picks prompts: ``"stratified"`` (each run of F
+            prompts covers the F task families once) or ``"uniform"`` (see ``EnvSetup``).
     """
 
     tasks: list[str] | None = None
@@ -129,6 +131,7 @@ class DataConfig:
     val_size_per_task: int = 16
     test_size_per_task: int = 50
     seed: int = 0
+    sampling: Literal["uniform", "stratified"] = "stratified"
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_tokens", "max_new_tokens", "train_size_per_task", "val_size_per_task",
@@ -351,9 +354,10 @@ class PipelineConfig:
         seed: Training seed (SFT data order, RL sampling).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         threads: CPU threads for torch. ``None`` (auto): ``$INSTRUCT_ENV_THREADS`` if set, else the
-            cores that other processes leave idle (all cores minus the 1-minute load average,
-            at least 1). Measured on 2 cores busy with other jobs, 2 torch threads ran 4x slower
-            than 1; on idle cores 2 threads are faster.
+            cores that are idle at start, measured from the kernel's CPU counters over 0.5 s (at
+            least 1; not the load average, which still counts a job that ended a minute ago).
+            Measured on 2 cores busy with other jobs, 2 torch threads ran 4x slower than 1; on
+            idle cores 2 threads are faster. The report says how many were used and why.
         progress: Show progress bars.
     """
 
@@ -472,19 +476,27 @@ def load_policy_model(config: PipelineConfig, run_logger: Any = None):
     return model, tokenizer, pretrain_info
 
 
-def _auto_threads() -> int:
-    """Threads for torch when none are configured (see :attr:`PipelineConfig.threads`)."""
+def auto_threads(idle: float | None = None) -> tuple[int, str]:
+    """Threads for torch when none are configured, and why (see :attr:`PipelineConfig.threads`).
+
+    Args:
+        idle: Idle cores (default: measured now with :func:`~agents.common.device.idle_cores`).
+    """
     import os
 
+    from agents.common.device import idle_cores, usable_cores
+
     if os.environ.get("INSTRUCT_ENV_THREADS"):
-        return int(os.environ["INSTRUCT_ENV_THREADS"])
+        return int(os.environ["INSTRUCT_ENV_THREADS"]), "set by $INSTRUCT_ENV_THREADS"
     # Processes of one data-parallel run on this machine share its cores.
-    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on this platform
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = max(1, usable_cores() // local)
+    idle = idle_cores() if idle is None else idle
+    if idle is None:
+        return cores, f"all {cores} usable core(s); idle cores could not be measured here"
+    threads = max(1, min(cores, round(idle / local)))
+    return threads, (f"{idle:.1f} of {usable_cores()} usable cores were idle at start"
+                     + (f", shared by {local} local processes" if local > 1 else ""))
 
 
 class _Run:
@@ -502,7 +514,10 @@ class _Run:
         self.start = time.perf_counter()
         self.config = config
         self.stages = [s for s in STAGES if s in stages]
-        self.threads = configure_threads(config.threads if config.threads is not None else _auto_threads())
+        self.threads, self.threads_why = ((config.threads, "set by threads/--threads") if config.threads is not None
+                                          else auto_threads())
+        configure_threads(self.threads)
+        logger.info("torch uses %d CPU thread(s): %s.", self.threads, self.threads_why)
         # Data parallel (torchrun): rank 0 picks the folder and is the only rank that writes in it.
         self.out = dist.broadcast_object(_out_dir(config) if dist.is_main() else None)
         if dist.is_main():
@@ -635,7 +650,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
 def rl_env_kwargs(data: DataConfig) -> dict[str, Any]:
     """Keyword arguments of the RL training environment (train split) for ``data``."""
     kwargs: dict[str, Any] = {"split": "train", "reward": data.reward, "max_prompt_tokens": data.max_prompt_tokens,
-                              "template": data.template, "num_shots": data.num_shots}
+                              "template": data.template, "num_shots": data.num_shots, "sampling": data.sampling}
     if data.reasoning_gym:
         return {**kwargs, "dataset": split_samples(data, "train", data.train_size_per_task)}
     return {**kwargs, "tasks": data.tasks,
@@ -746,7 +761,7 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
         + (", TensorBoard: `tensorboard/`" if (run.out / "tensorboard").is_dir() else "")
         + (f"; final model: `{model_dir.name}/`" if model_dir else ""),
         f"Model: {config.model.name or 'embedded default (pre-trained on the task suite, see below)'}; "
-        f"device {select_device(config.device)}, {run.threads} CPU thread(s); seed {config.seed}",
+        f"device {select_device(config.device)}, {run.threads} CPU thread(s) ({run.threads_why}); seed {config.seed}",
         f"Wall time {wall:.0f} s ({timing})",
     ]
     note = None

@@ -197,12 +197,12 @@ def _run_sb3_ppo(suite: SuiteConfig, seed: int, sft_dir: Path, out: Path) -> tup
     import instruct_env  # noqa: F401  (registers the environments)
     from agents.common.device import configure_threads
     from agents.common.evaluation import evaluate
-    from agents.pipeline import _auto_threads
+    from agents.pipeline import auto_threads
     from agents.sb3 import LMActorCriticPolicy
     from instruct_env.tasks import PromptFormatter
 
     config = suite.pipeline_config(seed, out, model=ModelConfig(name=str(sft_dir)))
-    configure_threads(config.threads if config.threads is not None else _auto_threads())
+    configure_threads(config.threads if config.threads is not None else auto_threads()[0])
     data, ppo = config.data, RLSection().ppo
     model, tokenizer, _ = load_policy_model(config)
     formatter = PromptFormatter(template=data.template)

@@ -94,7 +94,7 @@ def run_tune(algo: str = "grpo", trials: int = 20, updates: int = 40, seed: int 
     from agents.common.device import configure_threads
     from agents.common.evaluation import evaluate
     from agents.common.model import ActorCritic
-    from agents.pipeline import _auto_threads
+    from agents.pipeline import auto_threads
     from agents.rl import make_trainer
     from agents.sft import SFTTrainer
     from instruct_env.tasks import PromptFormatter
@@ -106,7 +106,7 @@ def run_tune(algo: str = "grpo", trials: int = 20, updates: int = 40, seed: int 
                             rl=RLSection(algo=algo), model=_quick_model() if quick else ModelConfig())
     if quick:
         config.sft.num_examples, config.sft.epochs, config.sft.val_examples = 4, 1, 2
-    configure_threads(config.threads if config.threads is not None else _auto_threads())
+    configure_threads(config.threads if config.threads is not None else auto_threads()[0])
     data = config.data
     space = search_space(algo)
     sft_config, rl_config = config.stage_configs()

@@ -38,11 +38,18 @@ __all__ = ["PretrainConfig", "PretrainInfo", "pretrained_default_model", "pretra
 
 logger = logging.getLogger(__name__)
 _FORMAT_VERSION = 1
+#: Steps whose losses the manifest of shipped weights records one by one (a reproduction check).
+LOGGED_FIRST_STEPS = 20
 
 
 @dataclass
 class PretrainConfig:
-    """Pre-training of the embedded default model (sized for about 3 minutes on 2 idle CPU cores).
+    """Pre-training of the embedded default model.
+
+    The defaults are the settings of the weights shipped with the project
+    (``agents/assets/default_model``, made by ``instruct-env pretrain``): with them, and the
+    default model shape, the shipped weights are loaded and nothing is trained. Any other
+    setting pre-trains (about 0.2 s per step on 2 idle CPU cores at the default shape) and caches.
 
     Attributes:
         steps: Optimizer steps (the run's length; part of the cache key).
@@ -50,24 +57,27 @@ class PretrainConfig:
         lr: Peak AdamW learning rate (linear warm-up, cosine decay to 10%).
         warmup_steps: Warm-up steps.
         weight_decay: AdamW weight decay on weight matrices.
-        n_per_task: Corpus examples per task family (about 2.7 epochs at the default steps).
+        n_per_task: Corpus examples per task family (about 5.3 epochs at the default steps).
         tasks: Task families of the corpus (``None``: the whole built-in suite).
         seed: Seed of the initial weights, the corpus and the data order.
         time_budget_s: Safety stop in seconds (``None``: none); a run it cuts short is resumed by the
             next run with the same settings.
         cache: Load from / save to the cache.
+        shipped: Use the shipped weights when they were made with exactly these settings, this
+            model shape and this tokenizer (see :mod:`agents.common.shipped`).
     """
 
-    steps: int = 1000
+    steps: int = 6000
     batch_size: int = 64
     lr: float = 3e-3
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     weight_decay: float = 0.01
-    n_per_task: int = 2000
+    n_per_task: int = 6000
     tasks: list[str] | None = None
     seed: int = 0
     time_budget_s: float | None = 240.0
     cache: bool = True
+    shipped: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "n_per_task"):
@@ -96,6 +106,7 @@ class PretrainInfo:
         elapsed_s: Training seconds in this call (0 when loaded from the cache).
         train_seconds: Seconds the whole training took (over resumed runs too).
         resumed_from_step: The step this call resumed from (0: it started from scratch).
+        shipped: The weights are the ones shipped with the project.
         corpus_examples: Number of corpus texts; ``heldout_phrasings``: what was held out.
         config: The :class:`PretrainConfig` as a dict.
     """
@@ -111,6 +122,7 @@ class PretrainInfo:
     config: dict[str, Any]
     model_config: dict[str, Any]
     resumed_from_step: int = 0
+    shipped: bool = False
 
     @property
     def complete(self) -> bool:
@@ -119,7 +131,10 @@ class PretrainInfo:
 
     def describe(self) -> str:
         """One paragraph for a report."""
-        if self.from_cache:
+        if self.shipped:
+            source = (f"shipped with instruct-env (made by `instruct-env pretrain` in {self.train_seconds:.0f} s, "
+                      "see `manifest.json`; sha256 verified at load), so this run did not pre-train")
+        elif self.from_cache:
             source = f"loaded from the cache at `{self.path}`"
         else:
             source = f"trained in this run in {self.elapsed_s:.0f} s"
@@ -220,11 +235,13 @@ def _train(model, corpus_ids: list[list[int]], pad_id: int, config: PretrainConf
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     batch_size = min(config.batch_size, len(corpus_ids))
     batches = _batches([len(r) for r in corpus_ids], batch_size, config.seed)
-    step, losses = 0, []
+    step, losses, first_losses, curve = 0, [], [], []
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         step, losses = resume["step"], list(resume["losses"])
+        first_losses = list(resume.get("first_losses", []))
+        curve = list(resume.get("curve", []))
         for _ in range(step):  # the data order continues where the interrupted run stopped
             next(batches)
     start = time.perf_counter()
@@ -250,6 +267,10 @@ def _train(model, corpus_ids: list[list[int]], pad_id: int, config: PretrainConf
         scheduler.step()
         step += 1
         losses.append(float(loss.detach()))
+        if step <= LOGGED_FIRST_STEPS:
+            first_losses.append(losses[-1])
+        if step % 250 == 0:
+            curve.append([step, float(np.mean(losses[-250:]))])
         if progress is not None:
             progress.update(1)
             if step % 25 == 0:
@@ -264,8 +285,16 @@ def _train(model, corpus_ids: list[list[int]], pad_id: int, config: PretrainConf
     if progress is not None:
         progress.close()
     model.eval()
-    return {"step": step, "losses": losses[-50:], "seconds": time.perf_counter() - start,
+    return {"step": step, "losses": losses[-50:], "first_losses": first_losses, "curve": curve,
+            "seconds": time.perf_counter() - start,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+
+def encode_corpus(tokenizer: Any, corpus: list[str], limit: int) -> tuple[list[list[int]], int]:
+    """Token ids of every corpus text followed by EOS (cut at ``limit``), and the padding id."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return [(list(tokenizer.encode(text, add_special_tokens=False)) + [eos])[:limit] for text in corpus], pad
 
 
 def _save_atomically(path: Path, write) -> None:
@@ -316,6 +345,12 @@ def pretrained_default_model(
     model_config = model_config if model_config is not None else DefaultModelConfig()
     config = config if config is not None else PretrainConfig()
     device = select_device(device)
+    if not refresh:
+        from agents.common.shipped import load_shipped
+
+        shipped = load_shipped(tokenizer, model_config, config, device)
+        if shipped is not None:
+            return shipped
     corpus = pretraining_corpus(n_per_task=config.n_per_task, seed=config.seed, tasks=config.tasks)
     path = pretrain_cache_path(model_config, tokenizer, config, corpus)
     meta_file = path / "pretrain_info.json"
@@ -331,10 +366,7 @@ def pretrained_default_model(
 
     import torch
 
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    limit = model_config.n_positions
-    corpus_ids = [(list(tokenizer.encode(text, add_special_tokens=False)) + [eos])[:limit] for text in corpus]
+    corpus_ids, pad = encode_corpus(tokenizer, corpus, model_config.n_positions)
     model = build_default_model(tokenizer, model_config, seed=config.seed)
     partial = path.with_name(path.name + ".partial")
     resume = None

@@ -39,7 +39,7 @@ from agents.common.kl import kl_estimate
 from agents.common.scoring import TokenScores, score_tokens
 from agents.common.trainer import RLTrainer
 
-__all__ = ["PolicyGradientTrainer", "CompletionBatch"]
+__all__ = ["PolicyGradientTrainer", "CompletionBatch", "family_means"]
 
 
 @dataclass
@@ -55,6 +55,10 @@ class CompletionBatch:
         old_logprobs: (N, K) log-probs under the policy that sampled (no gradient).
         ref_logprobs: (N, K) log-probs under the frozen reference.
         entropy: (N, K) policy entropy at each position.
+        tasks: The task family of each completion's prompt.
+        sampled_rewards: Rewards of every completion sampled for this update, when the batch
+            keeps only some of them (dynamic sampling); ``None``: they are ``rewards``.
+        sampled_tasks: Their task families.
     """
 
     context_ids: torch.Tensor
@@ -65,6 +69,9 @@ class CompletionBatch:
     old_logprobs: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
+    tasks: list[str] | None = None
+    sampled_rewards: torch.Tensor | None = None
+    sampled_tasks: list[str] | None = None
 
 
 class PolicyGradientTrainer(RLTrainer):
@@ -96,11 +103,13 @@ class PolicyGradientTrainer(RLTrainer):
         with dist.gathered(self.policy.lm) as lm, autocast(self.device):
             gen = generate(lm, ids, mask, cfg.max_new_tokens, self.env.setup.eos_token_id,
                            self.env.setup.pad_token_id, SamplingConfig(temperature=cfg.temperature), self.generator)
+        tasks = [sample.task for sample in self.env.samples]
         self._obs, rewards, _, _, _ = self.env.step(gen.tokens.cpu().numpy())
         K = int(gen.lengths.max())
         return CompletionBatch(context_ids=ids, context_mask=mask, tokens=gen.tokens[:, :K],
                                token_mask=gen.mask[:, :K],
-                               rewards=torch.as_tensor(rewards, dtype=torch.float32, device=self.device))
+                               rewards=torch.as_tensor(rewards, dtype=torch.float32, device=self.device),
+                               tasks=tasks)
 
     def minibatches(self, n: int, shuffle: bool) -> list[np.ndarray]:
         order = self.np_rng.permutation(n) if shuffle else np.arange(n)
@@ -160,9 +169,13 @@ class PolicyGradientTrainer(RLTrainer):
         return batch.old_logprobs[rows]
 
     # ----------------------------------------------------------------- algorithm hooks
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
-        """(N,) advantages of the completions from their (N,) rewards."""
+    def advantages(self, rewards: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
+        """(N,) advantages of the completions from their (N,) rewards (and prompts' task families)."""
         raise NotImplementedError
+
+    def shaped_rewards(self, batch: CompletionBatch) -> torch.Tensor:
+        """(N,) rewards the advantages are computed from (the task rewards; GRPO may add a length penalty)."""
+        return batch.rewards
 
     def optimize(self, batch: CompletionBatch, advantages: torch.Tensor) -> dict[str, Any]:
         """One on-policy gradient step: ``-mean_i(A_i * sum_t logp_it)``, accumulated over minibatches."""
@@ -208,11 +221,11 @@ class PolicyGradientTrainer(RLTrainer):
         use_reference = self.kl_ctl.value != 0 or self.kl_ctl.target is not None
         self.score_old_and_reference(batch, old=not fused, reference=use_reference)
         beta = self.kl_ctl.value
-        rewards = batch.rewards
+        rewards = self.shaped_rewards(batch)
         if cfg.kl_in == "reward" and use_reference:  # Ahmadian et al. (2024): r(x, y) - beta * KL summed over y's tokens
             kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K)
             rewards = rewards - beta * (kl * batch.token_mask.float()).sum(1)
-        advantages = self.advantages(rewards)
+        advantages = self.advantages(rewards, batch.tasks)
         losses = self.optimize(batch, advantages)  # in the fused case this also fills old_logprobs/entropy
         mask = batch.token_mask.float()
         if use_reference:
@@ -220,10 +233,12 @@ class PolicyGradientTrainer(RLTrainer):
         else:
             kl = torch.full_like(mask, math.nan)
         # Global statistics from per-rank sums (one all-reduce; plain values in a single process).
-        r = batch.rewards
+        # Rewards are those of every sampled completion (dynamic sampling may train on fewer).
+        r = batch.rewards if batch.sampled_rewards is None else batch.sampled_rewards
         sums = torch.stack([r.sum(), (r * r).sum(), torch.tensor(float(len(r)), device=r.device),
-                            (kl * mask).sum(), (batch.entropy * mask).sum(), mask.sum()]).double()
-        r_sum, r_sq, n, kl_sum, ent_sum, tokens = dist.all_reduce_sum(sums).tolist()
+                            (kl * mask).sum(), (batch.entropy * mask).sum(), mask.sum(),
+                            torch.tensor(float(len(batch.rewards)), device=r.device)]).double()
+        r_sum, r_sq, n, kl_sum, ent_sum, tokens, n_trained = dist.all_reduce_sum(sums).tolist()
         r_mean = r_sum / n
         metrics: dict[str, Any] = {
             "reward_mean": r_mean,
@@ -231,15 +246,32 @@ class PolicyGradientTrainer(RLTrainer):
             "kl": kl_sum / tokens,
             "kl_coef": beta,
             "entropy": ent_sum / tokens,
-            "completion_len": tokens / n,
+            "completion_len": tokens / n_trained,
             "tokens": int(tokens),
             "rollout_time": rollout_time,
         }
         G = cfg.group_size
         if G > 1:
-            groups = batch.rewards.view(-1, G)
+            groups = r.view(-1, G)
             metrics["frac_groups_mixed"] = dist.all_reduce_mean(
                 float((groups.max(1).values > groups.min(1).values).float().mean()))
+        tasks = batch.tasks if batch.sampled_rewards is None else batch.sampled_tasks
+        if tasks is not None and dist.world_size() == 1:  # per-family rewards (single process)
+            metrics.update(family_means(r, tasks, prefix="reward/"))
+        if not torch.equal(rewards, batch.rewards):
+            metrics["shaped_reward_mean"] = dist.all_reduce_mean(float(rewards.mean()))
         metrics.update({k: dist.all_reduce_mean(v) for k, v in losses.items()})
-        self.kl_ctl.update(metrics["kl"], int(n))
+        self.kl_ctl.update(metrics["kl"], int(n_trained))
         return metrics
+
+
+def family_means(values: torch.Tensor, tasks: list[str], prefix: str = "") -> dict[str, float]:
+    """Mean of ``values`` per task family: ``{prefix + family: mean}``.
+
+    >>> family_means(torch.tensor([1.0, 0.0, 0.5]), ["copy", "copy", "dedup"], prefix="reward/")
+    {'reward/copy': 0.5, 'reward/dedup': 0.5}
+    """
+    out: dict[str, list[float]] = {}
+    for value, task in zip(values.tolist(), tasks):
+        out.setdefault(task, []).append(value)
+    return {prefix + task: float(np.mean(v)) for task, v in sorted(out.items())}

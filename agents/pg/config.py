@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 from agents.common.trainer import RLConfig, check_positive_int, check_range
 from instruct_env.error import ConfigError
@@ -82,10 +84,39 @@ class GRPOConfig(PolicyGradientConfig):
 
     The KL penalty is the k3 estimator in the loss, with beta = ``kl_coef``, as in the paper.
 
+    The variants of later papers are options (the defaults are the paper's GRPO):
+
+    - Dr. GRPO (Liu et al., 2025, "Understanding R1-Zero-Like Training"):
+      ``loss_aggregation="dr_grpo", advantage_scale="none"``;
+    - DAPO (Yu et al., 2025): ``loss_aggregation="dapo"``, ``dynamic_sampling=True`` and the
+      soft overlong penalty (``overlong_buffer > 0``);
+    - GSPO (Zheng et al., 2025, "Group Sequence Policy Optimization"): ``importance_ratio="sequence"``.
+
     Attributes:
         update_epochs: Passes over each batch (the paper's mu); above 1 the clipped ratio matters.
-        clip_range: Clip of the per-token probability ratio.
-        adv_eps: Added to the group's reward standard deviation.
+        clip_range: Clip of the probability ratio (per token, or per sequence with GSPO).
+        adv_eps: Added to the reward standard deviation that scales the advantages.
+        advantage_scale: What the group-centred reward ``r_i - mean_g(r)`` is divided by:
+            ``"group"`` its group's reward std (GRPO), ``"batch"`` the std of all rewards in the
+            update, ``"family"`` the std of the rewards of the prompt's task family in the update
+            (families with small reward differences are not inflated to unit scale, and every
+            family's advantages have one scale), ``"none"`` nothing (Dr. GRPO).
+        loss_aggregation: How per-token losses become the loss: ``"grpo"`` mean over each
+            completion's tokens, then over completions; ``"dapo"`` one mean over all tokens of the
+            update (longer answers weigh more); ``"dr_grpo"`` each completion's sum divided by the
+            constant ``max_new_tokens`` (no length normalisation), then the mean over completions.
+        importance_ratio: ``"token"`` (GRPO, PPO) or ``"sequence"``: GSPO's
+            ``s_i = exp(mean_t(logp - logp_old))`` of each completion, clipped as one.
+        dynamic_sampling: Drop groups whose rewards are all equal (they carry no advantage) and
+            sample more prompts to refill the update, for at most ``max_sampling_rounds`` rounds
+            of rollouts (DAPO). The logged ``reward_mean`` covers every sampled completion;
+            ``frac_groups_mixed`` is the share of informative groups among them.
+        max_sampling_rounds: Rollout rounds per update with dynamic sampling.
+        overlong_buffer: DAPO's soft overlong punishment: a completion longer than
+            ``max_new_tokens - overlong_buffer`` tokens loses up to ``overlong_penalty`` of reward,
+            linearly, reaching it at ``max_new_tokens`` (0: off). Shapes the advantages only; the
+            logged rewards stay the task's.
+        overlong_penalty: The largest penalty.
     """
 
     group_size: int = 8
@@ -95,6 +126,13 @@ class GRPOConfig(PolicyGradientConfig):
     update_epochs: int = 1
     clip_range: float = 0.2
     adv_eps: float = 1e-4
+    advantage_scale: Literal["group", "batch", "family", "none"] = "group"
+    loss_aggregation: Literal["grpo", "dapo", "dr_grpo"] = "grpo"
+    importance_ratio: Literal["token", "sequence"] = "token"
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 3
+    overlong_buffer: int = 0
+    overlong_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,6 +141,20 @@ class GRPOConfig(PolicyGradientConfig):
         check_range("GRPOConfig", "clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True,
                     hint=" Typical values are 0.1-0.3.")
         check_range("GRPOConfig", "adv_eps", self.adv_eps, 0.0, 1.0, low_open=True)
+        for name, allowed in (("advantage_scale", ("group", "batch", "family", "none")),
+                              ("loss_aggregation", ("grpo", "dapo", "dr_grpo")),
+                              ("importance_ratio", ("token", "sequence"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"GRPOConfig.{name} must be one of {', '.join(map(repr, allowed))}; "
+                                  f"got {getattr(self, name)!r}.")
+        check_positive_int("GRPOConfig", "max_sampling_rounds", self.max_sampling_rounds)
+        check_positive_int("GRPOConfig", "overlong_buffer", self.overlong_buffer, minimum=0)
+        if self.overlong_buffer > self.max_new_tokens:
+            raise ConfigError(
+                f"GRPOConfig.overlong_buffer={self.overlong_buffer} is longer than max_new_tokens="
+                f"{self.max_new_tokens}; use at most max_new_tokens (typically a quarter of it)."
+            )
+        check_range("GRPOConfig", "overlong_penalty", self.overlong_penalty, 0.0, math.inf)
 
 
 @dataclass

@@ -28,7 +28,7 @@ class ReinforceTrainer(PolicyGradientTrainer):
         super()._start()
         self.baseline: float | None = None
 
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+    def advantages(self, rewards: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
         cfg = self.config
         batch_mean = dist.all_reduce_mean(float(rewards.mean()))  # the global batch's mean (equal shards)
         if cfg.baseline == "none":

@@ -24,7 +24,7 @@ class RLOOTrainer(PolicyGradientTrainer):
     algo = "rloo"
     config_class = RLOOConfig
 
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+    def advantages(self, rewards: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
         k = self.config.group_size
         r = rewards.view(-1, k)  # (prompts, k)
         baseline = (r.sum(1, keepdim=True) - r) / (k - 1)  # (prompts, k) leave-one-out mean

@@ -160,6 +160,8 @@ class CompletionEnv(SetupAccess, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         super().reset(seed=seed)
+        if seed is not None:
+            self.setup.reset_sampler()
         self._slots.start(0, self.setup.pick_sample(self.np_random, options))
         self._running, self._last = True, ""
         return self._obs(), self._slots.static_info(0)
@@ -245,6 +247,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
             seeds = vector_seeds(seed, self.num_envs)
             self._rngs = [np.random.default_rng(s) for s in seeds]
             self._np_random, self._np_random_seed = np.random.default_rng(seeds[0]), seeds[0]
+            self.setup.reset_sampler()
         per_slot = split_vector_options(dict(options or {}), self.num_envs)
         infos = self._start_all(range(self.num_envs), per_slot)
         self._started = True

@@ -22,6 +22,7 @@ __all__ = ["EnvSetup", "PromptBank", "SetupAccess", "resolve_tokenizer", "vector
 
 #: Keys accepted by ``reset(options=...)``.
 RESET_OPTION_KEYS = ("sample", "sample_id", "index")
+SAMPLING_MODES = ("uniform", "stratified")
 
 
 def resolve_tokenizer(tokenizer: Any):
@@ -82,6 +83,10 @@ class EnvSetup:
         template: Prompt template name or format string.
         use_chat_template: ``"auto"``, ``True`` or ``False``.
         dataset_kwargs: Knobs for the built-in suite (``size_per_task``, ``seed``, difficulty).
+        sampling: How new episodes pick their sample: ``"uniform"`` over the dataset, or
+            ``"stratified"`` over task families (every run of F draws visits each of the F
+            families once, in a random order, with a uniform sample inside the family), so that a
+            batch of prompts covers the families evenly.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class EnvSetup:
         template: str = "default",
         use_chat_template: bool | str = "auto",
         dataset_kwargs: Mapping[str, Any] | None = None,
+        sampling: str = "uniform",
     ) -> None:
         from instruct_env import rewards
         from instruct_env.tasks import PromptFormatter
@@ -106,6 +112,14 @@ class EnvSetup:
                                  ("num_shots", num_shots, 0)):
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}.")
+        if sampling not in SAMPLING_MODES:
+            from instruct_env.error import suggest
+
+            raise ConfigError(f"sampling must be one of {', '.join(map(repr, SAMPLING_MODES))}; got "
+                              f"{sampling!r}.{suggest(str(sampling), SAMPLING_MODES)}")
+        self.sampling = sampling
+        self._family_rows: list[np.ndarray] | None = None
+        self._family_queue: list[int] = []
         self.dataset = _resolve_dataset(tasks, dataset, split, dataset_kwargs)
         if len(self.dataset) == 0:
             raise EmptyDatasetError(
@@ -186,7 +200,36 @@ class EnvSetup:
                     )
                 return self.dataset[int(index)]
             return self._by_id(options["sample_id"])
+        if self.sampling == "stratified":
+            families = self._families()
+            if not self._family_queue:
+                self._family_queue = [int(f) for f in rng.permutation(len(families))]
+            rows = families[self._family_queue.pop()]
+            return self.dataset[int(rows[rng.integers(len(rows))])]
         return self.dataset[int(rng.integers(len(self.dataset)))]
+
+    def reset_sampler(self) -> None:
+        """Forget the stratified sampler's current round of families (a seeded reset starts afresh)."""
+        self._family_queue = []
+
+    def _families(self) -> list[np.ndarray]:
+        """The dataset's row indices grouped by task family (built once)."""
+        if self._family_rows is None:
+            from instruct_env.tasks import BuiltinDataset
+
+            n = len(self.dataset)
+            if isinstance(self.dataset, BuiltinDataset):  # families are interleaved: row i is family i % F
+                F = len(self.dataset.families)
+                self._family_rows = [np.arange(f, n, F) for f in range(F)]
+            else:
+                if n > 200_000:
+                    raise ConfigError(f"sampling='stratified' reads every sample's task; this dataset has {n} "
+                                      "(at most 200,000). Use sampling='uniform'.")
+                groups: dict[str, list[int]] = {}
+                for i in range(n):
+                    groups.setdefault(str(self.dataset[i].task), []).append(i)
+                self._family_rows = [np.asarray(groups[t]) for t in sorted(groups)]
+        return self._family_rows
 
     def _by_id(self, sample_id: str) -> Sample:
         index = getattr(self, "_id_index", None)

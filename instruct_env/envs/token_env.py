@@ -91,8 +91,9 @@ class TokenEnv(SetupAccess, gym.Env):
 
     ## Arguments
     ``tasks``, ``dataset``, ``split``, ``tokenizer``, ``reward``, ``max_prompt_tokens``,
-    ``max_new_tokens``, ``num_shots``, ``template``, ``use_chat_template``, ``dataset_kwargs``
-    (see :class:`instruct_env.envs.core.EnvSetup`), ``shaping`` (per-token hook
+    ``max_new_tokens``, ``num_shots``, ``template``, ``use_chat_template``, ``dataset_kwargs``,
+    ``sampling`` (``"uniform"`` or ``"stratified"`` over task families; see
+    :class:`instruct_env.envs.core.EnvSetup`), ``shaping``  (per-token hook
     ``fn(tokens, generated, samples) -> bonus``) and ``render_mode`` (``"ansi"``).
 
     ## Version History
@@ -130,6 +131,8 @@ class TokenEnv(SetupAccess, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
         super().reset(seed=seed)
+        if seed is not None:
+            self.setup.reset_sampler()
         sample = self.setup.pick_sample(self.np_random, options)
         self._slots.start(0, sample)
         self._running = True
@@ -227,6 +230,7 @@ class TokenVectorEnv(SetupAccess, VectorEnv):
             if s is not None:
                 self._rngs[i] = np.random.default_rng(int(s))
         self._np_random, self._np_random_seed = np.random.default_rng(seeds[0]), seeds[0]
+        self.setup.reset_sampler()
 
     def _start(self, slot: int, options: Mapping[str, Any] | None) -> dict[str, Any]:
         sample = self.setup.pick_sample(self._rngs[slot], options)
