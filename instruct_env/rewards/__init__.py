@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from instruct_env.rewards.base import CallableReward, Reward, WeightedReward, check_inputs
 from instruct_env.rewards.bleu import BleuReward, ChrfReward
-from instruct_env.rewards.registry import make, names
-from instruct_env.rewards.rouge import RougeReward, clear_caches
+from instruct_env.rewards.registry import RewardSpec, make, names, options
+from instruct_env.rewards.rouge import CharTokenizer, CJKTokenizer, RougeReward, clear_caches
 from instruct_env.rewards.task import TaskReward
 from instruct_env.rewards.ter import TerReward
 from instruct_env.rewards.text import ExactMatchReward, LengthPenaltyReward, TokenF1Reward
@@ -30,12 +30,16 @@ __all__ = [
     "WeightedReward",
     "make",
     "names",
+    "options",
+    "RewardSpec",
     "check_inputs",
     "clear_caches",
     "BleuReward",
     "ChrfReward",
     "TerReward",
     "RougeReward",
+    "CharTokenizer",
+    "CJKTokenizer",
     "ExactMatchReward",
     "TokenF1Reward",
     "LengthPenaltyReward",

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from instruct_env.error import ConfigError, unknown_name
+from instruct_env.error import ConfigError, suggest, unknown_name
 from instruct_env.rewards.base import CallableReward, Reward, WeightedReward
 from instruct_env.rewards.bleu import BleuReward, ChrfReward
 from instruct_env.rewards.rouge import RougeReward
@@ -14,7 +14,7 @@ from instruct_env.rewards.task import TaskReward
 from instruct_env.rewards.ter import TerReward
 from instruct_env.rewards.text import ExactMatchReward, LengthPenaltyReward, TokenF1Reward
 
-__all__ = ["make", "names"]
+__all__ = ["make", "names", "options", "RewardSpec"]
 
 # name -> (class, default keyword arguments)
 _REGISTRY: dict[str, tuple[type[Reward], dict[str, Any]]] = {
@@ -41,16 +41,38 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make(spec: str | Mapping[str, float] | Reward | Callable[..., Any], **kwargs: Any) -> Reward:
+def options(name: str) -> list[str]:
+    """The options (keyword arguments) of the registered reward ``name``, in signature order.
+
+    >>> options("chrf")
+    ['char_order', 'word_order', 'beta', 'lowercase', 'whitespace', 'eps_smoothing']
+    >>> options("rougeL")
+    ['use_stemmer', 'split_summaries', 'tokenizer']
+    """
+    if name not in _REGISTRY:
+        raise unknown_name("reward", name, names())
+    cls, defaults = _REGISTRY[name]
+    return [p for p in inspect.signature(cls).parameters if p not in defaults]
+
+
+#: A reward specification: a name, ``{name: weight}``, ``{name: {"weight": w, **options}}``, a
+#: :class:`Reward` or a function.
+RewardSpec = str | Mapping[str, Any] | Reward | Callable[..., Any]
+
+
+def make(spec: RewardSpec, **kwargs: Any) -> Reward:
     """Build a reward from a specification.
 
     Args:
         spec: One of
 
-            * a registered name (see :func:`names`), e.g. ``"rougeL"``; ``kwargs`` go to its
-              constructor, e.g. ``make("exact_match", normalize=True)``;
+            * a registered name (see :func:`names`), e.g. ``"rougeL"``; ``kwargs`` are its options
+              (see :func:`options`), e.g. ``make("bleu", tokenize="zh")``;
             * a dict of weights, e.g. ``{"bleu": 0.3, "rougeL": 0.7}``, giving a
-              :class:`WeightedReward` whose components are keyed by name;
+              :class:`WeightedReward` whose components are keyed by name; a term's value may
+              instead be a dict of its options with an optional ``"weight"`` (default 1.0), e.g.
+              ``{"bleu": {"weight": 0.3, "tokenize": "zh"}, "rougeL": {"weight": 0.7, "tokenizer": "cjk"}}``
+              -- the form YAML configs and ``--set`` use;
             * a :class:`Reward` instance, returned as is;
             * a plain function with the reward signature, wrapped in a :class:`CallableReward`
               (``name=`` may be passed as keyword).
@@ -62,16 +84,19 @@ def make(spec: str | Mapping[str, float] | Reward | Callable[..., Any], **kwargs
 
     >>> make({"exact_match": 0.5, "token_f1": 0.5}).name
     '0.5*exact_match+0.5*token_f1'
+    >>> make({"bleu": {"weight": 0.5, "tokenize": "zh"}, "chrf": 0.5}).terms
+    [(BleuReward(tokenize='zh'), 0.5), (ChrfReward(), 0.5)]
     """
     if isinstance(spec, str):
         if spec not in _REGISTRY:
             raise unknown_name("reward", spec, names())
         cls, defaults = _REGISTRY[spec]
-        allowed = [p for p in inspect.signature(cls).parameters if p not in defaults]
+        allowed = options(spec)
         bad = sorted(set(kwargs) - set(allowed))
         if bad:
             accepted = ", ".join(allowed) if allowed else "none"
-            raise ConfigError(f"Reward {spec!r} got unexpected argument(s) {bad}; it accepts: {accepted}.")
+            hint = suggest(bad[0], allowed)
+            raise ConfigError(f"Reward {spec!r} got unexpected argument(s) {bad}.{hint} It accepts: {accepted}.")
         return cls(**defaults, **kwargs)
     if isinstance(spec, Reward):
         if kwargs:
@@ -83,16 +108,21 @@ def make(spec: str | Mapping[str, float] | Reward | Callable[..., Any], **kwargs
     if isinstance(spec, Mapping):
         if kwargs:
             raise ConfigError(
-                f"make() got keyword arguments {sorted(kwargs)} with a dict of weights. To configure terms, "
-                "build them yourself: WeightedReward([(make('exact_match', normalize=True), 0.5), ...])."
+                f"make() got keyword arguments {sorted(kwargs)} with a dict of weights. Put each term's options "
+                "in the dict instead, e.g. make({'bleu': {'weight': 0.5, 'tokenize': 'zh'}, 'rougeL': 0.5})."
             )
         if not spec:
             raise ConfigError("make() got an empty dict of weights; give at least one, e.g. {'rougeL': 1.0}.")
         terms = []
-        for name, weight in spec.items():
+        for name, value in spec.items():
             if not isinstance(name, str):
                 raise ConfigError(f"Reward weights must be keyed by reward name; got key {name!r}.")
-            terms.append((make(name), weight))
+            if isinstance(value, Mapping):
+                term_options = dict(value)
+                weight = term_options.pop("weight", 1.0)
+                terms.append((make(name, **term_options), weight))
+            else:
+                terms.append((make(name), value))
         return WeightedReward(terms)
     if callable(spec):
         bad = sorted(set(kwargs) - {"name"})

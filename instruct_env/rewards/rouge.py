@@ -1,7 +1,9 @@
 """ROUGE-N, ROUGE-L and ROUGE-Lsum F-measures, batched; identical to the ``rouge_score`` package.
 
 Convention: the value for one completion is the best F-measure over its references of
-``RougeScorer([rouge_type], use_stemmer=True).score(reference, completion)[rouge_type].fmeasure``.
+``RougeScorer([rouge_type], use_stemmer=True).score(reference, completion)[rouge_type].fmeasure``
+(with the reward's options: ``use_stemmer``, ``split_summaries`` and ``tokenizer``, the same
+arguments of ``RougeScorer``).
 
 Speed comes from three things: each distinct text is tokenised once per call and each distinct
 word is Porter-stemmed once per process (an LRU cache; :func:`clear_caches` empties it); ROUGE-N
@@ -19,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from instruct_env.error import ConfigError
+from instruct_env.error import ConfigError, MissingDependency
 from instruct_env.rewards._ngrams import match_stats
 from instruct_env.rewards.base import Reward
 
-__all__ = ["RougeReward", "rouge_tokenize", "clear_caches"]
+__all__ = ["RougeReward", "CharTokenizer", "CJKTokenizer", "ROUGE_TOKENIZERS", "rouge_tokenize", "clear_caches"]
 
 _ROUGE_TYPES = tuple(f"rouge{n}" for n in range(1, 10)) + ("rougeL", "rougeLsum")
 _WORD = re.compile(r"[a-z0-9]+")  # rouge_score keeps lower-cased ASCII letters and digits only
@@ -49,13 +51,17 @@ def clear_caches() -> None:
     _stem.cache_clear()
 
 
-def rouge_tokenize(texts: list[str]) -> list[tuple[str, ...]]:
-    """``rouge_score``'s default tokenisation with stemming, for each text.
+def rouge_tokenize(texts: list[str], stem: bool = True) -> list[tuple[str, ...]]:
+    """``rouge_score``'s default tokenisation (with Porter stemming when ``stem``), for each text.
 
     >>> rouge_tokenize(["The cats were RUNNING, quickly!"])
     [('the', 'cat', 'were', 'run', 'quickli')]
+    >>> rouge_tokenize(["The cats were RUNNING, quickly!"], stem=False)
+    [('the', 'cats', 'were', 'running', 'quickly')]
     """
     words_of = [_WORD.findall(t.lower()) for t in texts]
+    if not stem:
+        return [tuple(words) for words in words_of]
     final = {w: _stem(w) for w in set(chain.from_iterable(words_of))}
     return [tuple(final[w] for w in words if final[w] is not None) for words in words_of]
 
@@ -130,38 +136,177 @@ def _summary_lcs_fmeasure(ref_sents: list[tuple[str, ...]], hyp_sents: list[tupl
     return _fmeasure(hits / hyp_total, hits / ref_total)
 
 
-class RougeReward(Reward):
-    """ROUGE F-measure in ``[0, 1]`` with Porter stemming, best reference.
+class CharTokenizer:
+    """ROUGE tokens for text without spaces between words: every non-space character, lower-cased.
 
-    Equals ``max(RougeScorer([rouge_type], use_stemmer=True).score(ref, completion)[rouge_type].fmeasure
-    for ref in references)`` from the ``rouge_score`` package. Text is lower-cased and only ASCII
-    letters and digits are kept (so text without them, e.g. Chinese, has no tokens and scores 0).
-    ``rougeLsum`` splits texts into sentences at newlines.
+    The built-in ``tokenizer="char"`` of :class:`RougeReward`; it has ``rouge_score``'s tokenizer
+    protocol, so ``RougeScorer([type], tokenizer=CharTokenizer())`` gives the same values.
+
+    >>> CharTokenizer().tokenize("我爱 北京, OK")
+    ['我', '爱', '北', '京', ',', 'o', 'k']
+    """
+
+    def tokenize(self, text: str) -> list[str]:
+        return list("".join(text.lower().split()))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return "CharTokenizer()"
+
+
+_CJK_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+
+
+class CJKTokenizer:
+    """ROUGE tokens for any script: each CJK character on its own, other words whole, lower-cased.
+
+    The built-in ``tokenizer="cjk"`` of :class:`RougeReward`. A Han, Hiragana, Katakana or Hangul
+    character is one token (so Chinese, Japanese and Korean are compared character by character);
+    a run of other letters, combining marks and digits (any script: Latin with accents, Cyrillic,
+    Arabic, Devanagari...) is one token; punctuation, symbols and spaces separate tokens and are
+    dropped. On ASCII text it gives ``rouge_score``'s default tokens without stemming. It has
+    ``rouge_score``'s tokenizer protocol (``RougeScorer([type], tokenizer=CJKTokenizer())``).
+
+    >>> CJKTokenizer().tokenize("我爱北京! Größe ţară, مرحبا")
+    ['我', '爱', '北', '京', 'größe', 'ţară', 'مرحبا']
+    """
+
+    _pattern = None
+
+    def tokenize(self, text: str) -> list[str]:
+        if CJKTokenizer._pattern is None:
+            import regex  # installed with sacreBLEU; knows Unicode scripts
+
+            CJKTokenizer._pattern = regex.compile(
+                rf"[{_CJK_SCRIPTS}]|(?:(?![{_CJK_SCRIPTS}])[\p{{L}}\p{{M}}\p{{N}}])+"
+            )
+        return CJKTokenizer._pattern.findall(text.lower())
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return "CJKTokenizer()"
+
+
+#: The built-in ``tokenizer`` names of :class:`RougeReward`.
+ROUGE_TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "cjk": CJKTokenizer}
+
+
+class RougeReward(Reward):
+    """ROUGE F-measure in ``[0, 1]``, best reference, with ``rouge_score``'s options.
+
+    Equals ``max(RougeScorer([rouge_type], use_stemmer=..., split_summaries=..., tokenizer=...)
+    .score(ref, completion)[rouge_type].fmeasure for ref in references)`` from the ``rouge_score``
+    package. Its default tokeniser lower-cases the text and keeps only ASCII letters and digits
+    (so text without them, e.g. Chinese, has no tokens and scores 0): for such text pass
+    ``tokenizer="cjk"`` or ``"char"``. ``rougeLsum`` splits texts into sentences at newlines (or
+    with NLTK's sentence splitter when ``split_summaries=True``).
 
     Args:
         rouge_type: ``"rouge1"`` ... ``"rouge9"``, ``"rougeL"`` or ``"rougeLsum"``.
+        use_stemmer: Porter-stem the words of the default tokeniser (words longer than 3
+            characters). ``None`` (default) means ``True`` with the default tokeniser; as in
+            ``rouge_score`` it has no effect with another tokeniser, so asking for it then is an error.
+            Note that ``RougeScorer``'s own default is ``False``.
+        split_summaries: ``rougeLsum`` only: split sentences with ``nltk.sent_tokenize`` (needs
+            NLTK's ``punkt_tab`` data) instead of at newlines.
+        tokenizer: ``None`` (``rouge_score``'s default tokeniser), ``"char"`` (:class:`CharTokenizer`),
+            ``"cjk"`` (:class:`CJKTokenizer`), or any object with a ``tokenize(text) -> list[str]``
+            method (it should pickle if the reward has to).
+
+    Attributes:
+        path: ``"batched"``; the tokenisation is done per distinct text (and per distinct sentence).
 
     >>> RougeReward("rougeL")(["The cats sat down."], [["the cat sat", "a dog"]])  # P = 3/4, R = 1
     array([0.85714286])
+    >>> RougeReward("rougeL", tokenizer="char")(["我爱北京天安门"], [["我爱北京"]]).round(4)
+    array([0.7273])
     """
 
-    def __init__(self, rouge_type: str = "rougeL") -> None:
-        if rouge_type not in _ROUGE_TYPES:
-            from instruct_env.error import suggest
+    path = "batched"
 
+    def __init__(
+        self,
+        rouge_type: str = "rougeL",
+        use_stemmer: bool | None = None,
+        split_summaries: bool = False,
+        tokenizer: str | Any = None,
+    ) -> None:
+        from instruct_env.error import suggest
+        from instruct_env.rewards.bleu import _check_bool
+
+        if rouge_type not in _ROUGE_TYPES:
             raise ConfigError(
                 f"Unknown ROUGE type {rouge_type!r}.{suggest(rouge_type, _ROUGE_TYPES)} "
                 f"Valid types: {', '.join(_ROUGE_TYPES)}."
             )
+        if isinstance(tokenizer, str):
+            if tokenizer not in ROUGE_TOKENIZERS:
+                raise ConfigError(
+                    f"Unknown ROUGE tokenizer {tokenizer!r}.{suggest(tokenizer, ROUGE_TOKENIZERS)} Built-in "
+                    f"tokenizers: {', '.join(ROUGE_TOKENIZERS)}; or pass an object with a tokenize(text) method."
+                )
+        elif tokenizer is not None and not callable(getattr(tokenizer, "tokenize", None)):
+            raise ConfigError(
+                f"A ROUGE tokenizer must be None, {' or '.join(map(repr, ROUGE_TOKENIZERS))}, or an object with a "
+                f"tokenize(text) -> list[str] method (rouge_score's protocol); got {type(tokenizer).__name__}."
+            )
+        if use_stemmer is not None:
+            use_stemmer = _check_bool("ROUGE", "use_stemmer", use_stemmer)
+            if use_stemmer and tokenizer is not None:
+                raise ConfigError(
+                    f"ROUGE use_stemmer=True has no effect with tokenizer={tokenizer!r}: rouge_score stems only "
+                    "in its default tokenizer. Drop use_stemmer, or stem inside your tokenizer."
+                )
+        split_summaries = _check_bool("ROUGE", "split_summaries", split_summaries)
+        if split_summaries and rouge_type != "rougeLsum":
+            raise ConfigError(
+                f"ROUGE split_summaries applies to rougeLsum only (it splits summaries into sentences); got it "
+                f"with {rouge_type!r}. Use 'rougeLsum' or drop the option."
+            )
+        if split_summaries:
+            _check_punkt()
         self.rouge_type = rouge_type
         self.name = rouge_type
+        self.use_stemmer = use_stemmer
+        self.split_summaries = split_summaries
+        self.tokenizer = tokenizer
+
+    @property
+    def _tokenizer(self) -> Any:
+        """The tokenizer object, or None for rouge_score's default."""
+        if isinstance(self.tokenizer, str):
+            return ROUGE_TOKENIZERS[self.tokenizer]()
+        return self.tokenizer
+
+    def _tokenize(self, texts: list[str]) -> list[tuple]:
+        tokenizer = self._tokenizer
+        if tokenizer is None:
+            return rouge_tokenize(texts, stem=self.use_stemmer is not False)
+        return [tuple(tokenizer.tokenize(t)) for t in texts]
+
+    def _sentences(self, text: str) -> list[str]:
+        if self.split_summaries:
+            import nltk
+
+            return [s for s in nltk.sent_tokenize(text) if s]
+        return [s for s in text.split("\n") if s]
 
     def _score(self, completions: list[str], references: list[tuple[str, ...]], **kwargs: Any) -> np.ndarray:
         n_refs = [len(rs) for rs in references]
         texts = list(dict.fromkeys(chain(completions, chain.from_iterable(references))))
         if self.rouge_type == "rougeLsum":
             return self._score_lsum(completions, references, texts)
-        tokens = dict(zip(texts, rouge_tokenize(texts)))
+        tokens = dict(zip(texts, self._tokenize(texts)))
         hyps = [tokens[c] for c in completions]
         refs = [[tokens[r] for r in rs] for rs in references]
         if self.rouge_type == "rougeL":
@@ -192,17 +337,16 @@ class RougeReward(Reward):
             out[p] = best
         return out
 
-    @classmethod
-    def _score_lsum(cls, completions, references, texts) -> np.ndarray:
-        sents = {t: [s for s in t.split("\n") if s] for t in texts}
+    def _score_lsum(self, completions, references, texts) -> np.ndarray:
+        sents = {t: self._sentences(t) for t in texts}
         simple = [len(sents[c]) <= 1 and all(len(sents[r]) <= 1 for r in rs) for c, rs in zip(completions, references)]
         out = np.zeros(len(completions))
         # One sentence per side: the union LCS is the plain LCS, so ROUGE-Lsum equals ROUGE-L.
         easy = [p for p, ok in enumerate(simple) if ok]
         if easy:
             easy_texts = list(dict.fromkeys(chain.from_iterable([completions[p], *references[p]] for p in easy)))
-            tokens = dict(zip(easy_texts, rouge_tokenize(easy_texts)))
-            out[easy] = cls._lcs_fmeasures(
+            tokens = dict(zip(easy_texts, self._tokenize(easy_texts)))
+            out[easy] = self._lcs_fmeasures(
                 [tokens[completions[p]] for p in easy], [[tokens[r] for r in references[p]] for p in easy]
             )
         hard = [p for p, ok in enumerate(simple) if not ok]
@@ -210,11 +354,28 @@ class RougeReward(Reward):
             hard_sents = list(dict.fromkeys(
                 chain.from_iterable(sents[t] for p in hard for t in (completions[p], *references[p]))
             ))
-            tokens = dict(zip(hard_sents, rouge_tokenize(hard_sents)))
+            tokens = dict(zip(hard_sents, self._tokenize(hard_sents)))
             for p in hard:
                 hyp = [tokens[s] for s in sents[completions[p]]]
                 out[p] = max(_summary_lcs_fmeasure([tokens[s] for s in sents[r]], hyp) for r in references[p])
         return out
 
     def __repr__(self) -> str:
-        return f"RougeReward({self.rouge_type!r})"
+        options = [repr(self.rouge_type)]
+        for key, default in (("use_stemmer", None), ("split_summaries", False), ("tokenizer", None)):
+            if getattr(self, key) != default:
+                options.append(f"{key}={getattr(self, key)!r}")
+        return f"RougeReward({', '.join(options)})"
+
+
+def _check_punkt() -> None:
+    """Fail early, with the fix, when NLTK's sentence splitter has no model on this machine."""
+    import nltk
+
+    try:
+        nltk.sent_tokenize("One. Two.")
+    except LookupError as exc:
+        raise MissingDependency(
+            "ROUGE split_summaries=True splits sentences with nltk.sent_tokenize, whose 'punkt_tab' model is not "
+            "installed. Install it once with: python -m nltk.downloader punkt_tab"
+        ) from exc

@@ -1,4 +1,4 @@
-"""Translation edit rate as a reward (higher is better), identical to sacreBLEU's ``sentence_ter``.
+"""Translation edit rate as a reward (higher is better), identical to sacreBLEU's ``TER`` sentence scores.
 
 The edit counts come from :func:`instruct_env.rewards._ter.ter_edits`, which runs sacreBLEU's
 shift search for the whole batch at once.
@@ -12,29 +12,57 @@ from typing import Any
 import numpy as np
 
 from instruct_env.rewards._ter import ter_edits
+from instruct_env.rewards._tokenizers import tercom_words
 from instruct_env.rewards.base import Reward
 
 __all__ = ["TerReward"]
 
 
 class TerReward(Reward):
-    """``max(0, 1 - TER / 100)`` with ``TER = sacrebleu.sentence_ter(completion, references).score``.
+    """``max(0, 1 - TER / 100)`` with ``TER = sacrebleu.TER(**options).sentence_score(completion, references).score``.
 
     TER is the number of word edits (insertions, deletions, substitutions and shifts of word
     blocks) needed to turn the completion into its closest reference, divided by the average
-    reference length, times 100 (sacreBLEU defaults: case-insensitive, no punctuation handling).
-    It is 0 for a perfect match and can exceed 100, so the reward is clipped at 0. Range ``[0, 1]``.
+    reference length, times 100. With the default options (``sacrebleu.sentence_ter``) words are
+    lower-cased and split on whitespace, nothing else. It is 0 for a perfect match and can exceed
+    100, so the reward is clipped at 0. Range ``[0, 1]``. The options only change the words
+    compared (see :func:`~instruct_env.rewards._tokenizers.tercom_words`).
+
+    Args:
+        normalized: Tercom's normalisation: punctuation split off as in 13a, lines joined, XML
+            escapes undone (and CJK characters split one by one with ``asian_support``).
+        no_punct: Delete punctuation (with ``asian_support`` also CJK and full-width punctuation).
+        asian_support: The CJK parts of ``normalized`` and ``no_punct``; alone it does nothing.
+        case_sensitive: Keep case (default: lower-case both sides).
 
     >>> TerReward()(["the cat sat on the mat", "on the mat the cat sat", "dog"],
     ...             [["The cat sat on the mat"]] * 3)
     array([1.        , 0.83333333, 0.        ])
+    >>> TerReward(normalized=True, asian_support=True)(["我爱北京"], [["我爱北京天安门"]]).round(4)
+    array([0.5714])
     """
 
     name = "ter"
+    path = "batched"
+
+    def __init__(
+        self, normalized: bool = False, no_punct: bool = False, asian_support: bool = False,
+        case_sensitive: bool = False,
+    ) -> None:
+        from instruct_env.rewards.bleu import _check_bool
+
+        self.normalized = _check_bool("TER", "normalized", normalized)
+        self.no_punct = _check_bool("TER", "no_punct", no_punct)
+        self.asian_support = _check_bool("TER", "asian_support", asian_support)
+        self.case_sensitive = _check_bool("TER", "case_sensitive", case_sensitive)
+
+    def _words(self, text: str) -> list[str]:
+        if not (self.normalized or self.no_punct or self.case_sensitive):
+            return text.lower().split()  # the defaults, without the general function's checks
+        return tercom_words(text, self.normalized, self.no_punct, self.asian_support, self.case_sensitive)
 
     def _score(self, completions: list[str], references: list[tuple[str, ...]], **kwargs: Any) -> np.ndarray:
-        # sacreBLEU's TER tokenisation with its defaults: lower-case, split on whitespace
-        split = {t: t.lower().split() for t in chain(completions, chain.from_iterable(references))}
+        split = {t: self._words(t) for t in chain(completions, chain.from_iterable(references))}
         vocab = {w: i for i, w in enumerate(dict.fromkeys(chain.from_iterable(split.values())))}
         words = {t: list(map(vocab.__getitem__, ws)) for t, ws in split.items()}
         # distinct (hypothesis, reference) word sequences that need the search
@@ -67,4 +95,5 @@ class TerReward(Reward):
         return out
 
     def __repr__(self) -> str:
-        return "TerReward()"
+        options = ("normalized", "no_punct", "asian_support", "case_sensitive")
+        return f"TerReward({', '.join(f'{k}=True' for k in options if getattr(self, k))})"
