@@ -527,6 +527,7 @@ class _Run:
         self.warnings: list[str] = []
         self.sections: dict[str, str] = {}
         self.results: dict[str, Any] = {}
+        self.rl_training: dict[str, Any] | None = None  # training-reward summary of a (non-feedback) RL stage
         data = config.data
         demos = split_samples(data, "train", data.train_size_per_task) \
             if data.num_shots else None
@@ -584,6 +585,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
 
     from agents.common.evaluation import HeldOutTracker
     from agents.common.model import ActorCritic
+    from agents.common.report import window_means
     from agents.rl import make_trainer
 
     cfg = run.config
@@ -634,11 +636,16 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
     run.timed("rl", time.perf_counter() - start)
     run.warnings.extend(tracker.warnings)
     rewards = [h.get("reward_mean", math.nan) for h in history]
-    window = max(1, len(rewards) // 10)
+    families = sorted({k.split("/", 1)[1] for h in history for k in h if k.startswith("reward/")})
+    run.rl_training = {
+        "updates": trainer.num_updates,
+        "train": window_means(rewards),
+        "per_family": {f: window_means([h.get(f"reward/{f}", math.nan) for h in history]) for f in families},
+    }
+    first, last = run.rl_training["train"]
     run.sections["RL"] = (
         f"{cfg.rl.algo.upper()}, {trainer.num_updates} updates in {trainer.elapsed:.0f} s, training reward "
-        f"`{cfg.data.reward}` {np.nanmean(rewards[:window]) if rewards else math.nan:.3f} (first 10% of updates) "
-        f"-> {np.nanmean(rewards[-window:]) if rewards else math.nan:.3f} (last 10%). Validation {metric} "
+        f"`{cfg.data.reward}` {first:.3f} (first 10% of updates) -> {last:.3f} (last 10%). Validation {metric} "
         f"({len(run.val)} samples) checked every {rl_config.eval_every} updates; best "
         f"{tracker.best_value:.3f} at update {tracker.best_step}"
         + (" (the SFT model: RL did not improve on it)" if tracker.best_step == 0 else "")
@@ -711,7 +718,23 @@ def _train_and_evaluate(run: _Run):
         else:
             model = _run_rl(run, model, tokenizer)
         run.test_eval(labels[stage], model, tokenizer)
+    if run.rl_training is not None:
+        run.sections["Did RL improve the model?"] = _rl_effect(run, before=list(run.results)[-2],
+                                                               after=list(run.results)[-1])
     return model, tokenizer, pretrain_info
+
+
+def _rl_effect(run: _Run, before: str, after: str) -> str:
+    """The report's answer to "did RL improve the model?" (training reward and held-out score)."""
+    from agents.common.evaluation import paired_bootstrap
+    from agents.common.report import rl_effect_section
+
+    a, b = run.results[before], run.results[after]
+    return rl_effect_section(updates=run.rl_training["updates"], reward_name=run.config.data.reward,
+                             train=run.rl_training["train"], per_family=run.rl_training["per_family"],
+                             heldout=(a.overall["task"], b.overall["task"]),
+                             change=paired_bootstrap(a, b, "task", seed=run.config.seed), before=before, after=after,
+                             samples=b.num_samples)
 
 
 def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = STAGES,

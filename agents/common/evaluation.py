@@ -39,6 +39,7 @@ __all__ = [
     "generate_completions",
     "evaluate",
     "HeldOutTracker",
+    "paired_bootstrap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,47 @@ class EvalResult:
         if self.heldout_phrasing is not None:
             out.update({f"{prefix}heldout_phrasing/{k}": v for k, v in self.heldout_phrasing.items()})
         return out
+
+
+def paired_bootstrap(before: EvalResult, after: EvalResult, metric: str = "task", *, resamples: int = 2000,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """The change ``after - before`` of the macro-averaged ``metric`` and its bootstrap interval.
+
+    Both results must hold per-sample records of the same samples (same ids). Each resample
+    draws, within every task family, as many samples as the family has, with replacement, and
+    takes the same samples in both results (a paired bootstrap, stratified by family), so the
+    interval reflects which test samples happened to be drawn, not differences between runs.
+
+    Returns:
+        ``(change, low, high)``: the observed change and the ``level`` percentile interval.
+
+    >>> rec = lambda i, t, v: {"id": str(i), "task": t, "scores": {"task": v}}
+    >>> a = EvalResult({}, {}, {}, records=[rec(i, "x", 0.0) for i in range(10)])
+    >>> b = EvalResult({}, {}, {}, records=[rec(i, "x", 1.0 if i < 5 else 0.0) for i in range(10)])
+    >>> change, low, high = paired_bootstrap(a, b)
+    >>> round(change, 3), low <= change <= high, 0.0 < low
+    (0.5, True, True)
+    """
+    by_id = {r["id"]: r for r in after.records}
+    if not before.records or set(by_id) != {r["id"] for r in before.records}:
+        raise ConfigError("paired_bootstrap needs per-sample records of the same samples in both results.")
+    families: dict[str, list[float]] = {}
+    for row in before.records:
+        diff = float(by_id[row["id"]]["scores"][metric]) - float(row["scores"][metric])
+        if not math.isnan(diff):
+            families.setdefault(row["task"], []).append(diff)
+    if not families:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    observed = float(np.mean([np.mean(d) for d in families.values()]))
+    means = np.zeros(resamples)
+    for diffs in families.values():
+        d = np.asarray(diffs)
+        means += d[rng.integers(len(d), size=(resamples, len(d)))].mean(1)
+    means /= len(families)
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return observed, float(low), float(high)
 
 
 def _reward_scores(completions: list[str], samples: Sequence[Sample]) -> dict[str, np.ndarray]:

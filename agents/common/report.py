@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_report", "write_report", "results_table"]
+__all__ = ["render_report", "write_report", "results_table", "window_means", "rl_effect_section"]
 
 
 def _fmt(value: Any) -> str:
@@ -72,6 +72,65 @@ def _overall_table(stages: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def window_means(values: Sequence[float], share: float = 0.1) -> tuple[float, float]:
+    """Means of the first and the last ``share`` of ``values`` (at least one value each; NaNs skipped).
+
+    >>> window_means([0.0] * 5 + [1.0] * 5, share=0.2)
+    (0.0, 1.0)
+    """
+    finite = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not finite:
+        return math.nan, math.nan
+    k = max(1, int(len(finite) * share))
+    return sum(finite[:k]) / k, sum(finite[-k:]) / k
+
+
+def rl_effect_section(*, updates: int, reward_name: str, train: tuple[float, float],
+                      per_family: Mapping[str, tuple[float, float]], heldout: tuple[float, float] | None,
+                      change: tuple[float, float, float] | None, before: str, after: str,
+                      samples: int = 0) -> str:
+    """Markdown answering "did RL improve the model?": training reward and held-out score, before and after.
+
+    Args:
+        updates: RL updates run.
+        reward_name: The training reward.
+        train: Mean training reward over the first and the last 10% of updates.
+        per_family: ``family -> (first 10%, last 10%)`` training reward.
+        heldout: Held-out task score before and after RL (``None``: not evaluated).
+        change: ``(change, low, high)`` of the held-out task score with its 95% bootstrap interval.
+        before, after: Names of the two evaluated stages (e.g. ``"SFT"``, ``"SFT+RL"``).
+        samples: Number of held-out samples.
+    """
+    first, last = train
+    lines = []
+    if heldout is not None and change is not None:
+        delta, low, high = change
+        if low > 0:
+            verdict = (f"**Yes: RL improved the held-out task score**, {heldout[0]:.3f} ({before}) -> "
+                       f"{heldout[1]:.3f} ({after}), {delta:+.3f} (95% bootstrap interval {low:+.3f} to {high:+.3f}).")
+        elif high < 0:
+            verdict = (f"**No: RL made the held-out task score worse**, {heldout[0]:.3f} ({before}) -> "
+                       f"{heldout[1]:.3f} ({after}), {delta:+.3f} (95% bootstrap interval {low:+.3f} to {high:+.3f}).")
+        else:
+            verdict = (f"**Not shown: RL did not change the held-out task score measurably**, {heldout[0]:.3f} "
+                       f"({before}) -> {heldout[1]:.3f} ({after}), {delta:+.3f} (95% bootstrap interval {low:+.3f} "
+                       f"to {high:+.3f} includes 0).")
+        lines += [verdict, "", f"The interval comes from a paired bootstrap over the {samples} test samples "
+                  "(resampled within each task family, 2000 resamples): it measures how much the change "
+                  "depends on which test samples were drawn, not run-to-run variation.", ""]
+    lines += [f"Training reward (`{reward_name}`, on sampled answers, {updates} updates): {first:.3f} over the first "
+              f"10% of updates -> {last:.3f} over the last 10% ({last - first:+.3f}).", ""]
+    if per_family:
+        lines += ["| task family | training reward, first 10% | last 10% | change |", "|---|---:|---:|---:|"]
+        for family, (a, b) in sorted(per_family.items(), key=lambda kv: -(kv[1][1] - kv[1][0])):
+            lines.append(f"| {family} | {_fmt(a)} | {_fmt(b)} | {_fmt_signed(b - a)} |")
+    return "\n".join(lines)
+
+
+def _fmt_signed(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:+.3f}"
+
+
 def render_report(
     stages: Mapping[str, Any],
     *,
@@ -104,6 +163,10 @@ def render_report(
     out += [f"- {line}" for line in summary]
     if summary:
         out.append("")
+    sections = dict(sections or {})
+    effect = sections.pop("Did RL improve the model?", None)
+    if effect:
+        out += ["## Did RL improve the model?", "", effect.rstrip(), ""]
     if stages:
         split = next(iter(stages.values())).split
         out += [f"## Held-out results ({split} split)", "",
@@ -116,7 +179,7 @@ def render_report(
     out += [f"- {w}" for w in warnings] if warnings else ["- None: the held-out metric never fell while the "
                                                          "training reward rose."]
     out.append("")
-    for heading, body in (sections or {}).items():
+    for heading, body in sections.items():
         out += [f"## {heading}", "", body.rstrip(), ""]
     out += ["## Model pre-training", "", pretrain_note or "The model was not the embedded default, so it was not "
             "pre-trained by instruct-env; it was used as loaded.", ""]
