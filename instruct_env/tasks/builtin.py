@@ -67,8 +67,11 @@ __all__ = [
     "Keywords",
     "MostFrequent",
     "SemanticParse",
+    "ChineseChars",
     "BuiltinDataset",
+    "DEFAULT_TASKS",
     "task_names",
+    "default_task_names",
     "make_task",
     "tokenizer_corpus",
     "pretraining_corpus",
@@ -958,6 +961,85 @@ class SemanticParse(TaskFamily):
 # Registry
 # ---------------------------------------------------------------------------------------------
 
+# Common Chinese characters of the ``zh_chars`` family (one character each, all distinct).
+_ZH_CHARS = (
+    "天地人日月山水火木金土风云雨雪花草树鸟鱼马牛羊狗猫书画字文门车船田石海星光心手口目耳米茶"
+    "家国城路桥林春夏秋冬东西南北中上下左右大小多少好红白黑"
+)
+
+
+def _chars(text: str) -> list[str]:
+    """The characters of ``text`` with all whitespace removed."""
+    return list("".join(text.split()))
+
+
+@dataclass(frozen=True)
+class ChineseChars(TaskFamily):
+    """``zh_chars``: Chinese instructions about a string of Chinese characters (opt-in family).
+
+    Not part of the default selection (``tasks=None``, see :func:`default_task_names`): choose it
+    with ``tasks=["zh_chars"]``. Variants: ``copy`` (the text unchanged), ``reverse`` (the
+    characters last first), ``count`` (how many characters, in Arabic digits), ``first`` and
+    ``last`` (one character). Instructions, three phrasings per variant, e.g. copy:
+    "请原样重复输入的文字。" / "抄写下面的文字。" / "把这段文字再写一遍，不要改动。" (held out).
+    Context: ``min_chars..max_chars`` characters drawn with replacement from 78 common ones, no
+    spaces. Verifier: :func:`sequence_credit` on characters, whitespace ignored (``count``:
+    :func:`count_credit`). With reference-based rewards use a tokeniser that splits Chinese, e.g.
+    ``reward={"bleu": {"tokenize": "zh"}}`` or ``{"rougeL": {"tokenizer": "char"}}``.
+
+    Args:
+        min_chars: Fewest characters in the context (at least 2).
+        max_chars: Most characters in the context.
+
+    >>> sample = make_task("zh_chars").sample(3, variant="reverse")
+    >>> sample.references[0] == sample.context[::-1]
+    True
+    """
+
+    name: ClassVar[str] = "zh_chars"
+    variants: ClassVar[tuple[str, ...]] = ("copy", "reverse", "count", "first", "last")
+    instructions: ClassVar[tuple[Mapping[str, str], ...]] = (
+        {
+            "copy": "请原样重复输入的文字。",
+            "reverse": "请把输入的文字倒过来写。",
+            "count": "输入里有几个汉字？",
+            "first": "输入的第一个字是什么？",
+            "last": "输入的最后一个字是什么？",
+        },
+        {
+            "copy": "抄写下面的文字。",
+            "reverse": "把这些字按相反的顺序写出来。",
+            "count": "数一数输入有多少个字。",
+            "first": "写出第一个字。",
+            "last": "写出最后一个字。",
+        },
+        {
+            "copy": "把这段文字再写一遍，不要改动。",
+            "reverse": "从最后一个字开始，倒着写出全部文字。",
+            "count": "请回答：这段文字共有多少个字？",
+            "first": "只写开头的那个字。",
+            "last": "只写结尾的那个字。",
+        },
+    )
+    min_chars: int = 3
+    max_chars: int = 6
+
+    def _knob_minimum(self, knob: str) -> int:
+        return 2 if knob == "min_chars" else 1
+
+    def _generate(self, rng: np.random.Generator, variant: str) -> Problem:
+        n = int(rng.integers(self.min_chars, self.max_chars + 1))
+        text = "".join(_ZH_CHARS[int(i)] for i in rng.integers(len(_ZH_CHARS), size=n))
+        answer = {"copy": text, "reverse": text[::-1], "count": str(len(text)), "first": text[0],
+                  "last": text[-1]}[variant]
+        return Problem(text, answer)
+
+    def score(self, completion: str, reference: str, sample: Sample) -> float:
+        if sample.metadata.get("variant") == "count":
+            return count_credit(completion, reference)
+        return sequence_credit(_chars(completion), _chars(reference))
+
+
 _REGISTRY: dict[str, type[TaskFamily]] = {
     cls.name: cls
     for cls in (
@@ -973,17 +1055,35 @@ _REGISTRY: dict[str, type[TaskFamily]] = {
         Keywords,
         MostFrequent,
         SemanticParse,
+        ChineseChars,
     )
 }
 
+#: The families used when no selection is given (``tasks=None``): the English families. Families
+#: in other languages are opt-in, so that the default suite, the built-in tokenizer's corpus and
+#: the default model's pre-training text stay as they are.
+DEFAULT_TASKS: tuple[str, ...] = (
+    "copy", "reverse_words", "sort_numbers", "arithmetic", "change_case", "count_words", "pick_word", "dedup",
+    "translate", "keywords", "most_frequent", "semantic_parse",
+)
+
 
 def task_names() -> tuple[str, ...]:
-    """Names of the built-in task families, in registry order.
+    """Names of every built-in task family, in registry order (the opt-in ones included).
 
-    >>> "sort_numbers" in task_names()
-    True
+    >>> "sort_numbers" in task_names(), "zh_chars" in task_names()
+    (True, True)
     """
     return tuple(_REGISTRY)
+
+
+def default_task_names() -> tuple[str, ...]:
+    """Names of the families selected by ``tasks=None`` (:data:`DEFAULT_TASKS`).
+
+    >>> "zh_chars" in default_task_names(), len(default_task_names())
+    (False, 12)
+    """
+    return DEFAULT_TASKS
 
 
 def _check_knobs(owner: str, valid: Sequence[str], knobs: Mapping[str, object]) -> None:
@@ -1020,7 +1120,7 @@ def _resolve_tasks(
 ) -> tuple[TaskFamily, ...]:
     """Turn a task selection into family instances, applying each knob where it exists."""
     if tasks is None:
-        tasks = task_names()
+        tasks = default_task_names()
     elif isinstance(tasks, (str, TaskFamily)):
         tasks = [tasks]
     selected: list[TaskFamily] = []
@@ -1070,7 +1170,8 @@ class BuiltinDataset:
     index)`` on first access and then cached. Ids look like ``"sort_numbers/test/17"``.
 
     Args:
-        tasks: ``None`` for every family, a name, or a list of names / :class:`TaskFamily`
+        tasks: ``None`` for the default families (:func:`default_task_names`; the opt-in
+            non-English ones are left out), a name, or a list of names / :class:`TaskFamily`
             instances.
         split: ``"train"``, ``"validation"`` (alias ``"val"``) or ``"test"``.
         size_per_task: Samples per family.

@@ -34,7 +34,8 @@ Truncation (:meth:`PromptFormatter.encode` with ``max_tokens``):
     2. With no demonstrations left, cut the context on word boundaries: keep its first
        ``n`` words followed by ``" ..."`` (just ``"..."`` when ``n == 0``), with the
        largest ``n`` that fits, found by binary search and re-encoding. Text is only ever
-       cut between words and then encoded again, so no token is split.
+       cut between words and then encoded again, so no token is split. A Chinese, Japanese
+       or Korean character counts as a word of its own, since such text has no spaces.
     3. The instruction and the response marker are never cut. If the prompt does not fit
        even with no demonstrations and the context cut to ``"..."``, a
        :class:`~instruct_env.error.ConfigError` says how many tokens are needed.
@@ -91,7 +92,11 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "plain": PromptTemplate("{instruction}\n", "{context}\n", "Answer: ", "\n\n"),
 }
 
-_WORD = re.compile(r"\S+")
+# Truncation units: a Chinese/Japanese/Korean character on its own (such text has no spaces
+# between words), otherwise a run of non-space characters. Text without CJK cuts as on spaces.
+_CJK = "\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31ff\u3400-\u4dbf" \
+    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f"
+_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 
 
 def _chat_user_text(instruction: str, context: str) -> str:
