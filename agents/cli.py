@@ -70,12 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Chat sampling temperature; 0 (default) is greedy.")
     serve.add_argument("--max-new-tokens", type=int, default=64, help="Longest chat reply in tokens (default 64).")
     serve.add_argument("--device", default="cpu", help="Device of the chat policy (default cpu).")
+    serve.add_argument("--cookie-secure", action="store_true",
+                       help="Mark the login cookie Secure: set it when the server is reached over HTTPS.")
     evaluator = commands.add_parser("add-evaluator", help="Create an evaluator (or admin) and print its token once.",
                                     description="Create an evaluator or admin on a feedback store and print the "
                                                 "access token (stored only as a hash; it cannot be shown again).")
     evaluator.add_argument("--store", required=True, metavar="URL_OR_PATH", help="Feedback store.")
     evaluator.add_argument("name", help="Evaluator name.")
     evaluator.add_argument("--admin", action="store_true", help="Give the admin role.")
+    revoke = commands.add_parser("revoke-token", help="Revoke an evaluator's token and end their sessions.",
+                                 description="Revoke an evaluator's access token and end their logins; their "
+                                             "answers stay in the store. Give them access again with a new token "
+                                             "(FeedbackStore.reset_token).")
+    revoke.add_argument("--store", required=True, metavar="URL_OR_PATH", help="Feedback store.")
+    revoke.add_argument("name", help="Evaluator name.")
     for name in ("pipeline", "sft", "rl", "eval"):
         sub = commands.add_parser(name, help=_DESCRIPTIONS[name], description=_DESCRIPTIONS[name])
         sub.add_argument("--config", metavar="FILE.yaml", help="YAML configuration file (see --print-config).")
@@ -152,10 +160,12 @@ def _feedback_command(args: argparse.Namespace) -> int:
                                                         max_new_tokens=args.max_new_tokens)
                 chat = {"responder": responder, "policy_name": responder.name}
             serve(args.store, host=args.host, port=args.port, min_evaluators=args.min_evaluators,
-                  gold_rate=args.gold_rate, **chat)
+                  gold_rate=args.gold_rate, cookie_secure=args.cookie_secure, **chat)
             return 0
         store = FeedbackStore(args.store)
         try:
+            if args.command == "revoke-token":
+                return _revoke_token(store, args.name)
             evaluator, token = store.add_evaluator(args.name, role="admin" if args.admin else "evaluator")
         finally:
             store.close()
@@ -166,11 +176,23 @@ def _feedback_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _revoke_token(store, name: str) -> int:
+    from instruct_env.error import suggest
+
+    names = {e.name: e for e in store.evaluators()}
+    if name not in names:
+        print(f"instruct-env: error: no evaluator is named {name!r}.{suggest(name, list(names))}", file=sys.stderr)
+        return 2
+    store.revoke_token(names[name].id)
+    print(f"The token of {name!r} is revoked and their sessions ended; their answers stay in the store.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``instruct-env`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.command in ("serve", "add-evaluator"):
+    if args.command in ("serve", "add-evaluator", "revoke-token"):
         return _feedback_command(args)
     nproc = getattr(args, "nproc", None)
     if nproc is not None and nproc < 1:

@@ -5,6 +5,9 @@ database the tests may create schemas in, e.g.
 ``INSTRUCT_ENV_TEST_POSTGRES_URL=postgresql://user:password@localhost/instruct_test``. Each store
 gets its own schema (``search_path`` set through the URL), so ids start at 1 in every test, and
 the schema is dropped afterwards.
+
+Without the URL (or without psycopg) the PostgreSQL cases are skipped, saying why -- unless
+``INSTRUCT_ENV_REQUIRE_POSTGRES=1`` is set (as CI does), in which case they fail instead.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 POSTGRES_URL_ENV = "INSTRUCT_ENV_TEST_POSTGRES_URL"
+REQUIRE_POSTGRES_ENV = "INSTRUCT_ENV_REQUIRE_POSTGRES"
 
 
 def backend_params() -> list:
@@ -28,6 +32,12 @@ def backend_params() -> list:
         reason = "PostgreSQL tests need psycopg: pip install 'instruct-env[postgres]'"
     else:
         reason = ""
+    if reason and os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
+        # Required (CI): the cases run, and fail with the reason instead of skipping.
+        return [
+            pytest.param("sqlite", id="sqlite"),
+            pytest.param("postgresql-missing: " + reason, id="postgresql"),
+        ]
     return [
         pytest.param("sqlite", id="sqlite"),
         pytest.param("postgresql", id="postgresql", marks=pytest.mark.skipif(bool(reason), reason=reason)),
@@ -38,6 +48,8 @@ class StoreURLs:
     """Makes store URLs for one test (``new()``) and removes what it made (``cleanup()``)."""
 
     def __init__(self, backend: str, tmp_path: Path) -> None:
+        if backend.startswith("postgresql-missing: "):
+            pytest.fail(f"{REQUIRE_POSTGRES_ENV}=1 but {backend.partition(': ')[2]}")
         self.backend = backend
         self.tmp_path = tmp_path
         self.made: list[str] = []

@@ -49,8 +49,8 @@ def error(reply, status, code, fragment):
 
 
 def test_requests_without_a_valid_token_get_401(env):
-    client, _, _, tokens, _ = env
-    assert client.get("/api/health").json() == {"status": "ok"}
+    client, store, _, tokens, _ = env
+    assert client.get("/api/health").json() == {"status": "ok", "database": "ok"}
     for method, path in [("get", "/api/next"), ("post", "/api/answers"), ("post", "/api/undo"),
                          ("post", "/api/skip"), ("get", "/api/progress"), ("get", "/api/export"),
                          ("post", "/api/admin/evaluators"), ("post", "/api/admin/queries"),
@@ -60,7 +60,7 @@ def test_requests_without_a_valid_token_get_401(env):
         assert reply.headers["www-authenticate"] == "Bearer"
     error(client.get("/api/next", headers=bearer("1.wrong")), 401, "unauthorized", "Invalid evaluator token")
     error(client.get("/api/next", headers=bearer("garbage")), 401, "unauthorized", "Malformed evaluator token")
-    client.cookies.set(COOKIE_NAME, tokens["ann"])  # the pages' cookie works too
+    client.cookies.set(COOKIE_NAME, store.open_session(tokens["ann"])[1])  # the pages' session works too
     assert client.get("/api/progress").status_code == 200
     client.cookies.clear()
 
@@ -167,14 +167,14 @@ def test_errors_for_other_evaluators_queries_and_malformed_bodies(env):
     client.post("/api/answers", json={"query_id": ids[0], "answer": {"rating": 5}}, headers=ann)
     client.get("/api/next", headers=ann)  # ann now holds query 2, bob does not
     error(client.post("/api/answers", json={"query_id": ids[1], "answer": {"choice": "A"}}, headers=bob),
-          403, "forbidden", "Query 2 is not in your queue")
-    error(client.get(f"/api/queries/{ids[1]}", headers=bob), 403, "forbidden", "not in your queue")
-    error(client.post("/api/skip", json={"query_id": ids[1]}, headers=bob), 403, "forbidden", "not in your queue")
+          404, "not_found", "Query 2 is not in your queue")
+    error(client.get(f"/api/queries/{ids[1]}", headers=bob), 404, "not_found", "Query 2 is not in your queue")
+    error(client.post("/api/skip", json={"query_id": ids[1]}, headers=bob), 404, "not_found", "not in your queue")
     bob_view = client.get(f"/api/queries/{ids[0]}", headers=bob).json()
     assert bob_view["answer"] is None and bob_view["status"] is None  # ann's answer stays hidden
     error(client.post("/api/answers", json={"query_id": 999, "answer": {"rating": 5}}, headers=ann),
-          404, "not_found", "No query has id 999")
-    error(client.get("/api/queries/999", headers=ann), 404, "not_found", "No query has id 999")
+          404, "not_found", "Query 999 is not in your queue")
+    error(client.get("/api/queries/999", headers=ann), 404, "not_found", "Query 999 is not in your queue")
     error(client.post("/api/answers", json={"answer": {"rating": 5}}, headers=ann),
           422, "invalid_request", "query_id: Field required")
     error(client.post("/api/answers", content=b"{not json", headers={**ann, "Content-Type": "application/json"}),
@@ -277,7 +277,7 @@ def test_every_kind_has_a_page(tmp_path):
     ])
     _, token = store.add_evaluator("ann")
     client = TestClient(create_app(store, guidelines={"thumbs": "Custom thumbs guidance."}))
-    client.cookies.set(COOKIE_NAME, token)
+    client.cookies.set(COOKIE_NAME, store.open_session(token)[1])
     answers = [
         ("thumbs", {"thumb": "down"}, ["Custom thumbs guidance.", "T &lt;b&gt;bold&lt;/b&gt;"]),
         ("ranking", {"ranking": "3,1,2"}, ["Response 3", 'data-count="3"']),

@@ -17,11 +17,11 @@ import pytest
 from instruct_env.error import ConfigError, MissingDependency
 from instruct_env.feedback import store as store_module
 from instruct_env.feedback.errors import (
-    AccessDenied,
     FeedbackConflict,
     InvalidAnswer,
     InvalidToken,
     QueryNotFound,
+    StoreUnavailable,
 )
 from instruct_env.feedback.store import FeedbackStore, Query, parse_store_url, redact_url, replay
 
@@ -142,12 +142,15 @@ def test_access_is_limited_to_the_evaluators_own_queue(db):
     ann, _ = store.add_evaluator("ann")
     bob, _ = store.add_evaluator("bob")
     store.next_query(ann.id)
-    with pytest.raises(AccessDenied, match="Query 1 is not in your queue"):
+    # Someone else's query and an unknown id get the same answer: nobody can probe which ids exist.
+    with pytest.raises(QueryNotFound, match="Query 1 is not in your queue"):
         store.submit(bob.id, q, {"thumb": "up"})
-    with pytest.raises(AccessDenied):
+    with pytest.raises(QueryNotFound, match="Query 1 is not in your queue"):
         store.view(bob.id, q)
-    with pytest.raises(QueryNotFound, match="No query has id 99"):
+    with pytest.raises(QueryNotFound, match="Query 99 is not in your queue"):
         store.submit(ann.id, 99, {"thumb": "up"})
+    with pytest.raises(QueryNotFound, match="No query has id 99"):
+        store.get_query(99)
     with pytest.raises(QueryNotFound, match="No evaluator has id 42"):
         store.next_query(42)
     with pytest.raises(InvalidAnswer, match="thumb must be 'up' or 'down'; got 'maybe'"):
@@ -558,7 +561,7 @@ def test_chat_turns_are_thumbs_queries_that_queue_for_nobody(db, urls):
     assert store.next_query(bob.id).id == queued
     assert store.next_query(ann.id) is None  # bob's fresh assignment fills the quota; chats do not count
     store.submit(ann.id, second.query_id, {"thumb": "down"})
-    with pytest.raises(AccessDenied):
+    with pytest.raises(QueryNotFound, match="not in your queue"):
         store.submit(bob.id, first.query_id, {"thumb": "up"})
     assert [(t.turn, t.thumb) for t in store.chat(ann.id, first.conversation)] == [(0, None), (1, "down")]
     store.undo(ann.id)
@@ -578,6 +581,7 @@ def test_an_older_store_is_upgraded_in_place(db, urls):
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("DROP TABLE chat_turns")
             conn.execute("DROP TABLE query_batches")
+            conn.execute("DROP TABLE sessions")
             conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     else:
         import sqlite3
@@ -585,14 +589,17 @@ def test_an_older_store_is_upgraded_in_place(db, urls):
         with sqlite3.connect(db) as conn:
             conn.execute("DROP TABLE chat_turns")
             conn.execute("DROP TABLE query_batches")
+            conn.execute("DROP TABLE sessions")
             conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store = FeedbackStore(db)
     assert store.authenticate(token) == ann
     assert store.add_chat_turn(ann.id, None, 0, "Hi", "Hello").turn == 0
     assert store.add_queries(thumbs(1), idempotency_key="k").replayed is False
     assert store.add_queries(thumbs(1), idempotency_key="k").replayed is True
+    _, key = store.open_session(token)  # version 4: logins of the pages live in the sessions table
+    assert store.session(key) == ann
     assert urls.rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(store_module.SCHEMA_VERSION),)]
-    assert store_module.SCHEMA_VERSION == 3
+    assert store_module.SCHEMA_VERSION == 4
     store.close()
 
 
@@ -606,8 +613,9 @@ def test_a_broken_postgres_connection_is_replaced_on_the_next_call(db, urls):
     [pid] = store._connection().execute("SELECT pg_backend_pid()").fetchone()
     with psycopg.connect(db, autocommit=True) as admin:  # what a database restart does to us
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(psycopg.OperationalError):
-        store.authenticate(token)  # the call that finds the connection broken fails...
+    with pytest.raises(StoreUnavailable, match="cannot serve the request now") as info:
+        store.authenticate(token)  # the call that finds the connection broken fails (503 in the server)...
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
     assert store.authenticate(token) == ann  # ...and the next one reconnects
     password = urllib.parse.urlsplit(db).password
     assert ":***@" in repr(store) and (password is None or f":{password}@" not in repr(store))

@@ -52,6 +52,7 @@ from instruct_env.feedback.errors import (
     InvalidAnswer,
     InvalidToken,
     QueryNotFound,
+    StoreUnavailable,
 )
 from instruct_env.feedback.export import (
     event_records,
@@ -127,6 +128,7 @@ __all__ = [
     "InvalidAnswer",
     "InvalidToken",
     "QueryNotFound",
+    "StoreUnavailable",
     # export
     "event_records",
     "preference_pairs",

@@ -7,10 +7,11 @@ REST API fail in the same way with the same message:
 exception              HTTP    raised when
 =====================  ======  ===========================================================
 ``InvalidToken``       401     a token is missing, malformed or unknown
-``AccessDenied``       403     the evaluator lacks the role, or the query is not in their queue
-``QueryNotFound``      404     no query (or evaluator) has that id
+``AccessDenied``       403     the evaluator lacks the role (admin endpoints)
+``QueryNotFound``      404     no query (or evaluator) has that id, or the query is not in your queue
 ``FeedbackConflict``   409     the request contradicts the stored state (answering twice...)
 ``InvalidAnswer``      422     an answer does not fit its feedback kind
+``StoreUnavailable``   503     the database is locked, read-only or unreachable (try again later)
 =====================  ======  ===========================================================
 
 All of them derive from :class:`~instruct_env.error.InstructEnvError`.
@@ -18,9 +19,9 @@ All of them derive from :class:`~instruct_env.error.InstructEnvError`.
 
 from __future__ import annotations
 
-from instruct_env.error import InstructEnvError
+from instruct_env.error import ConfigError, InstructEnvError
 
-__all__ = ["InvalidToken", "AccessDenied", "QueryNotFound", "FeedbackConflict", "InvalidAnswer"]
+__all__ = ["InvalidToken", "AccessDenied", "QueryNotFound", "FeedbackConflict", "InvalidAnswer", "StoreUnavailable"]
 
 
 class InvalidToken(InstructEnvError, PermissionError):
@@ -41,3 +42,11 @@ class FeedbackConflict(InstructEnvError, RuntimeError):
 
 class InvalidAnswer(InstructEnvError, ValueError):
     """An answer does not fit its feedback kind (wrong field, value out of range...)."""
+
+
+class StoreUnavailable(ConfigError):
+    """The database cannot serve the request now: locked by another process, read-only, or unreachable.
+
+    A :class:`~instruct_env.error.ConfigError` (code that caught that for an unreachable server still
+    does), answered with 503 by the server: nothing was stored, and the same request may be retried.
+    """

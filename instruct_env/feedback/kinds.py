@@ -202,10 +202,17 @@ class Rating(FeedbackKind):
         "anything. Judge the response, not the instruction."
     )
 
+    MAX_POINTS = 101  # a page shows one button per score: 0..100 at most
+
     def __init__(self, low: int = 1, high: int = 5) -> None:
         if not (_is_int(low) and _is_int(high)) or low >= high:
             raise ConfigError(
                 f"A rating scale needs integers low < high; got low={low!r}, high={high!r}."
+            )
+        if high - low + 1 > self.MAX_POINTS:
+            raise ConfigError(
+                f"A rating scale has at most {self.MAX_POINTS} scores (e.g. 0..100); got low={low}, high={high} "
+                f"({high - low + 1} scores). Use a coarser scale."
             )
         self.low = low
         self.high = high
@@ -468,10 +475,10 @@ def make_kind(name: str, **options: Any) -> FeedbackKind:
     """
     if name not in KINDS:
         raise unknown_name("feedback kind", name, KINDS)
-    try:
-        return KINDS[name](**options)
-    except TypeError:
-        accepted = ", ".join(KINDS[name]().options()) or "none"
+    known = KINDS[name]().options()
+    unknown = sorted(str(option) for option in options if option not in known)
+    if unknown:
         raise ConfigError(
-            f"Feedback kind {name!r} got unknown option(s) {sorted(options)}; accepted options: {accepted}."
-        ) from None
+            f"Feedback kind {name!r} got unknown option(s) {unknown}; accepted options: {', '.join(known) or 'none'}."
+        )
+    return KINDS[name](**options)

@@ -725,13 +725,28 @@ class RemoteStore:
                               f"{reply.status_code}: {detail}")
         return reply
 
+    #: Largest request body a batch of queries is cut to (the server refuses bodies over its
+    #: ``max_body_bytes``, 1 MiB by default, with 413), and most queries in one batch.
+    batch_bytes = 512 * 1024
+    batch_queries = 10_000
+
     def add_queries(self, queries: list[Query]) -> list[int]:
-        ids: list[int] = []
+        import json
+
         fields = ("kind", "instruction", "completions", "context", "options", "selector", "score", "metadata")
-        for start in range(0, len(queries), 10_000):
-            body = [{f: (list(getattr(q, f)) if f == "completions" else
-                         dict(getattr(q, f)) if f in ("options", "metadata") else getattr(q, f)) for f in fields}
-                    for q in queries[start:start + 10_000]]
+        batches: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for q in queries:
+            item = {f: (list(getattr(q, f)) if f == "completions" else
+                        dict(getattr(q, f)) if f in ("options", "metadata") else getattr(q, f)) for f in fields}
+            item_size = len(json.dumps(item)) + 1
+            if batches[-1] and (size + item_size > self.batch_bytes or len(batches[-1]) >= self.batch_queries):
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
+            size += item_size
+        ids: list[int] = []
+        for body in batches if batches[0] else []:
             # One key per batch: a retry after a lost reply gets the stored ids back instead of a second copy.
             key = uuid.uuid4().hex
             ids.extend(self._request("POST", "/api/admin/queries",

@@ -5,9 +5,24 @@ Start it with ``serve("sqlite:///feedback.db", port=8000)`` (or ``instruct-env s
 
 Authentication:
     Every ``/api`` endpoint except ``/api/health`` needs an evaluator token, sent as
-    ``Authorization: Bearer <token>`` or as the ``instruct_env_token`` cookie that the login page
-    sets (HttpOnly, SameSite=Strict). Tokens are made by ``POST /api/admin/evaluators`` (or
-    :meth:`FeedbackStore.add_evaluator` for the first admin) and are shown only then.
+    ``Authorization: Bearer <token>``, or the session cookie ``instruct_env_session`` that the
+    login page sets (HttpOnly, SameSite=Strict). Tokens are made by ``POST /api/admin/evaluators``
+    (or :meth:`FeedbackStore.add_evaluator` for the first admin) and are shown only then. The
+    cookie holds a server-side session, not the token: ``POST /logout`` ends it, and so does its
+    expiry (``session_ttl``, 12 hours by default), a token reset or a revocation. A request that
+    changes state with the cookie (any method but GET and HEAD) must come from the server's own
+    origin (its ``Origin`` header, or ``Sec-Fetch-Site: same-origin``), for the API as for the pages.
+    The token (or session) is checked before the request body is read.
+
+Limits:
+    Bodies over ``max_body_bytes`` (1 MiB by default) are refused with 413 before they are read,
+    from the ``Content-Length`` header or while they arrive. Chat replies are generated in a pool
+    of their own (``chat_workers`` threads, one reply at a time per evaluator: 429 for a second,
+    503 when the pool's queue is full), so a slow policy never holds up the API. A database that
+    is locked by another process, read-only or unreachable answers 503 (``unavailable``) after at
+    most ``busy_timeout`` seconds, and ``/api/health`` reports it; a store that cannot be written
+    is refused at start. Rate limiting and TLS belong to the reverse proxy in front of the server
+    (see ``docs/feedback.md``).
 
 Evaluator endpoints (each evaluator sees only their own queue and their own answers):
     ``GET  /api/next``              the query to answer next (``query`` is null when done)
@@ -20,6 +35,7 @@ Evaluator endpoints (each evaluator sees only their own queue and their own answ
 Admin endpoints:
     ``POST /api/admin/evaluators``  create an evaluator; the reply holds the token, once
     ``GET  /api/admin/evaluators``  list evaluators (never tokens)
+    ``POST /api/admin/evaluators/{id}/revoke``  revoke an evaluator's token and end their sessions
     ``POST /api/admin/queries``     add queries (all or none)
     ``GET  /api/admin/queries``     stored queries by id (``?ids=1&ids=2``, at most 1000), with gold
                                     answers and metadata: what training code reads
@@ -32,9 +48,14 @@ a retried request with the same key returns the first reply (status 200 instead 
 stores nothing new.
 
 Errors are JSON ``{"error": <code>, "detail": <message>}``: 401 ``unauthorized`` (no or invalid
-token), 403 ``forbidden`` (wrong role, or a query not in your queue), 404 ``not_found``, 409
-``conflict`` (e.g. a second answer without ``edit``, nothing to undo), 422 ``invalid_request``
-(malformed body, or an answer that does not fit the query's kind). A failed request stores nothing.
+token), 403 ``forbidden`` (wrong role, or a cookie-authenticated change from another origin), 404
+``not_found`` (also a query not in your queue: the same answer as for an unknown id), 409
+``conflict`` (e.g. a second answer without ``edit``, nothing to undo), 413 ``too_large``, 422
+``invalid_request`` (malformed body or id, an answer that does not fit the query's kind), 429
+``busy`` (a chat reply of yours is still being generated), 503 ``unavailable`` (the database
+cannot serve requests now; retry). A failed request stores nothing. Every response carries
+``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff`` and ``X-Frame-Options: DENY``;
+the pages also a ``Content-Security-Policy`` that allows only their own inline script and style.
 
 Pages (server-rendered, a little inline JavaScript for the keyboard shortcuts): ``/login``,
 ``/`` which shows the next query with the page of its kind, and ``/chat``.
@@ -52,12 +73,15 @@ The chat page:
     Evaluators see only their own conversations. Errors re-render the page with a 4xx status
     (403 cross-site, 404 someone else's conversation or reply, 409 a stale page, 422 a malformed
     form, or a message the responder refuses with an ``InstructEnvError``); a responder that
-    fails otherwise answers 502.
+    fails otherwise answers 502 with a generic message (the details go to the server's log).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the annotations of the route
 # functions at run time, and some of them are defined inside ``create_app``.
 
+import asyncio
+import base64
+import hashlib
 import html
 import json
 import logging
@@ -66,6 +90,7 @@ import re
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -79,32 +104,46 @@ from instruct_env.feedback.errors import (
     InvalidAnswer,
     InvalidToken,
     QueryNotFound,
+    StoreUnavailable,
 )
 from instruct_env.feedback.kinds import KINDS, make_kind
-from instruct_env.feedback.store import ChatTurn, Evaluator, FeedbackStore, QueryView, Receipt
+from instruct_env.feedback.store import (
+    MAX_CHAT_TURNS,
+    MAX_ID,
+    SESSION_TTL,
+    ChatTurn,
+    Evaluator,
+    FeedbackStore,
+    QueryView,
+    Receipt,
+)
 
 require("fastapi", "server")
 
 from fastapi import Depends, FastAPI, Header, Request, Response  # noqa: E402
+from fastapi import Path as PathParam  # noqa: E402
 from fastapi import Query as QueryParam  # noqa: E402
 from fastapi.encoders import jsonable_encoder  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse  # noqa: E402
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer  # noqa: E402
+from fastapi.security import HTTPBearer  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
-__all__ = ["create_app", "serve", "COOKIE_NAME", "Responder", "MAX_CHAT_CHARS"]
+__all__ = ["create_app", "serve", "COOKIE_NAME", "Responder", "MAX_CHAT_CHARS", "MAX_BODY_BYTES"]
 
-COOKIE_NAME = "instruct_env_token"
+COOKIE_NAME = "instruct_env_session"  # holds a session key (see FeedbackStore.open_session), never the token
 MAX_CHAT_CHARS = 4000  # longest chat message accepted
+MAX_BODY_BYTES = 1 << 20  # default request-body limit: 10,000 queries of ~100 characters fit
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 Responder = Callable[[list[dict[str, str]]], str]
 """Conversation (role/content messages, the evaluator's new message last) -> the policy's reply."""
 _log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).with_name("templates")
 
 _STATUS = (  # most specific first
+    (StoreUnavailable, 503, "unavailable"),
     (InvalidToken, 401, "unauthorized"),
     (AccessDenied, 403, "forbidden"),
     (QueryNotFound, 404, "not_found"),
@@ -127,7 +166,7 @@ class _Strict(BaseModel):
 class AnswerIn(_Strict):
     """An answer to one of your queries, in the terms you saw it (``"A"`` = left)."""
 
-    query_id: int = Field(description="Id of a query assigned to you.")
+    query_id: int = Field(ge=0, le=MAX_ID, description="Id of a query assigned to you.")
     answer: dict[str, Any] = Field(
         description='Depends on the kind: {"rating": 4}, {"thumb": "up"}, {"choice": "A", "strength": 2}, '
         '{"ranking": [1, 0, 2]}, {"comment": "..."}, {"completion": "..."}.'
@@ -137,7 +176,7 @@ class AnswerIn(_Strict):
 
 
 class SkipIn(_Strict):
-    query_id: int
+    query_id: int = Field(ge=0, le=MAX_ID)
     reason: str | None = Field(None, max_length=1000)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
@@ -237,7 +276,8 @@ class ErrorOut(BaseModel):
     detail: str
 
 
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422)}
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 503)}
+IdPath = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 
 
 def _view_out(view: QueryView) -> QueryOut:
@@ -257,24 +297,29 @@ def _view_out(view: QueryView) -> QueryOut:
 # Authentication
 # --------------------------------------------------------------------------------------------------
 
-_bearer = HTTPBearer(auto_error=False, description="The evaluator token (or the login cookie).")
+# Declares the scheme in the OpenAPI description; _Guard does the checking, before the body is read.
+_bearer = HTTPBearer(auto_error=False, description="The evaluator token (or the login session's cookie).")
 
 
 def _store(request: Request) -> FeedbackStore:
     return request.app.state.store
 
 
-def current_evaluator(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Evaluator:
-    """The evaluator whose bearer token (or login cookie) came with the request."""
-    token = credentials.credentials if credentials is not None else request.cookies.get(COOKIE_NAME)
-    return _store(request).authenticate(token)
+def current_evaluator(request: Request, _: Annotated[Any, Depends(_bearer)]) -> Evaluator:
+    """The evaluator whose bearer token (or session cookie) came with the request, as ``_Guard`` found it."""
+    evaluator = getattr(request.state, "evaluator", None)
+    if evaluator is None:  # a route outside the guarded prefix: never expected, refuse rather than guess
+        raise InvalidToken("No evaluator token given; send 'Authorization: Bearer <token>' or log in.")
+    return evaluator
+
+
+def _not_admin(evaluator: Evaluator) -> str:
+    return f"This endpoint needs the admin role; evaluator {evaluator.name!r} has role {evaluator.role!r}."
 
 
 def current_admin(evaluator: Annotated[Evaluator, Depends(current_evaluator)]) -> Evaluator:
     if not evaluator.is_admin:
-        raise AccessDenied(f"This endpoint needs the admin role; evaluator {evaluator.name!r} has role {evaluator.role!r}.")
+        raise AccessDenied(_not_admin(evaluator))
     return evaluator
 
 
@@ -287,6 +332,158 @@ def _one_key(body_key: str | None, header_key: str | None) -> str | None:
     if body_key is not None and header_key is not None and body_key != header_key:
         raise InvalidAnswer("The Idempotency-Key header and the body's idempotency_key differ; send one of them.")
     return body_key if body_key is not None else header_key
+
+
+# --------------------------------------------------------------------------------------------------
+# The guard: every request is checked before the application reads its body
+# --------------------------------------------------------------------------------------------------
+
+_PAGE_POSTS = ("/answer", "/skip", "/undo", "/chat", "/chat/thumb")  # need a session; /login and /logout do not
+_THIRD_PARTY_PAGES = ("/docs", "/docs/oauth2-redirect", "/redoc")  # FastAPI's pages load their scripts from a CDN
+
+
+def _same_origin(request: Request, *, strict: bool = False) -> bool:
+    """Whether a state-changing request comes from this server's own pages.
+
+    A browser names where a request comes from in ``Sec-Fetch-Site`` and ``Origin``; either one
+    naming another site or origin refuses it. With ``strict`` (the API with a cookie) one of them must
+    also say "this origin": every browser sends ``Origin`` with a POST, so its absence means a
+    client that should use the bearer header instead. The pages accept it absent (SameSite=Strict
+    keeps the cookie off other sites' requests).
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return site == "same-origin" or not strict
+    if origin == "null":
+        return False
+    return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
+
+
+def _json_error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _security_headers(path: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    present = {name.lower() for name, _ in headers}
+    extra = [
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"same-origin"),
+    ]
+    html_page = any(n.lower() == b"content-type" and v.startswith(b"text/html") for n, v in headers)
+    if html_page and path not in _THIRD_PARTY_PAGES:
+        extra.append((b"content-security-policy", _page_policy().encode()))
+    return headers + [(name, value) for name, value in extra if name not in present]
+
+
+class _Guard:
+    """ASGI middleware in front of every route.
+
+    In order, before the application sees a request: the ``/api`` token or session is checked
+    (401, without reading the body), a cookie-authenticated change must come from this origin
+    (403), the page forms need a session (303 to ``/login``), and the body is read up to
+    ``max_body_bytes`` (413 from ``Content-Length`` at once, or as soon as more arrives). Every
+    response gets the security headers.
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": _security_headers(path, list(message.get("headers", [])))}
+            await send(message)
+
+        request = Request(scope)  # headers and cookies only; the body stays unread
+        refusal = await self._check(request)
+        if refusal is None and scope["method"] not in _SAFE_METHODS:
+            receive, refusal = await self._read_body(request, receive)
+        if refusal is not None:
+            await refusal(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+    async def _check(self, request: Request) -> Response | None:
+        path, method = request.url.path, request.method
+        store = _store(request)
+        try:
+            if path.startswith("/api/") and path != "/api/health":
+                scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() == "bearer" and credentials.strip():
+                    evaluator = await run_in_threadpool(store.authenticate, credentials.strip())
+                else:
+                    cookie = request.cookies.get(COOKIE_NAME)
+                    if cookie is None:
+                        store.authenticate(None)  # raises InvalidToken: no token given
+                    evaluator = await run_in_threadpool(store.session, cookie)
+                    if method not in _SAFE_METHODS and not _same_origin(request, strict=True):
+                        return _json_error(403, "forbidden", "Cross-site request refused: a change made with the "
+                                           "login cookie must come from this server's pages; other clients send "
+                                           "'Authorization: Bearer <token>'.")
+                if (path.startswith("/api/admin/") or path == "/api/export") and not evaluator.is_admin:
+                    return _json_error(403, "forbidden", _not_admin(evaluator))
+                request.state.evaluator = evaluator
+            elif method == "POST" and path in (*_PAGE_POSTS, "/login", "/logout"):
+                if not _same_origin(request):
+                    if path.startswith("/chat"):
+                        return HTMLResponse("<p>Cross-site request refused.</p>", status_code=403)
+                    if path in ("/login", "/logout"):
+                        return HTMLResponse("<p>Cross-site login or logout refused.</p>", status_code=403)
+                    return _redirect("/", error="Cross-site request refused.")
+                if path in _PAGE_POSTS:
+                    evaluator = await run_in_threadpool(_page_evaluator, request)
+                    if evaluator is None:
+                        return _redirect("/login")
+        except InvalidToken as exc:
+            return _json_error(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+        except StoreUnavailable as exc:
+            return _json_error(503, "unavailable", str(exc))
+        return None
+
+    async def _read_body(self, request: Request, receive: Callable) -> tuple[Callable, Response | None]:
+        limit = self.max_body_bytes
+        too_large = _json_error(
+            413, "too_large", f"The request body is larger than this server accepts ({limit} bytes); send less "
+            "(e.g. smaller batches of queries), or ask the admin to raise max_body_bytes.")
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not (declared.isascii() and declared.isdigit()):
+                return receive, _json_error(400, "invalid_request", f"Content-Length must be a number; got {declared!r:.40}.")
+            if int(declared) > limit:
+                return receive, too_large
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return receive, too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay, None
 
 
 def _receipt(store: FeedbackStore, receipt: Receipt, response: Response) -> ReceiptOut:
@@ -315,6 +512,9 @@ def create_app(
     cookie_secure: bool = False,
     responder: Responder | None = None,
     policy_name: str = "",
+    max_body_bytes: int = MAX_BODY_BYTES,
+    session_ttl: float = SESSION_TTL,
+    chat_workers: int = 2,
     **store_options: Any,
 ) -> FastAPI:
     """Build the FastAPI application.
@@ -328,13 +528,24 @@ def create_app(
         responder: The policy the ``/chat`` page talks to (see :data:`Responder`); ``None``
             shows that no policy is loaded.
         policy_name: Shown on the chat page and stored in each reply's query metadata.
+        max_body_bytes: Longest request body accepted; longer ones get 413 before they are read.
+        session_ttl: Seconds a page login lasts (the cookie's session then ends; log in again).
+        chat_workers: Threads generating chat replies, apart from the API's; each evaluator has at
+            most one reply in progress, and at most ``4 * chat_workers`` wait.
         **store_options: Passed to :class:`FeedbackStore` (``min_evaluators``, ``gold_rate``,
-            ``assignment_ttl``, ``seed``, ``synchronous``) when ``store`` is a URL.
+            ``assignment_ttl``, ``seed``, ``synchronous``, ``busy_timeout``: 5 s here, so that a
+            database locked elsewhere answers 503 soon) when ``store`` is a URL.
 
     Raises:
         ConfigError: an unknown kind in ``guidelines``, store options given with an open store,
-            a ``responder`` that is not callable.
+            a ``responder`` that is not callable, a limit that is not a positive number.
+        StoreUnavailable: the store cannot be written (e.g. a read-only file).
     """
+    for name, value in (("max_body_bytes", max_body_bytes), ("chat_workers", chat_workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1; got {value!r}.")
+    if isinstance(session_ttl, bool) or not isinstance(session_ttl, (int, float)) or not 0 < session_ttl < float("inf"):
+        raise ConfigError(f"session_ttl must be a number of seconds > 0; got {session_ttl!r}.")
     if responder is not None and not callable(responder):
         raise ConfigError(
             f"responder must be a function from a list of chat messages to the reply text; got "
@@ -348,7 +559,7 @@ def create_app(
             )
         owned = False
     else:
-        store = FeedbackStore(store, **store_options)
+        store = FeedbackStore(store, **{"busy_timeout": 5.0, **store_options})
         owned = True
     texts = {name: kind.guidelines for name, kind in KINDS.items()}
     for name, text in (guidelines or {}).items():
@@ -356,9 +567,14 @@ def create_app(
             make_kind(name)  # raises UnknownNameError with a suggestion
         texts[name] = str(text)
 
+    chat_pool = ThreadPoolExecutor(max_workers=chat_workers, thread_name_prefix="instruct-env-chat")
+    health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="instruct-env-health")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        chat_pool.shutdown(wait=False, cancel_futures=True)
+        health_pool.shutdown(wait=False, cancel_futures=True)
         if owned:
             store.close()
 
@@ -374,6 +590,13 @@ def create_app(
     app.state.cookie_secure = cookie_secure
     app.state.responder = responder
     app.state.policy_name = str(policy_name)
+    app.state.session_ttl = float(session_ttl)
+    app.state.chat_pool = chat_pool
+    app.state.chat_waiting_limit = 4 * chat_workers
+    app.state.chat_busy = set()  # evaluators with a reply in progress (changed on the event loop only)
+    app.state.health_pool = health_pool
+    app.state.health_check = None  # the database check in progress, shared by concurrent /api/health calls
+    app.add_middleware(_Guard, max_body_bytes=max_body_bytes)
     _add_error_handlers(app)
     _add_api(app)
     _add_pages(app)
@@ -412,14 +635,39 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
 
+    async def unstorable_text(request: Request, exc: UnicodeError) -> JSONResponse:
+        # e.g. a lone surrogate ("\\ud800" in JSON) that reached code hashing or storing the text
+        return _json_error(422, "invalid_request", "Text must be valid Unicode (no lone surrogates); "
+                           "remove the character and send the request again.")
+
+    app.add_exception_handler(UnicodeError, unstorable_text)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        _log.error("Unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+        return _json_error(500, "internal_error", "The server failed unexpectedly; the details are in its log.")
+
+    app.add_exception_handler(Exception, unexpected)
+
 
 def _add_api(app: FastAPI) -> None:
     # Route functions are plain ``def``: FastAPI runs them in its thread pool, and the store
     # keeps one database connection per thread.
 
-    @app.get("/api/health", tags=["meta"], summary="Liveness check (no token needed).")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/api/health", tags=["meta"], summary="Liveness and database check (no token needed).",
+             responses={503: {"description": "The database does not answer."}})
+    async def health(request: Request) -> JSONResponse:
+        # The check runs in a thread of its own, so a saturated request pool cannot delay it, and
+        # concurrent calls share one check.
+        state = request.app.state
+        if state.health_check is None or state.health_check.done():
+            state.health_check = state.health_pool.submit(_store(request).ping)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(state.health_check)), timeout=2.0)
+        except TimeoutError:
+            return JSONResponse({"status": "unavailable", "database": "not answering within 2 s"}, status_code=503)
+        except InstructEnvError as exc:  # StoreUnavailable, or a store that was closed
+            return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})
 
     @app.get("/api/next", tags=["evaluator"], response_model=NextOut, responses=_ERRORS,
              summary="The query you should answer next.")
@@ -433,7 +681,7 @@ def _add_api(app: FastAPI) -> None:
 
     @app.get("/api/queries/{query_id}", tags=["evaluator"], response_model=QueryOut, responses=_ERRORS,
              summary="One of your assigned queries, with your current answer.")
-    def get_query(query_id: int, request: Request, evaluator: EvaluatorDep) -> QueryOut:
+    def get_query(query_id: IdPath, request: Request, evaluator: EvaluatorDep) -> QueryOut:
         return _view_out(_store(request).view(evaluator.id, query_id))
 
     @app.post("/api/answers", tags=["evaluator"], response_model=ReceiptOut, status_code=201, responses=_ERRORS,
@@ -492,7 +740,8 @@ def _add_api(app: FastAPI) -> None:
         request: Request,
         admin: AdminDep,
         format: Literal["events", "preferences", "thumbs", "sft"] = "events",
-        since: Annotated[int, QueryParam(ge=0, description="Watermark: only events with a larger id (events only).")] = 0,
+        since: Annotated[int, QueryParam(ge=0, le=MAX_ID,
+                                         description="Watermark: only events with a larger id (events only).")] = 0,
         include_gold: bool = False,
     ) -> StreamingResponse:
         from instruct_env.feedback.export import event_records, export_records
@@ -510,6 +759,15 @@ def _add_api(app: FastAPI) -> None:
     def add_evaluator(body: EvaluatorIn, request: Request, admin: AdminDep) -> EvaluatorOut:
         evaluator, token = _store(request).add_evaluator(body.name, body.role)
         return EvaluatorOut(id=evaluator.id, name=evaluator.name, role=evaluator.role, token=token)
+
+    @app.post("/api/admin/evaluators/{evaluator_id}/revoke", tags=["admin"], response_model=EvaluatorOut,
+              responses=_ERRORS, summary="Revoke an evaluator's token and end their sessions (their answers stay).")
+    def revoke(evaluator_id: IdPath, request: Request, admin: AdminDep) -> EvaluatorOut:
+        if evaluator_id == admin.id:
+            raise FeedbackConflict("You cannot revoke your own token; ask another admin, or use "
+                                   "'instruct-env revoke-token' on the server.")
+        evaluator = _store(request).revoke_token(evaluator_id)
+        return EvaluatorOut(id=evaluator.id, name=evaluator.name, role=evaluator.role)
 
     @app.get("/api/admin/evaluators", tags=["admin"], response_model=list[EvaluatorOut], responses=_ERRORS,
              summary="All evaluators (without tokens).")
@@ -578,19 +836,30 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in urllib.parse.parse_qs(body, keep_blank_values=True).items()}
 
 
+def _form_id(form: Mapping[str, str], name: str) -> int:
+    """An id or count from a page form: ASCII digits for a 64-bit integer, else ``ValueError``."""
+    value = form.get(name, "").strip()
+    if not (value.isascii() and value.isdigit() and int(value) <= MAX_ID):
+        raise ValueError(f"{name} must be a whole number from 0 to {MAX_ID}; got {value!r:.40}.")
+    return int(value)
+
+
 def _page_evaluator(request: Request) -> Evaluator | None:
+    """The evaluator of the request's session cookie, or ``None`` (not logged in, ended or expired)."""
     try:
-        return _store(request).authenticate(request.cookies.get(COOKIE_NAME))
+        return _store(request).session(request.cookies.get(COOKIE_NAME))
     except InvalidToken:
         return None
 
 
-def _same_origin(request: Request) -> bool:
-    """Refuse cross-site form posts (the cookie is SameSite=Strict too)."""
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin is None
-    return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
+@cache
+def _page_policy() -> str:
+    """The pages' Content-Security-Policy: their one inline script (by hash) and inline style, nothing else."""
+    script = base64.b64encode(hashlib.sha256(f"\n{_script()}\n".encode()).digest()).decode()
+    return (
+        f"default-src 'none'; script-src 'sha256-{script}'; style-src 'unsafe-inline'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
 
 
 def _form_answer(view: QueryView, form: Mapping[str, str]) -> dict[str, Any]:
@@ -723,20 +992,26 @@ def _add_pages(app: FastAPI) -> None:
         if not _same_origin(request):
             return login_page(request, "Cross-site login refused.", 403)
         token = (await _form(request)).get("token", "").strip()
+        ttl = request.app.state.session_ttl
         try:
-            await run_in_threadpool(_store(request).authenticate, token)
+            _, key = await run_in_threadpool(_store(request).open_session, token, ttl)
         except InvalidToken as exc:
             return login_page(request, str(exc), 401)
         response = _redirect("/")
         response.set_cookie(
-            COOKIE_NAME, token, httponly=True, samesite="strict", secure=request.app.state.cookie_secure, path="/"
+            COOKIE_NAME, key, max_age=int(ttl), httponly=True, samesite="strict",
+            secure=request.app.state.cookie_secure, path="/",
         )
         return response
 
     @app.post("/logout", include_in_schema=False)
-    def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        if not _same_origin(request):
+            return HTMLResponse("<p>Cross-site login or logout refused.</p>", status_code=403)
+        await run_in_threadpool(_store(request).end_session, request.cookies.get(COOKIE_NAME))  # the session ends here
         response = _redirect("/login")
-        response.delete_cookie(COOKIE_NAME, path="/")
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict",
+                               secure=request.app.state.cookie_secure)
         return response
 
     @app.get("/", include_in_schema=False)
@@ -765,7 +1040,7 @@ def _add_pages(app: FastAPI) -> None:
                     return RedirectResponse(f"{after}{'&' if '?' in after else '?'}notice={urllib.parse.quote(notice)}", status_code=303)
                 return _redirect("/", notice=notice)
             try:
-                query_id = int(form.get("query_id", ""))
+                query_id = _form_id(form, "query_id")
             except ValueError:
                 return _redirect("/", error="The form has no valid query id; reload the page.")
             if action == "skip":
@@ -928,8 +1203,8 @@ def _add_chat(app: FastAPI) -> None:
         evaluator, form = posted
         message = form.get("message", "").replace("\r\n", "\n")
         try:
-            conversation = int(form["conversation"]) if form.get("conversation", "").strip() else None
-            turn = int(form.get("turn", ""))
+            conversation = _form_id(form, "conversation") if form.get("conversation", "").strip() else None
+            turn = _form_id(form, "turn")
         except ValueError:
             return await refuse(request, evaluator, 422, "The form has no valid conversation or turn number; "
                                 "reload the page.", draft=message)
@@ -948,16 +1223,29 @@ def _add_chat(app: FastAPI) -> None:
                     f"This page is out of date: the conversation has {len(turns)} turn(s), the page showed {turn}. "
                     "Your message was not sent; check the conversation and send it again."
                 )
+            if turn >= MAX_CHAT_TURNS:  # checked before generating; add_chat_turn checks again
+                raise FeedbackConflict(f"This conversation has reached its limit of {MAX_CHAT_TURNS} turns; "
+                                       "start a new one. Your message was not sent.")
         except (QueryNotFound, FeedbackConflict) as exc:
             return await refuse(request, evaluator, _status_of(exc), str(exc), conversation, message)
-        try:
-            reply = await run_in_threadpool(responder, chat_messages(turns, message))
+        state = request.app.state
+        if evaluator.id in state.chat_busy:
+            return await refuse(request, evaluator, 429, "Your previous message is still being answered; wait for "
+                                "its reply, then send this one.", conversation, message)
+        if len(state.chat_busy) >= state.chat_waiting_limit:
+            return await refuse(request, evaluator, 503, "The policy is busy answering other evaluators; send your "
+                                "message again in a moment.", conversation, message)
+        state.chat_busy.add(evaluator.id)
+        try:  # in the chat pool: a slow policy holds up only the chat, never the API's threads
+            reply = await asyncio.wrap_future(state.chat_pool.submit(responder, chat_messages(turns, message)))
         except InstructEnvError as exc:  # e.g. a message too long for the policy's context
             return await refuse(request, evaluator, 422, str(exc), conversation, message)
-        except Exception as exc:  # a broken policy must not take the page down
+        except Exception:  # a broken policy must not take the page down; its details are for the log only
             _log.exception("The chat responder failed")
-            return await refuse(request, evaluator, 502, f"The policy failed to reply ({type(exc).__name__}: {exc}); "
-                                "try again, or tell an admin.", conversation, message)
+            return await refuse(request, evaluator, 502, "The policy failed to reply; try again, or tell an admin "
+                                "(the details are in the server's log).", conversation, message)
+        finally:
+            state.chat_busy.discard(evaluator.id)
         if not isinstance(reply, str):
             return await refuse(request, evaluator, 502, f"The policy returned a {type(reply).__name__} instead of "
                                 "text; tell an admin.", conversation, message)
@@ -977,7 +1265,7 @@ def _add_chat(app: FastAPI) -> None:
             return posted
         evaluator, form = posted
         try:
-            query_id, conversation = int(form.get("query_id", "")), int(form.get("conversation", ""))
+            query_id, conversation = _form_id(form, "query_id"), _form_id(form, "conversation")
         except ValueError:
             return await refuse(request, evaluator, 422, "The form has no valid reply or conversation id; reload the page.")
         thumb, key = form.get("thumb", ""), form.get("idempotency_key") or None
@@ -1005,6 +1293,8 @@ def serve(
     port: int = 8000,
     *,
     log_level: str = "info",
+    max_connections: int = 200,
+    keep_alive: float = 5.0,
     **options: Any,
 ) -> None:
     """Run the feedback server until interrupted (binds 127.0.0.1 by default).
@@ -1014,8 +1304,15 @@ def serve(
         host: Interface to bind; use ``0.0.0.0`` only behind HTTPS and with care.
         port: TCP port.
         log_level: uvicorn's log level.
-        **options: Passed to :func:`create_app` (``guidelines``, ``min_evaluators``, ``gold_rate``...).
+        max_connections: Connections and requests handled at once; more are answered 503 at once.
+        keep_alive: Seconds an idle connection is kept open.
+        **options: Passed to :func:`create_app` (``guidelines``, ``min_evaluators``, ``gold_rate``,
+            ``cookie_secure``, ``max_body_bytes``, ``session_ttl``...).
+
+    Per-client rate limits and TLS are the job of a reverse proxy in front of the server (see
+    ``docs/feedback.md``).
     """
     uvicorn = require("uvicorn", "server")
-    uvicorn.run(create_app(store_url, **options), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(store_url, **options), host=host, port=port, log_level=log_level,
+                limit_concurrency=max_connections, timeout_keep_alive=keep_alive)
 

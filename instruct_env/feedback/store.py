@@ -29,6 +29,10 @@ Tables:
                      enter anyone's queue; their thumbs are ordinary events.
     ``query_batches`` one row per batch of queries added with an idempotency key: the key, a
                      digest of the batch and its query ids (a retried batch gets the same ids).
+    ``sessions``     one row per login of the evaluator pages: the evaluator, the SHA-256 hash of
+                     the session secret (the cookie holds ``<id>.<secret>``), when it was opened
+                     and when it expires. Logging out deletes the row; so do resetting or revoking
+                     the evaluator's token.
 
 Undo semantics:
     Each evaluator's ``submit``, ``edit`` and ``skip`` events form a stack. ``undo`` cancels the
@@ -56,6 +60,9 @@ Transactions:
     that broke (a server restart) is replaced on the next call; the call that hit it fails.
     With the default ``synchronous="FULL"`` a committed SQLite transaction survives a crash of
     the process and of the machine; ``"NORMAL"`` is faster and survives a crash of the process.
+    A transaction that cannot start within ``busy_timeout`` seconds (another process holds the
+    write lock), a read-only database and an unreachable server raise :class:`StoreUnavailable`
+    (the server answers 503); nothing was stored and the call may be retried.
 
 Example:
     >>> import os, tempfile
@@ -90,18 +97,18 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from instruct_env.error import ConfigError, UnknownNameError, require, suggest
+from instruct_env.error import ConfigError, InstructEnvError, UnknownNameError, require, suggest
 from instruct_env.feedback.errors import (
-    AccessDenied,
     FeedbackConflict,
     InvalidAnswer,
     InvalidToken,
     QueryNotFound,
+    StoreUnavailable,
 )
 from instruct_env.feedback.kinds import FeedbackKind, make_kind
 
@@ -125,13 +132,17 @@ __all__ = [
     "EVENT_TYPES",
 ]
 
-SCHEMA_VERSION = 3  # 2: the chat_turns table; 3: the query_batches table
+SCHEMA_VERSION = 4  # 2: the chat_turns table; 3: the query_batches table; 4: the sessions table
+MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in both back-ends
+SESSION_TTL = 12 * 3600.0  # default lifetime of a page login, seconds
 ROLES = ("evaluator", "admin")
 EVENT_TYPES = ("submit", "edit", "undo", "skip")
 ANSWER_EVENTS = ("submit", "edit", "skip")  # the events an undo can cancel
 MAX_KEY_CHARS = 200
 MAX_REASON_CHARS = 1000
 MAX_NAME_CHARS = 100
+MAX_CHAT_TURNS = 100  # turns per conversation; then the evaluator starts a new one
+MAX_CHAT_CONTEXT_CHARS = 16_000  # the stored context of a chat turn keeps the newest turns that fit
 
 
 # --------------------------------------------------------------------------------------------------
@@ -385,13 +396,26 @@ class ChatTurn:
     thumb: str | None = None
 
 
-def chat_history(turns: Iterable[ChatTurn]) -> str:
+def chat_history(turns: Iterable[ChatTurn], max_chars: int | None = None) -> str:
     """The transcript of earlier turns, stored as the context of the next turn's query.
+
+    With ``max_chars``, the oldest turns are left out until the transcript fits (the newest turn
+    is kept whole even if it alone is longer), so each stored turn is bounded and a long
+    conversation's storage grows linearly, not with its square.
 
     >>> chat_history([ChatTurn(1, 1, 0, "Hi", "Hello!")])
     'User: Hi\\nAssistant: Hello!'
+    >>> chat_history([ChatTurn(1, 1, 0, "Hi", "Hello!"), ChatTurn(2, 1, 1, "Bye", "Bye!")], max_chars=30)
+    'User: Bye\\nAssistant: Bye!'
     """
-    return "\n".join(f"User: {t.message}\nAssistant: {t.reply}" for t in turns)
+    lines = [f"User: {t.message}\nAssistant: {t.reply}" for t in turns]
+    if max_chars is not None:
+        size, start = 0, len(lines)
+        while start > 0 and (start == len(lines) or size + len(lines[start - 1]) + 1 <= max_chars):
+            size += len(lines[start - 1]) + 1
+            start -= 1
+        lines = lines[start:]
+    return "\n".join(lines)
 
 
 def replay(events: Iterable[Event]) -> dict[tuple[int, int], Event]:
@@ -507,7 +531,7 @@ class _SQLite:
     name = "sqlite"
     primary_key = "INTEGER PRIMARY KEY AUTOINCREMENT"  # AUTOINCREMENT: ids are never reused
 
-    def __init__(self, path: str, synchronous: str) -> None:
+    def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise ConfigError(
@@ -515,10 +539,11 @@ class _SQLite:
             )
         self.path = path
         self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
 
     def connect(self) -> Any:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -540,6 +565,25 @@ class _SQLite:
     def insert(self, conn: Any, statement: str, params: Sequence[Any]) -> int:
         return int(conn.execute(statement, params).lastrowid)
 
+    def unavailable(self, exc: BaseException) -> str | None:
+        """Why the database cannot serve requests now, or ``None`` when ``exc`` is another failure."""
+        if not isinstance(exc, sqlite3.OperationalError):
+            return None
+        text = " ".join(str(exc).split())
+        if "locked" in text or "busy" in text:
+            return (
+                f"The feedback store {self.path!r} is locked by another writer (waited {self.busy_timeout:g} s); "
+                "nothing was stored. Try again shortly; if it lasts, find the process holding the database."
+            )
+        if "readonly" in text or "read-only" in text:
+            return (
+                f"The feedback store {self.path!r} is read-only ({text}); nothing was stored. Make the file and "
+                "its directory writable by the server's user."
+            )
+        if "disk I/O" in text or "unable to open" in text or "disk is full" in text:
+            return f"The feedback store {self.path!r} cannot be read or written ({text}); nothing was stored."
+        return None
+
 
 class _Postgres:
     """PostgreSQL through psycopg 3, one autocommit connection per thread with explicit transactions."""
@@ -547,16 +591,20 @@ class _Postgres:
     name = "postgresql"
     primary_key = "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, busy_timeout: float) -> None:
         self.psycopg = require("psycopg", "postgres")
         self.dsn = dsn
+        self.busy_timeout = busy_timeout
 
     def connect(self) -> Any:
         try:
-            return self.psycopg.connect(self.dsn, autocommit=True)
+            conn = self.psycopg.connect(self.dsn, autocommit=True)
+            # A lock held elsewhere (e.g. a long transaction) fails the request instead of stalling it.
+            conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
+            return conn
         except self.psycopg.OperationalError as exc:
             reason = " ".join(str(exc).split())
-            raise ConfigError(
+            raise StoreUnavailable(
                 f"Cannot connect to the PostgreSQL feedback store {redact_url(self.dsn)!r}: {reason}. "
                 "Check the host, port, user, password and database name, and that the server is running "
                 "(add ?connect_timeout=10 to the URL to bound the wait)."
@@ -587,6 +635,19 @@ class _Postgres:
 
     def insert(self, conn: Any, statement: str, params: Sequence[Any]) -> int:
         return int(conn.execute(statement + " RETURNING id", params).fetchone()[0])
+
+    def unavailable(self, exc: BaseException) -> str | None:
+        """Why the database cannot serve requests now, or ``None`` when ``exc`` is another failure."""
+        errors = self.psycopg.errors
+        if isinstance(exc, (errors.LockNotAvailable, errors.ReadOnlySqlTransaction)) or (
+            isinstance(exc, self.psycopg.OperationalError)
+        ):
+            text = " ".join(str(exc).split())
+            return (
+                f"The PostgreSQL feedback store {redact_url(self.dsn)!r} cannot serve the request now ({text}); "
+                "nothing was stored. Try again shortly; check that the server is running and writable."
+            )
+        return None
 
 
 def _schema(primary_key: str) -> list[str]:
@@ -641,6 +702,13 @@ def _schema(primary_key: str) -> list[str]:
             conversation BIGINT NOT NULL,
             turn INTEGER NOT NULL,
             UNIQUE (evaluator_id, conversation, turn))""",
+        f"""CREATE TABLE IF NOT EXISTS sessions (
+            id {primary_key},
+            evaluator_id BIGINT NOT NULL REFERENCES evaluators (id),
+            secret_hash TEXT NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            expires DOUBLE PRECISION NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS sessions_evaluator ON sessions (evaluator_id)",
         "CREATE INDEX IF NOT EXISTS assignments_evaluator ON assignments (evaluator_id)",
         "CREATE INDEX IF NOT EXISTS events_pair ON events (query_id, evaluator_id)",
         "CREATE INDEX IF NOT EXISTS events_evaluator ON events (evaluator_id, id)",
@@ -674,6 +742,16 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}.")
     return value
+
+
+def _split_secret(text: Any) -> tuple[int, str] | None:
+    """``"<id>.<secret>"`` as ``(id, secret)``; ``None`` when it is not of that shape (ASCII digits, a 64-bit id)."""
+    if not isinstance(text, str) or len(text) > 200 or not text.isascii():
+        return None
+    head, _, secret = text.partition(".")
+    if not (head.isdigit() and len(head) <= 18 and secret):
+        return None
+    return int(head), secret
 
 
 def _check_key(key: Any) -> str | None:
@@ -716,10 +794,15 @@ class FeedbackStore:
             entropy, so evaluators cannot predict either.
         synchronous: SQLite durability, ``"FULL"`` (survives power loss) or ``"NORMAL"``
             (survives a process crash, faster).
+        busy_timeout: Seconds a transaction waits for a lock held by another writer before it
+            fails with :class:`StoreUnavailable`.
+        clock: The wall clock (seconds since the epoch) used for event times, assignment ages and
+            session expiry; tests pass their own to move time without sleeping.
 
     Raises:
         ConfigError: an invalid option or URL, a PostgreSQL server that cannot be reached (the
-            message names the URL without its password), or a database written by a newer schema.
+            message names the URL without its password), a database written by a newer schema,
+            or one this process cannot write (:class:`StoreUnavailable`, a ``ConfigError``).
         MissingDependency: a ``postgresql://`` URL without ``psycopg`` installed.
     """
 
@@ -732,6 +815,8 @@ class FeedbackStore:
         assignment_ttl: float = 3600.0,
         seed: int | None = None,
         synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.min_evaluators = _check_int("min_evaluators", min_evaluators, 1)
         if isinstance(gold_rate, bool) or not isinstance(gold_rate, (int, float)) or not 0 <= gold_rate <= 1:
@@ -746,9 +831,17 @@ class FeedbackStore:
         self.assignment_ttl = float(assignment_ttl)
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigError(f"synchronous must be 'FULL' or 'NORMAL'; got {synchronous!r}.")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or not busy_timeout > 0:
+            raise ConfigError(f"busy_timeout must be a number of seconds > 0; got {busy_timeout!r}.")
+        if not callable(clock):
+            raise ConfigError(f"clock must be a function returning seconds since the epoch; got {clock!r}.")
+        self.busy_timeout = float(busy_timeout)
+        self._clock = clock
         self.url = parse_store_url(url)
         self._backend: _SQLite | _Postgres = (
-            _SQLite(self.url.target, synchronous) if self.url.backend == "sqlite" else _Postgres(self.url.target)
+            _SQLite(self.url.target, synchronous, self.busy_timeout)
+            if self.url.backend == "sqlite"
+            else _Postgres(self.url.target, self.busy_timeout)
         )
         self._rng: random.Random = random.Random(seed) if seed is not None else random.SystemRandom()
         self._local = threading.local()
@@ -789,8 +882,11 @@ class FeedbackStore:
         try:
             conn = self._connection()
             lock = self._write_lock if write else None
-            if lock is not None:
-                lock.acquire()
+            if lock is not None and not lock.acquire(timeout=self.busy_timeout):
+                raise StoreUnavailable(
+                    f"The feedback store is busy: this process's other writers held it for {self.busy_timeout:g} s; "
+                    "nothing was stored. Try again shortly."
+                )
             try:
                 self._backend.begin(conn, write)
                 try:
@@ -805,6 +901,11 @@ class FeedbackStore:
             finally:
                 if lock is not None:
                     lock.release()
+        except Exception as exc:
+            reason = self._backend.unavailable(exc)
+            if reason is None:
+                raise
+            raise StoreUnavailable(reason) from exc
         finally:
             self._local.depth -= 1
             with self._in_flight_changed:
@@ -812,6 +913,16 @@ class FeedbackStore:
                 self._in_flight_changed.notify_all()
 
     def _create_schema(self) -> None:
+        try:
+            self._create_tables()
+        except Exception as exc:
+            reason = self._backend.unavailable(exc)
+            if reason is None:
+                raise
+            self.close()
+            raise StoreUnavailable(f"Cannot open the feedback store for writing: {reason}") from exc
+
+    def _create_tables(self) -> None:
         conn = self._connection()
         with self._write_lock:
             self._backend.begin_schema(conn)
@@ -829,6 +940,9 @@ class FeedbackStore:
                         f"The feedback store {redact_url(self.url.target)!r} has schema version {row[0]}, newer than "
                         f"this instruct-env understands ({SCHEMA_VERSION}); upgrade instruct-env."
                     )
+                # A real write, so that a database this process can only read fails here, at start,
+                # rather than on every answer later.
+                tx.run("UPDATE meta SET value = value WHERE key = ?", ("schema_version",))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -850,6 +964,15 @@ class FeedbackStore:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+
+    def ping(self) -> None:
+        """Check that the database answers a read.
+
+        Raises:
+            StoreUnavailable: it does not (unreachable server, unreadable file).
+        """
+        with self._transaction(write=False) as tx:
+            tx.one("SELECT value FROM meta WHERE key = ?", ("schema_version",))
 
     def __enter__(self) -> FeedbackStore:
         return self
@@ -877,7 +1000,7 @@ class FeedbackStore:
         if role not in ROLES:
             raise ConfigError(f"role must be one of {', '.join(map(repr, ROLES))}; got {role!r}.{suggest(str(role), ROLES)}")
         salt, secret = secrets.token_hex(16), secrets.token_urlsafe(32)
-        now = time.time()
+        now = self._clock()
         with self._transaction(write=True) as tx:
             if tx.one("SELECT id FROM evaluators WHERE name = ?", (name,)) is not None:
                 raise FeedbackConflict(f"An evaluator named {name!r} already exists; choose another name.")
@@ -888,7 +1011,7 @@ class FeedbackStore:
         return Evaluator(evaluator_id, name, role, now), f"{evaluator_id}.{secret}"
 
     def reset_token(self, evaluator_id: int) -> str:
-        """Give an evaluator a new token (the old one stops working) and return it."""
+        """Give an evaluator a new token and return it; the old token and every session it opened stop working."""
         salt, secret = secrets.token_hex(16), secrets.token_urlsafe(32)
         with self._transaction(write=True) as tx:
             self._evaluator(tx, evaluator_id)
@@ -896,7 +1019,23 @@ class FeedbackStore:
                 "UPDATE evaluators SET token_salt = ?, token_hash = ? WHERE id = ?",
                 (salt, _hash_secret(salt, secret), evaluator_id),
             )
+            tx.run("DELETE FROM sessions WHERE evaluator_id = ?", (evaluator_id,))
         return f"{evaluator_id}.{secret}"
+
+    def revoke_token(self, evaluator_id: int) -> Evaluator:
+        """Revoke an evaluator's token and end their sessions; :meth:`reset_token` gives them a new one.
+
+        Their answers stay in the store. Returns the evaluator.
+
+        Raises:
+            QueryNotFound: no evaluator has this id.
+        """
+        with self._transaction(write=True) as tx:
+            evaluator = self._evaluator(tx, evaluator_id)
+            # An empty hash matches no secret (hashes are 64 hex digits), so the token stops working.
+            tx.run("UPDATE evaluators SET token_hash = ? WHERE id = ?", ("", evaluator_id))
+            tx.run("DELETE FROM sessions WHERE evaluator_id = ?", (evaluator_id,))
+        return evaluator
 
     def authenticate(self, token: str | None) -> Evaluator:
         """Return the evaluator whose token this is.
@@ -906,16 +1045,76 @@ class FeedbackStore:
         """
         if not token:
             raise InvalidToken("No evaluator token given; send 'Authorization: Bearer <token>' or log in.")
-        head, _, secret = str(token).partition(".")
-        if not (head.isdigit() and secret and len(token) <= 200):
+        parsed = _split_secret(token)
+        if parsed is None:
             raise InvalidToken("Malformed evaluator token; it looks like '12.<secret>'. Ask an admin for yours.")
+        evaluator_id, secret = parsed
         with self._transaction(write=False) as tx:
             row = tx.one(
-                "SELECT id, name, role, created, token_salt, token_hash FROM evaluators WHERE id = ?", (int(head),)
+                "SELECT id, name, role, created, token_salt, token_hash FROM evaluators WHERE id = ?", (evaluator_id,)
             )
         if row is None or not hmac.compare_digest(_hash_secret(row[4], secret), row[5]):
             raise InvalidToken("Invalid evaluator token; ask an admin for a new one.")
         return Evaluator(int(row[0]), row[1], row[2], float(row[3]))
+
+    # -- sessions (the evaluator pages' logins) ------------------------------------------------
+
+    def open_session(self, token: str | None, ttl: float = SESSION_TTL) -> tuple[Evaluator, str]:
+        """Log in with an evaluator token: return the evaluator and a new session key, valid ``ttl`` seconds.
+
+        The key (``"<id>.<secret>"``) is what the login cookie holds instead of the token, so
+        logging out (:meth:`end_session`) or expiry ends it while the token stays valid.
+
+        Raises:
+            InvalidToken: as for :meth:`authenticate`.
+            ConfigError: ``ttl`` is not a positive number.
+        """
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+            raise ConfigError(f"A session's ttl must be a number of seconds > 0; got {ttl!r}.")
+        evaluator = self.authenticate(token)
+        secret, now = secrets.token_urlsafe(32), self._clock()
+        with self._transaction(write=True) as tx:
+            tx.run("DELETE FROM sessions WHERE expires <= ?", (now,))  # keep the table small
+            session_id = tx.insert(
+                "INSERT INTO sessions (evaluator_id, secret_hash, created, expires) VALUES (?, ?, ?, ?)",
+                (evaluator.id, hashlib.sha256(secret.encode()).hexdigest(), now, now + float(ttl)),
+            )
+        return evaluator, f"{session_id}.{secret}"
+
+    def session(self, key: str | None) -> Evaluator:
+        """The evaluator logged in with this session key.
+
+        Raises:
+            InvalidToken: no key, a malformed, unknown, ended or expired one.
+        """
+        parsed = _split_secret(key) if key else None
+        if parsed is None:
+            raise InvalidToken("Not logged in; log in with your evaluator token.")
+        session_id, secret = parsed
+        with self._transaction(write=False) as tx:
+            row = tx.one(
+                "SELECT e.id, e.name, e.role, e.created, s.secret_hash, s.expires FROM sessions s "
+                "JOIN evaluators e ON e.id = s.evaluator_id WHERE s.id = ?",
+                (session_id,),
+            )
+        if row is None or not hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), row[4]):
+            raise InvalidToken("Your session has ended; log in again with your evaluator token.")
+        if float(row[5]) <= self._clock():
+            raise InvalidToken("Your session has expired; log in again with your evaluator token.")
+        return Evaluator(int(row[0]), row[1], row[2], float(row[3]))
+
+    def end_session(self, key: str | None) -> bool:
+        """End a session (log out). Returns whether there was one to end; a malformed key ends nothing."""
+        parsed = _split_secret(key) if key else None
+        if parsed is None:
+            return False
+        session_id, secret = parsed
+        with self._transaction(write=True) as tx:
+            row = tx.one("SELECT secret_hash FROM sessions WHERE id = ?", (session_id,))
+            if row is None or not hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), row[0]):
+                return False
+            tx.run("DELETE FROM sessions WHERE id = ?", (session_id,))
+        return True
 
     def evaluators(self) -> list[Evaluator]:
         """All evaluators, in creation order."""
@@ -976,7 +1175,7 @@ class FeedbackStore:
             if query.id is not None:
                 raise ConfigError(f"queries[{n}] already has id {query.id}; the store assigns ids.")
             checked.append(query)
-        now = time.time()
+        now = self._clock()
         digest = hashlib.sha256(_dumps([[q.kind, q.payload(), q.is_gold] for q in checked]).encode()).hexdigest() \
             if key is not None else ""
         with self._transaction(write=True) as tx:  # writers are serialised, so a repeated key sees the first batch
@@ -1040,18 +1239,18 @@ class FeedbackStore:
         query they have not seen that is still short of ``min_evaluators``. When no such query is
         left the evaluator is done (``None``), even if unseen gold queries remain.
         """
-        now = time.time()
-        with self._transaction(write=True) as tx:
+        # Showing the query already assigned needs only a read (it works while another process
+        # holds the write lock); a new assignment is a write, which checks again.
+        with self._transaction(write=False) as tx:
             self._evaluator(tx, evaluator_id)
-            row = tx.one(
-                "SELECT a.query_id FROM assignments a LEFT JOIN answers s "
-                "ON s.query_id = a.query_id AND s.evaluator_id = a.evaluator_id "
-                f"WHERE a.evaluator_id = ? AND s.query_id IS NULL AND {_NOT_CHAT.format(query='a.query_id')} "
-                "ORDER BY a.opened DESC, a.id DESC LIMIT 1",
-                (evaluator_id,),
-            )
-            if row is not None:
-                return self._view(tx, evaluator_id, int(row[0]))
+            open_view = self._open_assignment(tx, evaluator_id)
+        if open_view is not None:
+            return open_view
+        now = self._clock()
+        with self._transaction(write=True) as tx:
+            open_view = self._open_assignment(tx, evaluator_id)
+            if open_view is not None:
+                return open_view
             query_id = self._pick(tx, evaluator_id, now)
             if query_id is None:
                 return None
@@ -1065,6 +1264,17 @@ class FeedbackStore:
                 (query_id, evaluator_id, _dumps(order), now, now),
             )
             return self._view(tx, evaluator_id, query_id)
+
+    def _open_assignment(self, tx: _Tx, evaluator_id: int) -> QueryView | None:
+        """The evaluator's open assignment (shown, not answered), most recently opened first."""
+        row = tx.one(
+            "SELECT a.query_id FROM assignments a LEFT JOIN answers s "
+            "ON s.query_id = a.query_id AND s.evaluator_id = a.evaluator_id "
+            f"WHERE a.evaluator_id = ? AND s.query_id IS NULL AND {_NOT_CHAT.format(query='a.query_id')} "
+            "ORDER BY a.opened DESC, a.id DESC LIMIT 1",
+            (evaluator_id,),
+        )
+        return None if row is None else self._view(tx, evaluator_id, int(row[0]))
 
     _UNSEEN = (
         "NOT EXISTS (SELECT 1 FROM assignments m WHERE m.query_id = q.id AND m.evaluator_id = ?) AND "
@@ -1092,14 +1302,19 @@ class FeedbackStore:
         return int(regular[0])
 
     def _assignment(self, tx: _Tx, evaluator_id: int, query_id: int) -> tuple[Query, list[int]]:
-        """The query and the evaluator's display order; 404 / 403 errors when there is none."""
+        """The query and the evaluator's display order; a 404 error when there is none."""
         self._evaluator(tx, evaluator_id)
-        query = self._query(tx, query_id)
+        try:
+            query = self._query(tx, query_id)
+        except QueryNotFound:
+            raise QueryNotFound(
+                f"Query {query_id!r:.30} is not in your queue; answer the queries that /api/next gives you."
+            ) from None
         row = tx.one(
             "SELECT display_order FROM assignments WHERE query_id = ? AND evaluator_id = ?", (query_id, evaluator_id)
         )
-        if row is None:
-            raise AccessDenied(
+        if row is None:  # the same answer as for an unknown id: evaluators cannot probe which ids exist
+            raise QueryNotFound(
                 f"Query {query_id} is not in your queue; answer the queries that /api/next gives you."
             )
         return query, _loads(row[0])
@@ -1115,8 +1330,8 @@ class FeedbackStore:
         """A query as this evaluator sees it, with their own current answer in display terms.
 
         Raises:
-            QueryNotFound: unknown query or evaluator.
-            AccessDenied: the query was never assigned to this evaluator.
+            QueryNotFound: unknown query or evaluator, or a query never assigned to this evaluator
+                (the same answer, so that evaluators cannot probe which query ids exist).
         """
         with self._transaction(write=False) as tx:
             return self._view(tx, evaluator_id, query_id)
@@ -1164,9 +1379,14 @@ class FeedbackStore:
             reply: The policy's answer.
             metadata: Extra JSON-serialisable query metadata (e.g. the policy's path).
 
+        The stored context keeps the newest turns that fit in ``MAX_CHAT_CONTEXT_CHARS``
+        characters, and a conversation has at most ``MAX_CHAT_TURNS`` turns, so what a
+        conversation stores grows linearly with its length.
+
         Raises:
             QueryNotFound: unknown evaluator, or a conversation that is not theirs.
-            FeedbackConflict: ``turn`` is not the conversation's current length.
+            FeedbackConflict: ``turn`` is not the conversation's current length, or the
+                conversation has ``MAX_CHAT_TURNS`` turns already.
             ConfigError: an empty message or a non-string reply.
         """
         if not isinstance(message, str) or not message.strip():
@@ -1174,7 +1394,7 @@ class FeedbackStore:
         if not isinstance(reply, str):
             raise ConfigError(f"A chat reply must be a string; got {type(reply).__name__}.")
         _check_int("turn", turn, 0)
-        now = time.time()
+        now = self._clock()
         with self._transaction(write=True) as tx:
             self._evaluator(tx, evaluator_id)
             turns = [] if conversation is None else self._chat(tx, evaluator_id, conversation)
@@ -1185,8 +1405,12 @@ class FeedbackStore:
                     f"This message answers turn {turn}, but the conversation has {len(turns)} turn(s) now "
                     "(sent twice, or from an old page); reload the conversation and send it again."
                 )
+            if len(turns) >= MAX_CHAT_TURNS:
+                raise FeedbackConflict(
+                    f"This conversation has reached its limit of {MAX_CHAT_TURNS} turns; start a new one."
+                )
             query = Query(
-                "thumbs", message, [reply], context=chat_history(turns),
+                "thumbs", message, [reply], context=chat_history(turns, MAX_CHAT_CONTEXT_CHARS),
                 metadata={**dict(metadata or {}), "source": "chat", "turn": turn},
             )
             query_id = tx.insert(
@@ -1265,8 +1489,7 @@ class FeedbackStore:
                 key returns the first receipt (``replayed=True``) instead of storing it twice.
 
         Raises:
-            QueryNotFound: unknown query or evaluator.
-            AccessDenied: the query is not assigned to this evaluator.
+            QueryNotFound: unknown query or evaluator, or a query not assigned to this evaluator.
             InvalidAnswer: the answer does not fit the query's kind.
             FeedbackConflict: already answered (without ``edit``), nothing to edit, or the
                 idempotency key was used for a different request.
@@ -1304,7 +1527,7 @@ class FeedbackStore:
         """Skip an assigned query, optionally saying why. Skips do not count towards ``min_evaluators``.
 
         Raises:
-            QueryNotFound, AccessDenied: as for :meth:`submit`.
+            QueryNotFound: as for :meth:`submit`.
             InvalidAnswer: a reason that is not a string or too long.
             FeedbackConflict: the query is already answered or skipped (undo first).
         """
@@ -1376,7 +1599,7 @@ class FeedbackStore:
         self, tx: _Tx, query_id: int, evaluator_id: int, event_type: str, answer: Any, ref: int | None, key: str | None
     ) -> Event:
         """Append one event and re-derive the pair's current answer, in the caller's transaction."""
-        now = time.time()
+        now = self._clock()
         event_id = tx.insert(
             "INSERT INTO events (query_id, evaluator_id, type, answer, ref, idempotency_key, time) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -1448,7 +1671,7 @@ class FeedbackStore:
 
     def progress(self, evaluator_id: int) -> Progress:
         """How many queries this evaluator answered and skipped, and how many are left for them."""
-        now = time.time()
+        now = self._clock()
         with self._transaction(write=False) as tx:
             self._evaluator(tx, evaluator_id)
             counts = dict(
@@ -1573,6 +1796,17 @@ def _query(row: Sequence[Any]) -> Query:
     )
 
 
+def _stored_value_error(exc: OverflowError | UnicodeEncodeError) -> InstructEnvError:
+    """The client's error for a value no database can hold (the driver fails before any SQL runs)."""
+    if isinstance(exc, OverflowError):  # an integer beyond 64 bits: no row can have it
+        return QueryNotFound(f"No record has that id; ids are integers from 0 to {MAX_ID}.")
+    bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else "?"
+    return InvalidAnswer(  # e.g. a lone surrogate from a JSON "\ud800" escape
+        f"Text must be valid Unicode; got a character that cannot be stored ({bad!r}: {exc.reason}). "
+        "Remove it and send the text again."
+    )
+
+
 class _Tx:
     """A connection inside a transaction, with the back-end's parameter style."""
 
@@ -1581,7 +1815,10 @@ class _Tx:
         self.backend = backend
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(self.backend.sql(sql), tuple(params))
+        try:
+            return self.conn.execute(self.backend.sql(sql), tuple(params))
+        except (OverflowError, UnicodeEncodeError) as exc:
+            raise _stored_value_error(exc) from None
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.run(sql, params).fetchone()
@@ -1590,4 +1827,7 @@ class _Tx:
         return list(self.run(sql, params).fetchall())
 
     def insert(self, sql: str, params: Sequence[Any]) -> int:
-        return self.backend.insert(self.conn, self.backend.sql(sql), tuple(params))
+        try:
+            return self.backend.insert(self.conn, self.backend.sql(sql), tuple(params))
+        except (OverflowError, UnicodeEncodeError) as exc:
+            raise _stored_value_error(exc) from None
