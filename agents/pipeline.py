@@ -110,7 +110,10 @@ class DataConfig:
         max_prompt_tokens: Prompt budget (longer prompts are truncated, see ``PromptFormatter``).
         max_new_tokens: Completion budget for RL rollouts and evaluation.
         reward: The RL training reward: a registered name (``"task"``: each task's verifier,
-            with partial credit) -- held-out evaluation always reports all metrics.
+            with partial credit), or a mapping of names to weights or to option mappings with an
+            optional ``weight``, as :func:`instruct_env.rewards.make` takes it, e.g. ``{bleu:
+            {tokenize: zh}}`` or ``{bleu: {weight: 0.5, tokenize: zh}, rougeL: 0.5}`` -- held-out
+            evaluation always reports all metrics.
         train_size_per_task: Prompts per family that RL samples from (train split).
         val_size_per_task: Validation samples per family for RL's held-out checks.
         test_size_per_task: Test samples per family for the reported numbers.
@@ -126,7 +129,7 @@ class DataConfig:
     num_shots: int = 0
     max_prompt_tokens: int = 128
     max_new_tokens: int = 32
-    reward: str = "task"
+    reward: dict[str, float | dict[str, bool | int | float | str]] | str = "task"
     train_size_per_task: int = 2000
     val_size_per_task: int = 16
     test_size_per_task: int = 50
@@ -148,6 +151,13 @@ class DataConfig:
             for name in self.tasks:
                 if name not in task_names():
                     raise unknown_name("task", name, task_names())
+        if self.reward != "auto":  # the envs' own default; every other value must build a reward
+            from instruct_env import rewards
+
+            try:
+                rewards.make(self.reward)
+            except ConfigError as exc:
+                raise ConfigError(f"reward: {exc}") from exc
         names = [t.name for t in self.reasoning_gym]
         if len(set(names)) != len(names):
             raise ConfigError(f"data.reasoning_gym names a dataset twice ({names}); list each dataset once.")
@@ -325,11 +335,15 @@ class EvalConfig:
         batch_size: Prompts decoded together.
         metric: Validation metric that picks the best RL checkpoint (``"task"`` or ``"exact_match"``).
         keep_best: End RL with the weights of the best validation check (the SFT model counts).
+        metric_options: Options of the reference-based metrics, ``metric -> {option: value}``
+            for ``bleu``, ``rougeL`` and ``exact_match`` (see :func:`instruct_env.rewards.options`),
+            e.g. ``{bleu: {tokenize: zh}, rougeL: {tokenizer: char}}`` for Chinese answers.
     """
 
     batch_size: int = 128
     metric: str = "task"
     keep_best: bool = True
+    metric_options: dict[str, dict[str, bool | int | float | str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from agents.common.evaluation import METRICS
@@ -338,6 +352,9 @@ class EvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 1; got {self.batch_size}.")
         if self.metric not in ("task", "exact_match", "bleu", "rougeL"):
             raise unknown_name("evaluation metric", self.metric, [m for m in METRICS if m != "length"])
+        from agents.common.evaluation import check_metric_options
+
+        check_metric_options(self.metric_options)
 
 
 @dataclass
@@ -544,7 +561,8 @@ class _Run:
         return evaluate(model, tokenizer, samples, formatter=self.formatter,
                         max_prompt_tokens=self.config.data.max_prompt_tokens,
                         max_new_tokens=self.config.data.max_new_tokens, batch_size=self.config.eval.batch_size,
-                        split=split, progress=lambda it: self.log.progress(it, desc=desc, unit="batch"))
+                        split=split, progress=lambda it: self.log.progress(it, desc=desc, unit="batch"),
+                        metric_options=self.config.eval.metric_options)
 
     def test_eval(self, stage: str, model: Any, tokenizer: Any) -> None:
         start = time.perf_counter()
@@ -787,6 +805,10 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
         f"device {select_device(config.device)}, {run.threads} CPU thread(s) ({run.threads_why}); seed {config.seed}",
         f"Wall time {wall:.0f} s ({timing})",
     ]
+    if config.eval.metric_options:  # the report's bleu / rougeL / exact match were computed with these
+        summary.append("Evaluation metric options: " + "; ".join(
+            f"{name}({', '.join(f'{k}={v!r}' for k, v in opts.items())})"
+            for name, opts in config.eval.metric_options.items()))
     note = None
     if pretrain_info is not None:
         note = pretrain_info.describe() if hasattr(pretrain_info, "describe") else (

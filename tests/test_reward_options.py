@@ -421,3 +421,71 @@ def test_weighted_composition_with_options():
     np.testing.assert_array_equal(parts["bleu"], rewards.make("bleu", tokenize="zh")(COMPLETIONS, REFERENCES))
     np.testing.assert_array_equal(parts["rougeL"], RougeReward("rougeL", tokenizer="char")(COMPLETIONS, REFERENCES))
     np.testing.assert_allclose(total, 0.25 * parts["bleu"] + parts["rougeL"] + 0.5 * parts["chrf"], rtol=0, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# Options wherever a reward is named: envs, YAML and --set, the pipeline's evaluation metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def test_env_reward_kwarg_takes_options():
+    import gymnasium as gym
+
+    import instruct_env  # noqa: F401
+
+    spec = {"bleu": {"weight": 0.5, "tokenize": "zh"}, "rougeL": {"weight": 0.5, "tokenizer": "char"}}
+    env = gym.make("InstructEnv/Completion-v0", tasks=["zh_chars"], reward=spec, max_new_tokens=16)
+    _, info = env.reset(seed=2)
+    reference = info["references"][0]
+    _, reward, _, _, info = env.step(reference[:-1] if len(reference) > 1 else "天")
+    expected_bleu = BleuReward(tokenize="zh")([reference[:-1] or "天"], [[reference]])[0]
+    assert info["reward_components"]["bleu"] == pytest.approx(expected_bleu, abs=1e-12)
+    assert 0 <= reward < 1
+    assert repr(env.unwrapped.setup.reward.terms[0][0]) == "BleuReward(tokenize='zh')"
+    with pytest.raises(ConfigError, match="Did you mean 'tokenize'"):
+        gym.make("InstructEnv/Completion-v0", tasks=["zh_chars"], reward={"bleu": {"tokenise": "zh"}})
+
+
+def test_config_yaml_and_set_take_reward_options(tmp_path):
+    import yaml
+
+    from agents.common.config import build_config, load_yaml
+    from agents.pipeline import PipelineConfig, rl_env_kwargs
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"tasks": ["zh_chars"], "reward": {"bleu": {"tokenize": "zh"}}},
+                                    "eval": {"metric_options": {"bleu": {"tokenize": "zh"}}}}))
+    config = build_config(PipelineConfig, load_yaml(path))
+    assert config.data.reward == {"bleu": {"tokenize": "zh"}}
+    assert config.eval.metric_options == {"bleu": {"tokenize": "zh"}}
+    assert rewards.make(rl_env_kwargs(config.data)["reward"]).terms[0][0].tokenize == "zh"
+    config = build_config(PipelineConfig, {}, ["data.reward={bleu: {weight: 0.5, tokenize: zh, lowercase: true}, "
+                                               "rougeL: 0.5}", "eval.metric_options={rougeL: {tokenizer: cjk}}"])
+    assert config.data.reward == {"bleu": {"weight": 0.5, "tokenize": "zh", "lowercase": True}, "rougeL": 0.5}
+    assert build_config(PipelineConfig, {}, ["data.reward=rougeL"]).data.reward == "rougeL"
+    assert build_config(PipelineConfig, {}).data.reward == "task"
+    with pytest.raises(ConfigError, match=r"reward: Reward 'bleu' got unexpected argument\(s\) \['tokenise'\]\. "
+                                          r"Did you mean 'tokenize'"):
+        build_config(PipelineConfig, {}, ["data.reward={bleu: {tokenise: zh}}"])
+    with pytest.raises(UnknownNameError, match="Options given for 'chrf'.*Metrics that take options: exact_match, "
+                                               "bleu, rougeL"):
+        build_config(PipelineConfig, {}, ["eval.metric_options={chrf: {word_order: 2}}"])
+    with pytest.raises(ConfigError, match="Did you mean 'zh'"):
+        build_config(PipelineConfig, {}, ["eval.metric_options={bleu: {tokenize: zz}}"])
+
+
+def test_evaluation_metrics_take_options():
+    from agents.common.evaluation import score_completions
+    from instruct_env.tasks import BuiltinDataset
+
+    data = list(BuiltinDataset(["zh_chars"], split="test", size_per_task=6))
+    answers = [s.references[0][:-1] + "天" for s in data]
+    plain = score_completions(data, answers)
+    chinese = score_completions(data, answers, metric_options={"bleu": {"tokenize": "zh"},
+                                                                 "rougeL": {"tokenizer": "char"}})
+    references = [s.references for s in data]
+    assert chinese.overall["bleu"] == pytest.approx(float(np.mean(BleuReward(tokenize="zh")(answers, references))))
+    assert chinese.overall["rougeL"] == pytest.approx(
+        float(np.mean(RougeReward("rougeL", tokenizer="char")(answers, references))))
+    assert chinese.overall["rougeL"] > plain.overall["rougeL"]
+    assert chinese.overall["task"] == plain.overall["task"]

@@ -6,7 +6,8 @@ measures the answers, per task family and overall:
 
 - ``task``: the sample's own verifier (:meth:`~instruct_env.tasks.Sample.score`), in [0, 1] with
   partial credit (``nan`` for samples without a verifier);
-- ``exact_match``, ``bleu``, ``rougeL``: the reference-based rewards of :mod:`instruct_env.rewards`;
+- ``exact_match``, ``bleu``, ``rougeL``: the reference-based rewards of :mod:`instruct_env.rewards`
+  (with their default options, or those given as ``metric_options``, e.g. ``{"bleu": {"tokenize": "zh"}}``);
 - ``length``: mean completion length in tokens (the end-of-sequence token not counted).
 
 "Overall" is the macro average over task families, so each family counts the same however many
@@ -40,6 +41,7 @@ __all__ = [
     "evaluate",
     "HeldOutTracker",
     "paired_bootstrap",
+    "check_metric_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -150,13 +152,39 @@ def paired_bootstrap(before: EvalResult, after: EvalResult, metric: str = "task"
     return observed, float(low), float(high)
 
 
-def _reward_scores(completions: list[str], samples: Sequence[Sample]) -> dict[str, np.ndarray]:
+def check_metric_options(metric_options: Mapping[str, Mapping[str, Any]] | None) -> None:
+    """Raise a clear error for options of a metric that is not reference-based or does not take them.
+
+    >>> check_metric_options({"bleu": {"tokenize": "zh"}, "rougeL": {"tokenizer": "char"}})
+    >>> check_metric_options({"blue": {}})
+    Traceback (most recent call last):
+    ...
+    instruct_env.error.UnknownNameError: Options given for 'blue', which is not ... Did you mean 'bleu'? ...
+    """
+    from instruct_env import rewards
+    from instruct_env.error import UnknownNameError, suggest
+
+    for name, options in (metric_options or {}).items():
+        if name not in _REFERENCE_REWARDS:
+            raise UnknownNameError(
+                f"Options given for {name!r}, which is not one of the evaluation's reference-based metrics."
+                f"{suggest(str(name), _REFERENCE_REWARDS)} Metrics that take options: {', '.join(_REFERENCE_REWARDS)}."
+            )
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"The options of metric {name!r} must be a mapping of option -> value; got {options!r}.")
+        rewards.make(name, **options)
+
+
+def _reward_scores(completions: list[str], samples: Sequence[Sample],
+                   metric_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
     from instruct_env import rewards
 
+    check_metric_options(metric_options)
     references = [s.references for s in samples]
     scores = {}
     for name in _REFERENCE_REWARDS:
-        values = np.asarray(rewards.make(name)(completions, references, samples=list(samples)), dtype=np.float64)
+        reward = rewards.make(name, **(metric_options or {}).get(name, {}))
+        values = np.asarray(reward(completions, references, samples=list(samples)), dtype=np.float64)
         if values.shape != (len(completions),):
             raise ConfigError(f"Reward {name!r} returned shape {values.shape}; expected ({len(completions)},).")
         scores[name] = values
@@ -180,6 +208,7 @@ def score_completions(
     *,
     split: str = "test",
     keep_records: bool = True,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> EvalResult:
     """Score given completions (one per sample) with every metric of :data:`METRICS`.
 
@@ -189,6 +218,8 @@ def score_completions(
         lengths: Completion lengths in tokens; whitespace-separated words when not given.
         split: Recorded in the result.
         keep_records: Keep one record per sample in :attr:`EvalResult.records`.
+        metric_options: ``metric -> options`` for ``bleu``, ``rougeL``, ``exact_match`` (e.g.
+            ``{"bleu": {"tokenize": "zh"}}``); the others keep their defaults.
 
     >>> from instruct_env.tasks import BuiltinDataset
     >>> data = list(BuiltinDataset(["copy", "arithmetic"], split="test", size_per_task=4))
@@ -206,7 +237,7 @@ def score_completions(
         lengths = [len(c.split()) for c in completions]
     if len(lengths) != len(samples):
         raise ConfigError(f"Got {len(lengths)} lengths for {len(samples)} samples; expected one per sample.")
-    reference_scores = _reward_scores(completions, samples)
+    reference_scores = _reward_scores(completions, samples, metric_options)
     rows = []
     for i, (sample, completion) in enumerate(zip(samples, completions)):
         scores = {"task": sample.score(completion) if sample.verifier is not None else float("nan")}
@@ -326,6 +357,7 @@ def evaluate(
     split: str = "test",
     keep_records: bool = True,
     progress: Any = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> EvalResult:
     """Greedy-decode ``samples`` with ``model`` and score the answers (see :func:`score_completions`)."""
     samples = list(samples)
@@ -333,7 +365,8 @@ def evaluate(
         model, tokenizer, samples, formatter=formatter, max_prompt_tokens=max_prompt_tokens,
         max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
     )
-    return score_completions(samples, texts, lengths, split=split, keep_records=keep_records)
+    return score_completions(samples, texts, lengths, split=split, keep_records=keep_records,
+                             metric_options=metric_options)
 
 
 class HeldOutTracker:

@@ -75,7 +75,9 @@ class EnvSetup:
         split: ``"train"``, ``"validation"`` or ``"test"`` (built-in suite only).
         tokenizer: ``None`` (built-in), a Hugging Face name/path, or a tokenizer object.
         reward: ``"auto"`` (the task verifier when samples have one, else ``rougeL``),
-            a registered reward name, a dict of weights, or a reward callable.
+            a registered reward name, a dict of weights (a term may be a dict of its options
+            with an optional ``"weight"``, e.g. ``{"bleu": {"tokenize": "zh"}}``), or a reward
+            callable; see :func:`instruct_env.rewards.make`.
         max_prompt_tokens: Prompt budget; longer prompts are truncated by the
             documented rule of :class:`instruct_env.tasks.PromptFormatter`.
         max_new_tokens: Completion budget.
@@ -96,7 +98,7 @@ class EnvSetup:
         dataset: Any = None,
         split: str = "train",
         tokenizer: Any = None,
-        reward: str | Mapping[str, float] | Callable[..., Any] = "auto",
+        reward: str | Mapping[str, Any] | Callable[..., Any] = "auto",
         max_prompt_tokens: int = 128,
         max_new_tokens: int = 32,
         num_shots: int = 0,
