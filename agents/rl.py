@@ -12,10 +12,11 @@ Typical use, after SFT (``lm`` and ``tokenizer`` from the SFT stage)::
 
 Actor-critic trainers (``ppo``, ``a2c``) act token by token in ``InstructEnv/Token-v0``;
 policy-gradient trainers (``reinforce``, ``grpo``, ``rloo``) answer whole completions in
-``InstructEnv/Completion-v0``.
+``InstructEnv/Completion-v0``; Q-learning trainers are ``ilql`` (offline, from token-level
+episodes: ``ILQLConfig.data``) and ``sql`` (online soft Q-learning, token by token).
 
 >>> sorted(ALGORITHMS)
-['a2c', 'grpo', 'ppo', 'reinforce', 'rloo']
+['a2c', 'grpo', 'ilql', 'ppo', 'reinforce', 'rloo', 'sql']
 >>> type(default_config("grpo")).__name__
 'GRPOConfig'
 """
@@ -41,6 +42,8 @@ ALGORITHMS = {
     "reinforce": ("agents.pg", "ReinforceTrainer", "ReinforceConfig"),
     "grpo": ("agents.pg", "GRPOTrainer", "GRPOConfig"),
     "rloo": ("agents.pg", "RLOOTrainer", "RLOOConfig"),
+    "ilql": ("agents.q", "ILQLTrainer", "ILQLConfig"),
+    "sql": ("agents.q", "SoftQTrainer", "SoftQConfig"),
 }
 
 

@@ -100,6 +100,10 @@ class SoftQConfig(RLConfig):
         gamma: Discount per token.
         alpha: Entropy temperature: ``V(s) = alpha * logsumexp(Q(s, .) / alpha)`` and the policy is
             ``softmax(Q / alpha)``.
+        reward_scale: The env's rewards are multiplied by this before learning. With ``alpha = 1``
+            the soft-optimal policy puts ``exp(Delta Q)`` times more mass on a token whose answers
+            score ``Delta Q`` more, so rewards in ``[0, 1]`` barely move it; Guo et al. likewise
+            rescale rewards to a wide range.
         pcl: ``"single"`` (one-step path consistency), ``"multi"`` (to the episode's end) or
             ``"both"`` (their mean, as the paper's best setting).
         polyak: The target network moves ``polyak`` of the way to the trained one after every
@@ -118,6 +122,7 @@ class SoftQConfig(RLConfig):
     gradient_steps: int = 1
     gamma: float = 1.0
     alpha: float = 1.0
+    reward_scale: float = 10.0
     pcl: str = "both"
     polyak: float = 0.01
 
@@ -132,6 +137,7 @@ class SoftQConfig(RLConfig):
                               f"{self.buffer_episodes}, so learning would never start. Lower learning_starts.")
         check_range(owner, "gamma", self.gamma, 0.0, 1.0)
         check_range(owner, "alpha", self.alpha, 0.0, math.inf, low_open=True)
+        check_range(owner, "reward_scale", self.reward_scale, 0.0, math.inf, low_open=True)
         if self.pcl not in ("single", "multi", "both"):
             raise ConfigError(f"{owner}.pcl must be 'single', 'multi' or 'both'; got {self.pcl!r}.")
         check_range(owner, "polyak", self.polyak, 0.0, 1.0, low_open=True)

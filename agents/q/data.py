@@ -60,6 +60,7 @@ __all__ = [
     "Episode",
     "EpisodeBatch",
     "TransitionDataset",
+    "EpisodeReplayBuffer",
     "pack_episodes",
     "episodes_from_token_env",
     "episodes_from_completion_env",
@@ -217,6 +218,42 @@ class TransitionDataset:
         if not episodes:
             raise DataFormatError(f"{path}: no episodes (the file is empty).")
         return cls(episodes)
+
+
+class EpisodeReplayBuffer:
+    """The ``capacity`` most recent finished episodes (first in, first out), sampled uniformly.
+
+    Memory: one int64 per prompt and completion token and one float32 reward per completion
+    token of each stored episode, i.e. about ``capacity * (P + 12 * K)`` bytes for prompts of
+    ``P`` tokens and answers of ``K``.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ConfigError(f"The replay buffer needs a capacity >= 1 episode; got {capacity}.")
+        self.capacity = capacity
+        self._episodes: list[Episode] = []
+        self._next = 0  # where the next episode goes once full
+
+    def __len__(self) -> int:
+        return len(self._episodes)
+
+    def add(self, episode: Episode) -> None:
+        if len(self._episodes) < self.capacity:
+            self._episodes.append(episode)
+        else:
+            self._episodes[self._next] = episode
+            self._next = (self._next + 1) % self.capacity
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Episode]:
+        """``n`` episodes drawn uniformly with replacement."""
+        return TransitionDataset(self._episodes).sample(rng, n)
+
+    def state(self) -> dict[str, Any]:
+        return {"episodes": list(self._episodes), "next": self._next}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        self._episodes, self._next = list(state["episodes"]), int(state["next"])
 
 
 # ----------------------------------------------------------------- validation of one record
