@@ -6,6 +6,7 @@ Subcommands::
     instruct-env sft                 # SFT only, evaluated before and after
     instruct-env rl --algo ppo --model runs/<sft run>/model
     instruct-env eval --model runs/<run>/model
+    instruct-env pretrain --out DIR  # pre-train the embedded default model to the end, with a manifest
 
 Every subcommand reads an optional YAML file (``--config``) shaped like
 :class:`agents.pipeline.PipelineConfig` (``instruct-env <cmd> --print-config`` shows it with
@@ -51,8 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
                "  instruct-env eval --model runs/<run>/model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="{pipeline,sft,rl,eval,serve,add-evaluator}",
-                                     required=True)
+    commands = parser.add_subparsers(dest="command",
+                                     metavar="{pipeline,sft,rl,eval,pretrain,serve,add-evaluator}", required=True)
+    pretrain = commands.add_parser(
+        "pretrain", help="Pre-train the embedded default model to the end and write it with a manifest.",
+        description="Pre-train the embedded default model (model.default, model.pretrain settings) for all its "
+                    "steps, with no time budget, and write config.json, model.safetensors and manifest.json to "
+                    "--out. The weights shipped in agents/assets/default_model were made by this command with the "
+                    "defaults.")
+    pretrain.add_argument("--out", required=True, metavar="DIR", help="Folder to write.")
+    pretrain.add_argument("--config", metavar="FILE.yaml", help="YAML configuration (model.* sections are used).")
+    pretrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                          help="Override a field, e.g. --set model.pretrain.steps=2000 (repeatable).")
+    pretrain.add_argument("--device", help="auto, cpu (default), cuda, cuda:N or mps.")
+    pretrain.add_argument("--threads", type=int, help="CPU threads for torch (default: the idle cores).")
     serve = commands.add_parser("serve", help="Run the human-feedback server and evaluator pages.",
                                 description="Run the human-feedback server (REST API + evaluator pages) on a "
                                             "feedback store. Binds 127.0.0.1 unless --host says otherwise.")
@@ -188,12 +201,38 @@ def _revoke_token(store, name: str) -> int:
     return 0
 
 
+def _pretrain_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="[instruct-env] %(message)s")
+    from agents.common.config import build_config, load_yaml
+    from agents.common.device import configure_threads
+    from agents.common.shipped import export_pretrained
+    from agents.pipeline import PipelineConfig, auto_threads
+    from instruct_env.error import InstructEnvError
+
+    try:
+        data = load_yaml(args.config) if args.config else {}
+        config = build_config(PipelineConfig, data, list(args.overrides))
+        threads, why = (args.threads, "--threads") if args.threads else auto_threads()
+        configure_threads(threads)
+        print(f"[instruct-env] {threads} torch thread(s) ({why})", flush=True)
+        manifest = export_pretrained(args.out, config.model.default, config.model.pretrain,
+                                     device=args.device or "cpu", command="instruct-env " + " ".join(argv))
+    except InstructEnvError as exc:
+        print(f"instruct-env: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Wrote {args.out}: {manifest['steps']} steps, final loss {manifest['final_loss']:.4f}, "
+          f"{manifest['train_seconds']:.0f} s, weights sha256 {manifest['weights_sha256'][:16]}...")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``instruct-env`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command in ("serve", "add-evaluator", "revoke-token"):
         return _feedback_command(args)
+    if args.command == "pretrain":
+        return _pretrain_command(args, argv)
     nproc = getattr(args, "nproc", None)
     if nproc is not None and nproc < 1:
         print(f"instruct-env: error: --nproc must be >= 1; got {nproc}.", file=sys.stderr)
