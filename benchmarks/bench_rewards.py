@@ -12,6 +12,11 @@ own copies of the strings. Each call is timed after a full garbage collection wi
 off (as ``timeit`` does), so neither side pays for the other's garbage. Values are asserted equal
 within 1e-9. Single process, one thread, torch never imported. Writes the table to the "Reward speed" section of benchmarks/README.md.
 
+Two more rows time options for Chinese text, on batches built the same way from generated Chinese
+sentences: BLEU with ``tokenize="zh"`` against ``sacrebleu.BLEU(tokenize="zh", effective_order=True)``
+(built once) per pair, and ROUGE-L with ``tokenizer="char"`` against
+``RougeScorer(["rougeL"], tokenizer=CharTokenizer())`` per reference.
+
 Run: ``python -m benchmarks.bench_rewards``
 """
 
@@ -45,6 +50,75 @@ SYNONYMS = {
     "the": "this", "a": "one", "is": "was", "are": "were", "can": "may", "used": "employed",
     "function": "routine", "object": "instance", "value": "result", "returns": "gives", "must": "should",
     "number": "count", "list": "sequence", "name": "identifier", "called": "invoked", "new": "fresh",
+}
+
+
+# Chinese words for the generated sentences (nouns, verbs, adjectives, adverbs, function words)
+ZH_WORDS = (
+    "我们 你们 他们 老师 学生 朋友 医生 孩子 父母 公司 学校 城市 国家 世界 问题 方法 时间 地方 工作 生活 "
+    "电脑 手机 数据 模型 程序 函数 对象 结果 列表 名字 数字 文件 系统 网络 语言 文字 句子 答案 任务 环境 "
+    "天气 早上 晚上 今天 明天 昨天 公园 图书馆 医院 火车 飞机 米饭 咖啡 茶 水果 书 电影 音乐 新闻 历史 "
+    "学习 工作 使用 返回 调用 创建 修改 删除 检查 计算 比较 需要 知道 觉得 开始 完成 喜欢 希望 发现 讨论 "
+    "重要 简单 复杂 快速 安全 新的 旧的 大的 小的 好的 正确 错误 完整 清楚 不同 相同 常见 有用 "
+    "非常 已经 经常 马上 一起 仍然 可能 必须 应该 总是 "
+    "的 了 在 和 是 把 被 也 都 就 还 对 从 给 跟 为 这个 那个 一些 每个"
+).split()
+ZH_FILLERS = ["也", "就", "都", "还", "的", "了", "非常", "一起"]
+ZH_SYNONYMS = {"学生": "学员", "使用": "采用", "返回": "给出", "非常": "特别", "快速": "迅速", "问题": "难题",
+               "电脑": "计算机", "需要": "要", "重要": "关键", "经常": "常常", "喜欢": "爱", "开始": "着手"}
+
+
+def zh_sentences(n: int, seed: int) -> list[list[str]]:
+    """``n`` distinct Chinese sentences of 8-30 words (as word lists, a "，" or "。" now and then)."""
+    rng = random.Random(seed)
+    out: dict[str, list[str]] = {}
+    while len(out) < n:
+        words = [rng.choice(ZH_WORDS) for _ in range(rng.randint(8, 30))]
+        for i in range(4, len(words) - 1, rng.randint(5, 9)):
+            words[i] += "，"
+        words[-1] += "。"
+        out.setdefault("".join(words), words)
+    return list(out.values())
+
+
+def zh_paraphrase(rng: random.Random, words: list[str]) -> list[str]:
+    """1-3 random edits of a word list: swap neighbours, delete, insert a filler, or use a synonym."""
+    words = list(words)
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(words))
+        op = rng.random()
+        if op < 0.3 and i + 1 < len(words):
+            words[i], words[i + 1] = words[i + 1], words[i]
+        elif op < 0.55 and len(words) > 5:
+            del words[i]
+        elif op < 0.75:
+            words.insert(i, rng.choice(ZH_FILLERS))
+        else:
+            words[i] = ZH_SYNONYMS.get(words[i], words[i])
+    return words
+
+
+def make_zh_batch(rng: random.Random, bases: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """As :func:`make_batch`, for Chinese sentences (words written without spaces)."""
+    completions, references = [], []
+    for base in bases:
+        refs = [base] + [zh_paraphrase(rng, base) for _ in range(rng.randint(0, 3))]
+        kind = rng.random()
+        if kind < 0.25:
+            completion = rng.choice(refs)
+        elif kind < 0.75:
+            completion = zh_paraphrase(rng, base)
+        else:
+            completion = zh_paraphrase(rng, rng.choice(bases))
+        completions.append("".join(completion))
+        references.append(["".join(r) for r in refs])
+    return completions, references
+
+
+#: Rows for options on Chinese text: label -> (reward spec, options).
+ZH_ROWS = {
+    "bleu, tokenize=zh (Chinese)": ("bleu", {"tokenize": "zh"}),
+    "rougeL, tokenizer=char (Chinese)": ("rougeL", {"tokenizer": "char"}),
 }
 
 
@@ -99,9 +173,18 @@ def fresh_copy(completions: list[str], references: list[list[str]]) -> tuple[lis
     return [c.encode().decode() for c in completions], [[r.encode().decode() for r in rs] for rs in references]
 
 
-def reference_loop(name: str):
+def reference_loop(name: str, options: dict | None = None):
     """The reference package called once per pair, returning the reward convention's values."""
     import sacrebleu
+
+    if options:  # the rows with options (Chinese text): the metric object is built once
+        if name == "bleu":
+            metric = sacrebleu.BLEU(effective_order=True, **options)
+            return lambda cs, rs: [min(1.0, metric.sentence_score(c, r).score / 100) for c, r in zip(cs, rs)]
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer([name], tokenizer=rewards.CharTokenizer())
+        return lambda cs, rs: [max(scorer.score(ref, c)[name].fmeasure for ref in r) for c, r in zip(cs, rs)]
 
     if name == "bleu":
         return lambda cs, rs: [sacrebleu.sentence_bleu(c, r).score / 100 for c, r in zip(cs, rs)]
@@ -147,6 +230,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metrics", default=",".join(METRICS), help="comma-separated reward names")
+    parser.add_argument("--no-chinese", action="store_true", help="leave out the rows with options on Chinese text")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/README.md alone")
     args = parser.parse_args()
     if args.repeats < 5:
@@ -162,23 +246,30 @@ def main() -> None:
     batches = [make_batch(rng, pool[i * args.batch_size : (i + 1) * args.batch_size])
                for i in range(args.repeats + 1)]  # batch 0 is the warm-up
 
+    zh_pool = zh_sentences((args.repeats + 1) * args.batch_size, seed=args.seed)
+    zh_batches = [make_zh_batch(rng, zh_pool[i * args.batch_size : (i + 1) * args.batch_size])
+                  for i in range(args.repeats + 1)]
+    cases = [(name, name, {}, batches) for name in metrics]
+    if not args.no_chinese:
+        cases += [(label, name, options, zh_batches) for label, (name, options) in ZH_ROWS.items()]
+
     rows = []
-    for name in metrics:
-        reward, loop = rewards.make(name), reference_loop(name)
+    for label, name, options, case_batches in cases:
+        reward, loop = rewards.make(name, **options), reference_loop(name, options)
         ref_times, batched_times = [], []
-        for i, batch in enumerate(batches):
+        for i, batch in enumerate(case_batches):
             t_ref, expected = timed(loop, *fresh_copy(*batch))
             rewards.clear_caches()
             t_batched, got = timed(reward, *fresh_copy(*batch))
             worst = float(np.abs(got - expected).max())
             if worst > 1e-9:
-                raise SystemExit(f"{name}: batched values differ from the reference by {worst:.3g}")
+                raise SystemExit(f"{label}: batched values differ from the reference by {worst:.3g}")
             if i:  # batch 0 warms up imports and first-call costs
                 ref_times.append(t_ref)
                 batched_times.append(t_batched)
         ref_ms, batched_ms = 1000 * statistics.median(ref_times), 1000 * statistics.median(batched_times)
-        rows.append((name, ref_ms, batched_ms, ref_ms / batched_ms))
-        print(f"{name:10s} reference {ref_ms:8.1f} ms   batched {batched_ms:7.1f} ms   x{ref_ms / batched_ms:.1f}",
+        rows.append((label, ref_ms, batched_ms, ref_ms / batched_ms))
+        print(f"{label:32s} reference {ref_ms:8.1f} ms   batched {batched_ms:7.1f} ms   x{ref_ms / batched_ms:.1f}",
               flush=True)
     assert "torch" not in sys.modules, "the reward benchmark must not import torch"
 
@@ -199,6 +290,11 @@ def main() -> None:
         "after `gc.collect()` with the garbage collector off, as `timeit` does. Values are asserted equal within "
         "1e-9 on every repeat.",
         "\n".join(table),
+        "The last two rows time options on Chinese text, on batches built the same way from generated Chinese "
+        "sentences of 8-30 words (written without spaces, with `，` and `。`; paraphrases swap, delete or insert "
+        "words or use a synonym): `bleu` with `tokenize=\"zh\"` against `sacrebleu.BLEU(tokenize=\"zh\", "
+        "effective_order=True)` (built once, outside the timing) per pair, and `rougeL` with `tokenizer=\"char\"` "
+        "against `RougeScorer([\"rougeL\"], tokenizer=CharTokenizer())` per reference.",
         "The sentences are single lines, so `rougeLsum` takes its one-sentence path (the union LCS of one "
         "sentence is its LCS); multi-line texts go through the general summary-level code, which is exact but "
         "not timed here.",
