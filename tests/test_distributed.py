@@ -4,6 +4,13 @@ One spawn of two worker processes does every distributed check (each spawn pays 
 torch and transformers), with the three gradient-averaging strategies (DDP's backward hooks, one
 all-reduce after the backward, FSDP's sharded parameters and reduce-scattered gradients); the
 test process then compares with single-process runs. Sharded parameters are compared gathered.
+
+Tolerances come from the arithmetic, not from one machine's results. Runs that must agree but
+reduce in another order (two ranks vs one, sharded vs whole) are compared where that order is the
+only difference: SFT in float64 (Adam turns a gradient error of d into an update error of up to
+lr * d / eps, which fp32 rounding makes visible and float64 keeps far below the tolerance), and
+RL trainers (float32 only) by the gradients of their first optimizer step, before Adam and before
+sampled rollouts can diverge on one flipped token.
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ import math
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from deadlines import deadline_s
 from rl_utils import count_env_kwargs, say_dataset, small_config, tiny_policy, tiny_tokenizer
 from torch.distributed.tensor import DTensor
 
@@ -73,21 +82,78 @@ def _flat(parameters) -> torch.Tensor:
     return torch.cat([(p.full_tensor() if isinstance(p, DTensor) else p).detach().reshape(-1) for p in parameters])
 
 
-def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer, strategy: str = "ddp") -> torch.Tensor:
-    """Train a fresh tiny policy for UPDATES steps on ``rows`` of the fixed batch; its flat parameters."""
+def _first_step_gradients(trainer) -> list[torch.Tensor]:
+    """Filled, at ``trainer``'s first optimizer step, with its gradients (averaged over ranks, gathered, clipped).
+
+    Every rank steps at the same points, so the gathering collectives line up.
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(optimizer, args, kwargs) -> None:
+        if not captured:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            captured.append(_flat(p.grad if p.grad is not None else torch.zeros_like(p) for p in params))
+
+    trainer.optimizer.register_step_pre_hook(hook)
+    return captured
+
+
+def assert_same_gradient(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal up to the order of float32 sums: each entry within 1e-4 of the gradient's largest entry.
+
+    A float32 sum of L terms in another order differs by at most about L * 6e-8 times the sum of
+    their magnitudes; here L < 2000 (tokens x hidden units), so 1e-4 of the scale bounds it. A real
+    mismatch (a gradient not averaged, a micro-batch or a loss term missing) is of the order of the
+    gradient itself.
+    """
+    assert actual.shape == expected.shape
+    assert expected.abs().max() > 0, "the gradient is all zero: nothing was compared"
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+@contextmanager
+def float64():
+    """Build and train in float64 (SFT supports it): reduction-order errors drop from ~1e-7 to ~1e-16."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+# Two float64 SFT runs that differ in reduction order only. A gradient entry's rounding error is
+# below 1e3 terms * 1.1e-16 * their size (< 1) = 1e-13; Adam (eps 1e-8) turns it into an update
+# error of at most lr * 1e-13 / 1e-8 = 1e-7 per step. Two steps stay below 1e-6, while a real
+# mismatch moves weights by about lr = 1e-2.
+SFT_F64 = {"rtol": 0.0, "atol": 1e-6}
+
+
+def _fixed_batch_updates(algo: str, overrides: dict, rows: slice, tokenizer,
+                         strategy: str = "ddp") -> tuple[torch.Tensor, torch.Tensor]:
+    """Train a fresh tiny policy for UPDATES steps on ``rows`` of the fixed batch.
+
+    Returns its flat parameters after, and the gradients of its first optimizer step.
+    """
     config = small_config(algo, num_envs=rows.stop - rows.start, kl_coef=0.0,
                           distributed=DistributedConfig(strategy), **overrides)
     trainer = make_trainer(algo, config, tiny_policy(tokenizer, seed=0), tokenizer, count_env_kwargs())
+    first = _first_step_gradients(trainer)
     batch = _rows(_fixed_batch(WORLD * B), rows)
     for _ in range(UPDATES):
         trainer.score_old_and_reference(batch)
         trainer.optimize(batch, trainer.advantages(batch.rewards))
-    return _flat(trainer.trainable_parameters())
+    return _flat(trainer.trainable_parameters()), first[0]
 
 
 def _sft(batch_size: int, tokenizer, checkpoint_dir: Path | None = None, strategy: str = "ddp",
          grad_accum: int = 1) -> torch.Tensor:
-    """Two SFT steps (constant lr, no dropout) on four samples; the flat parameters after."""
+    """Two SFT steps (constant lr, no dropout) on four samples, in float64; the flat parameters after."""
+    with float64():
+        return _sft_steps(batch_size, tokenizer, checkpoint_dir, strategy, grad_accum)
+
+
+def _sft_steps(batch_size: int, tokenizer, checkpoint_dir: Path | None, strategy: str, grad_accum: int) -> torch.Tensor:
     lm = tiny_policy(tokenizer, seed=0).lm
     config = SFTConfig(max_steps=2, batch_size=batch_size, grad_accum=grad_accum, lr=1e-2, schedule="constant",
                        warmup_ratio=0.0, keep_best=False, patience=0, device="cpu", time_budget_s=None,
@@ -136,7 +202,9 @@ def _worker(rank: int, port: int, tmp: str) -> None:
                 config = small_config(algo, distributed=DistributedConfig(strategy), **overrides)
                 run = make_trainer(algo, config, tiny_policy(tokenizer, seed=rank), tokenizer, count_env_kwargs())
                 results[f"start/{name}/{strategy}"] = _flat(run.policy.parameters()).clone()  # after the broadcast
+                first = _first_step_gradients(run)
                 history = [run.update_step() for _ in range(UPDATES)]
+                results[f"first_grad/{name}/{strategy}"] = first[0]
                 results[f"rl/{name}/{strategy}"] = dist.all_gather(_flat(run.policy.parameters())[None])
                 results[f"wrapped/{name}/{strategy}"] = isinstance(run.train_module, DistributedDataParallel)
                 results[f"sharded/{name}/{strategy}"] = dist.is_sharded(run.policy)
@@ -172,7 +240,9 @@ def _worker(rank: int, port: int, tmp: str) -> None:
             for algo in ("ppo", "grpo"):
                 run = make_trainer(algo, small_config(algo, kl_coef=0.1, distributed=DistributedConfig(strategy)),
                                    _lora_policy(tokenizer), tokenizer, count_env_kwargs())
-                results[f"peft/{algo}/{strategy}"] = (_flat(run.trainable_parameters()), run.update_step()["kl"])
+                first = _first_step_gradients(run)
+                kl = run.update_step()["kl"]
+                results[f"peft/{algo}/{strategy}"] = (_flat(run.trainable_parameters()), kl, first[0])
 
         # fsdp: inside gathered(), ranks may make different numbers of forward passes (as sampling does).
         sharded = dist.wrap_module(tiny_policy(tokenizer, seed=0).lm, "fsdp")
@@ -227,12 +297,13 @@ def spawned(tmp_path_factory):
     single.update_step()
     single.save(tmp / "single")
     ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp)), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + 180
-    while not ctx.join(timeout=1):
+    limit = deadline_s(900)  # stops a hang only: a 2-core machine needs about a minute
+    deadline = time.monotonic() + limit
+    while not ctx.join(timeout=1):  # raises with a worker's traceback as soon as one fails
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("the 2-process run did not finish within 180 s")
+            pytest.fail(f"the 2-process run did not finish within {limit:.0f} s (a hang; see the workers' output)")
     return tmp, [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
 
 
@@ -280,22 +351,26 @@ def test_ddp_is_the_default_and_a_single_process_does_not_wrap(spawned):
 @pytest.mark.parametrize("algo,overrides", EQUIVALENCE, ids=[a for a, _ in EQUIVALENCE])
 def test_two_ranks_batch_b_match_one_rank_batch_2b(spawned, algo, overrides, strategy):
     _, results = spawned
-    single = _fixed_batch_updates(algo, overrides, slice(0, WORLD * B), tiny_tokenizer())
+    single, single_grad = _fixed_batch_updates(algo, overrides, slice(0, WORLD * B), tiny_tokenizer())
     start = _flat(make_trainer(algo, small_config(algo, num_envs=WORLD * B, kl_coef=0.0, **overrides),
                                tiny_policy(tiny_tokenizer(), seed=0), tiny_tokenizer(),
                                count_env_kwargs()).trainable_parameters())
     assert not torch.allclose(single, start)  # the updates did move the weights
     for r in range(WORLD):
-        torch.testing.assert_close(results[r][f"{algo}/{strategy}"], single, rtol=1e-4, atol=1e-6)
+        after, grad = results[r][f"{algo}/{strategy}"]
+        assert not torch.allclose(after, start)
+        assert_same_gradient(grad, single_grad)  # the mean over 2B examples, from two ranks of B
+    torch.testing.assert_close(results[0][f"{algo}/{strategy}"][0], results[1][f"{algo}/{strategy}"][0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_sft_two_ranks_batch_1_match_one_rank_batch_2(spawned, strategy):
     _, results = spawned
     single = _sft(2, tiny_tokenizer())
+    assert results[0][f"sft/{strategy}"].dtype == torch.float64
     torch.testing.assert_close(results[0][f"sft/{strategy}"], results[1][f"sft/{strategy}"], rtol=0, atol=0)
     # Not bit-exact: a batch of 2 is padded to its longer example, so the matmuls reduce in another order.
-    torch.testing.assert_close(results[0][f"sft/{strategy}"], single, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0][f"sft/{strategy}"], single, **SFT_F64)
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
@@ -305,14 +380,15 @@ def test_sft_with_gradient_accumulation_matches_one_rank(spawned, strategy):
     assert not torch.allclose(single, _sft(2, tiny_tokenizer()))  # accumulation changed what a step sees
     key = f"sft_accum/{strategy}"
     torch.testing.assert_close(results[0][key], results[1][key], rtol=0, atol=0)
-    torch.testing.assert_close(results[0][key], single, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0][key], single, **SFT_F64)
 
 
 def test_fsdp_sft_saves_the_whole_model_on_rank_zero(spawned):
     from transformers import AutoModelForCausalLM
 
     tmp, results = spawned
-    saved = AutoModelForCausalLM.from_pretrained(tmp / "sft_fsdp")  # written by rank 0 alone, loads in one process
+    # written by rank 0 alone, loads in one process (in the float64 it was trained in)
+    saved = AutoModelForCausalLM.from_pretrained(tmp / "sft_fsdp", torch_dtype=torch.float64)
     torch.testing.assert_close(_flat(saved.parameters()), results[0]["sft/fsdp"], rtol=0, atol=0)
 
 
@@ -344,10 +420,12 @@ def test_single_process_checkpoint_loads_into_a_sharded_trainer(spawned):
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
 def test_fsdp_with_a_peft_adapter_trains_as_ddp_does(spawned, algo):
     _, results = spawned
-    (ddp, ddp_kl), (fsdp, fsdp_kl) = results[0][f"peft/{algo}/ddp"], results[0][f"peft/{algo}/fsdp"]
-    assert abs(ddp_kl) > 1e-4  # the (randomly initialised) adapter differs from the adapter-disabled reference
-    torch.testing.assert_close(fsdp_kl, ddp_kl, rtol=1e-3, atol=1e-7)
-    torch.testing.assert_close(fsdp, ddp, rtol=1e-4, atol=1e-5)
+    (_, ddp_kl, ddp_grad), (fsdp, fsdp_kl, fsdp_grad) = results[0][f"peft/{algo}/ddp"], results[0][f"peft/{algo}/fsdp"]
+    # the (randomly initialised) adapter differs from the adapter-disabled reference, in both
+    assert abs(ddp_kl) > 1e-4 and abs(fsdp_kl) > 1e-4
+    # The first step's gradient (policy loss + 0.1 * KL to the reference) is the same: FSDP's reference
+    # is its sharded LM with the adapter disabled, as DDP's is the whole one.
+    assert_same_gradient(fsdp_grad, ddp_grad)
     torch.testing.assert_close(results[1][f"peft/{algo}/fsdp"][0], fsdp, rtol=0, atol=0)
 
 
@@ -390,9 +468,13 @@ def test_fsdp_sft_keep_best_restores_the_sharded_weights(spawned):
 
 @pytest.mark.parametrize("name", [n for n, _, _ in RL_RUNS])
 def test_fsdp_trains_every_trainer_as_ddp_does(spawned, name):
-    # Same start (rank 0's weights), same rollouts (seeds and generators per rank): the same weights after.
+    # Same start (rank 0's weights), same first rollouts (seeds and generators per rank, the same gathered
+    # weights): the same gradient at the first step. Later updates sample from weights that differ by
+    # rounding, and one flipped token would part the runs, so they are compared for moving only.
     _, results = spawned
-    torch.testing.assert_close(results[0][f"rl/{name}/fsdp"], results[0][f"rl/{name}/ddp"], rtol=1e-4, atol=1e-5)
+    assert_same_gradient(results[0][f"first_grad/{name}/fsdp"], results[0][f"first_grad/{name}/ddp"])
+    torch.testing.assert_close(results[1][f"first_grad/{name}/fsdp"], results[0][f"first_grad/{name}/fsdp"],
+                               rtol=0, atol=0)
 
 
 def test_strategy_is_validated_and_settable_from_the_command_line():
