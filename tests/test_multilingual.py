@@ -149,3 +149,29 @@ def test_multilingual_file_with_text_rewards(tokenizer):
                                                      [s.references for s in longer])
     assert len(longer) >= 12 and np.all((values > 0) & (values < 1))
     env.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline with the Chinese family, a reward with options and evaluation metric options
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pipeline_runs_on_the_chinese_family(tmp_path, monkeypatch):
+    import yaml
+    from test_cli import TINY
+
+    from agents.cli import main
+
+    monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
+    overrides = [item for t in TINY if not t.startswith("data.tasks") for item in ("--set", t)]
+    assert main(["pipeline", "--out", str(tmp_path / "run"), *overrides, "--tasks", "zh_chars,copy",
+                 "--set", "data.reward={bleu: {weight: 0.5, tokenize: zh}, task: 0.5}",
+                 "--set", "eval.metric_options={bleu: {tokenize: zh}, rougeL: {tokenizer: char}}"]) == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Evaluation metric options: bleu(tokenize='zh'); rougeL(tokenizer='char')" in report
+    assert "| zh_chars |" in report
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["data"]["reward"] == {"bleu": {"weight": 0.5, "tokenize": "zh"}, "task": 0.5}
+    assert saved["eval"]["metric_options"] == {"bleu": {"tokenize": "zh"}, "rougeL": {"tokenizer": "char"}}
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["SFT+RL"]["per_task"]) == {"zh_chars", "copy"}
