@@ -336,6 +336,25 @@ def test_rouge_split_summaries():
            _rouge_expected("rougeLsum", options, completions, references))
 
 
+def test_rouge_split_summaries_uses_nltk_sentences_like_rouge_score(monkeypatch):
+    """Equality on multi-sentence text whatever NLTK data is installed: both sides call
+    ``nltk.sent_tokenize``, here replaced by a stand-in splitter."""
+    import re
+
+    import nltk
+
+    monkeypatch.setattr(nltk, "sent_tokenize", lambda text: re.split(r"(?<=[.!?。！？])\s*", text))
+    options = {"split_summaries": True}
+    rng = random.Random(3)
+    completions = [" ".join(rng.sample(SENTENCES, rng.randint(1, 4))) for _ in range(40)] + ["", "。"]
+    references = [[" ".join(rng.sample(SENTENCES, rng.randint(1, 3))) for _ in range(rng.randint(1, 3))]
+                  for _ in completions]
+    for tokenizer in (None, "cjk"):
+        opts = {**options, "tokenizer": tokenizer} if tokenizer else options
+        _close(rewards.make("rougeLsum", **opts)(completions, references),
+               _rouge_expected("rougeLsum", opts, completions, references))
+
+
 def test_cjk_tokenizer_scripts():
     assert CJKTokenizer().tokenize("東京はTokyo、서울은 Seoul; ţară/țară 12,5") == [
         "東", "京", "は", "tokyo", "서", "울", "은", "seoul", "ţară", "țară", "12", "5"]
