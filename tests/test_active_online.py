@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from deadlines import deadline_s
 
 import instruct_env  # noqa: F401  (registers the environments)
 from instruct_env.error import ConfigError, RewardError
@@ -230,11 +231,13 @@ def test_watermark_survives_restarts_without_missing_or_rereading(store, tmp_pat
 
 
 def test_refit_triggers(store, tmp_path):
-    learner = new_learner(store, tmp_path / "rm", refit_every=5, refit_interval_s=0.2)
+    now = [100.0]
+    learner = new_learner(store, tmp_path / "rm", refit_every=5, refit_interval_s=60, clock=lambda: now[0])
     post_and_answer(store, 2, seed=5)  # 4 answers
     learner.read()
+    now[0] += 59
     assert learner.new_answers == 4 and not learner.due()
-    time.sleep(0.25)
+    now[0] += 1
     assert learner.due()  # time passed with something new
     learner.refit()
     assert learner.new_answers == 0 and not learner.due()
@@ -245,7 +248,7 @@ def test_background_worker_refits_and_reports_errors(store, tmp_path):
     learner = new_learner(store, tmp_path / "rm", refit_every=10)
     learner.start(poll_interval=0.05)
     post_and_answer(store, 10, seed=6)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + deadline_s(120)  # waits for the refit; stops a hang only
     while learner.version == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert learner.version == 1 and learner.running
@@ -253,7 +256,7 @@ def test_background_worker_refits_and_reports_errors(store, tmp_path):
     assert not learner.running
     learner.start(poll_interval=0.05)
     store.close()  # the worker's next read fails...
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + deadline_s(120)
     while learner.running and time.monotonic() < deadline:
         time.sleep(0.05)
     with pytest.raises(ConfigError, match="FeedbackStore is closed"):

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from deadlines import deadline_s
 
 from agents.cli import main
 
@@ -41,7 +42,7 @@ def test_serve_binds_loopback_and_answers(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "serve", "--store", str(db), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + deadline_s(120)  # stops a hang only
         while True:
             try:
                 response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
@@ -52,6 +53,12 @@ def test_serve_binds_loopback_and_answers(tmp_path):
                 time.sleep(0.3)
         assert response.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/api/next", timeout=5).status_code == 401  # no token
+        # Loopback only: another local address does not reach it (a 0.0.0.0 bind would answer there).
+        # Linux routes all of 127.0.0.0/8 to the loopback device, so 127.0.0.2 is such an address.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.2", 0))  # the address exists here (else this raises: the check needs it)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.2:{port}/api/health", timeout=5)
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -26,11 +25,9 @@ def test_two_rounds_of_simulated_feedback_run_end_to_end(tmp_path):
                                 reward_model=RewardModelConfig(n_heads=2, hidden=8, epochs=50), seed=0)
     rl_config = default_config("grpo", num_envs=8, group_size=4, max_new_tokens=3, lr=1e-3, total_updates=1000)
     logged = []
-    start = time.perf_counter()
     records = run_feedback_loop(policy, tokenizer, rounds=2, feedback="simulated", algo="grpo", config=config,
                                 rl_config=rl_config, train_data=say_dataset(WORDS), val_data=say_dataset(WORDS),
                                 workdir=tmp_path, log_fn=logged.append)
-    assert time.perf_counter() - start < 60
     assert [r.round for r in records] == [0, 1, 2]
     assert records[0].labels_used == 0 and math.isnan(records[0].rm_heldout_accuracy)
     for record in records[1:]:

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from deadlines import deadline_s
 
 httpx = pytest.importorskip("httpx", reason="the reliability test drives the server with httpx")
 pytest.importorskip("uvicorn", reason="the server needs the 'server' extra: pip install 'instruct-env[server]'")
@@ -31,6 +32,9 @@ pytest.importorskip("fastapi", reason="the server needs the 'server' extra: pip 
 from instruct_env.feedback.store import FeedbackStore, Query, replay  # noqa: E402
 
 N_EVALUATORS = 20
+# How long the evaluators keep retrying: a guard against a hang, not a speed requirement (a 2-core
+# machine needs about 10 s for the load on SQLite, 25 s on PostgreSQL).
+LOAD_BUDGET_S = deadline_s(300)
 ANSWERS_EACH = 50
 MIN_EVALUATORS = 3
 N_QUERIES = 400  # 1200 answer slots for 1000 answers: evaluators compete for the same queries
@@ -57,7 +61,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> float:
+    def start(self, timeout: float | None = None) -> float:
+        timeout = deadline_s(120) if timeout is None else timeout  # stops a hang only
         started = time.monotonic()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(self.log, "a") as log:
@@ -75,7 +80,7 @@ class Server:
                 pass
             time.sleep(0.05)
         self.stop()
-        pytest.fail(f"server did not start within {timeout} s:\n{self.log.read_text()[-3000:]}")
+        pytest.fail(f"server did not start within {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -116,6 +121,10 @@ class Evaluator(threading.Thread):
             try:
                 reply = client.request(method, path, headers=self.headers, **kwargs)
             except httpx.TransportError:  # server down (killed, restarting): retry the same request
+                self.retries += 1
+                time.sleep(0.05)
+                continue
+            if reply.status_code == 503:  # the database is busy: nothing was stored, so retry with the same key
                 self.retries += 1
                 time.sleep(0.05)
                 continue
@@ -207,8 +216,8 @@ def test_concurrent_evaluators_lose_nothing_and_store_nothing_twice(urls, tmp_pa
     try:
         startup = server.start()
         started = time.monotonic()
-        workers = _run_load(server.url, people, budget=45.0)
-        _join(workers, timeout=50.0)
+        workers = _run_load(server.url, people, budget=LOAD_BUDGET_S)
+        _join(workers, timeout=LOAD_BUDGET_S + 10)
         elapsed = time.monotonic() - started
     finally:
         server.stop()
@@ -227,8 +236,8 @@ def test_acknowledged_answers_survive_sigkill_mid_load(urls, tmp_path):
     server = Server(db, tmp_path / "server.log")
     try:
         server.start()
-        workers = _run_load(server.url, people, budget=45.0)
-        end = time.monotonic() + 20.0  # wait until the load is well under way, then kill
+        workers = _run_load(server.url, people, budget=LOAD_BUDGET_S)
+        end = time.monotonic() + LOAD_BUDGET_S  # wait until the load is well under way, then kill
         while sum(len(w.acked) for w in workers) < 300 and time.monotonic() < end:
             time.sleep(0.01)
         acked_at_kill = sum(len(w.acked) for w in workers)
@@ -237,7 +246,7 @@ def test_acknowledged_answers_survive_sigkill_mid_load(urls, tmp_path):
         killed_at = time.monotonic()
         restart = server.start()  # same DB file, same port; the evaluators keep retrying
         downtime = time.monotonic() - killed_at
-        _join(workers, timeout=50.0)
+        _join(workers, timeout=LOAD_BUDGET_S + 10)
     finally:
         server.stop()
     numbers = _check_store(db, workers)

@@ -254,12 +254,14 @@ def test_each_query_is_assigned_to_min_evaluators(db):
 
 
 def test_stale_assignments_stop_counting(db):
-    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0, assignment_ttl=0.05)
+    now = [1_000_000.0]
+    store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0, assignment_ttl=600, clock=lambda: now[0])
     [q] = store.add_queries(thumbs(1))
     ann, bob = (store.add_evaluator(n)[0] for n in ("ann", "bob"))
     assert store.next_query(ann.id).id == q
+    now[0] += 599
     assert store.next_query(bob.id) is None  # ann's fresh assignment fills the quota
-    time.sleep(0.1)
+    now[0] += 2
     assert store.next_query(bob.id).id == q  # ann walked away
     assert store.next_query(ann.id).id == q  # ann still may answer
     store.close()
@@ -413,22 +415,25 @@ def test_close_under_load_raises_only_the_closed_error(db):
     store = FeedbackStore(db, min_evaluators=1, gold_rate=0.0, seed=1)
     store.add_queries(thumbs(400))
     people = [store.add_evaluator(f"e{i}")[0] for i in range(4)]
-    errors, started = [], threading.Barrier(len(people) + 1)
+    errors, working = [], threading.Barrier(len(people) + 1)
 
     def work(person):
-        started.wait()
         try:
-            while (view := store.next_query(person.id)) is not None:
-                store.submit(person.id, view.id, {"thumb": "up"})
+            view = store.next_query(person.id)
+            store.submit(person.id, view.id, {"thumb": "up"})
+            working.wait(60)  # every worker is in the middle of its work...
+            while True:  # ...and stays busy until the store closes under it
+                view = store.next_query(person.id)
+                if view is not None:
+                    store.submit(person.id, view.id, {"thumb": "up"})
                 store.events_since(0, limit=10)
         except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(p,)) for p in people]
+    threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in people]
     for t in threads:
         t.start()
-    started.wait()
-    time.sleep(0.2)
+    working.wait(60)
     store.close()
     for t in threads:
         t.join(30)
@@ -455,6 +460,9 @@ def test_store_urls(tmp_path):
     if importlib.util.find_spec("psycopg") is None:
         with pytest.raises(MissingDependency, match=r"psycopg.*pip install 'instruct-env\[postgres\]'"):
             FeedbackStore("postgresql://nobody@127.0.0.1:1/none")
+    else:  # with the driver, the same URL reaches for a server that is not there
+        with pytest.raises(StoreUnavailable, match="Cannot connect to the PostgreSQL feedback store"):
+            FeedbackStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=5")
 
 
 def test_query_validation():

@@ -181,7 +181,10 @@ def test_feature_extractor_is_frozen_cached_and_padding_free():
         for p in policy.parameters():
             p.add_(1.0)  # training the policy afterwards...
     assert np.allclose(FeatureExtractor(policy, tokenizer, copy=True)(pairs[:1]), together[:1]) is False
-    assert np.allclose(extract(pairs), together)  # ...changes nothing for the frozen copy
+    assert np.allclose(extract(pairs), together)  # ...changes nothing for the frozen copy: not from the cache,
+    assert np.allclose(extract._compute(pairs), together, atol=1e-5)  # nor computed afresh
+    shared = FeatureExtractor(policy, tokenizer, batch_size=4, copy=False)  # the check can fail: a live model moves
+    assert not np.allclose(shared._compute(pairs), together, atol=1e-5)
     last = FeatureExtractor(policy, tokenizer, pooling="last", logprob_features=False)
     assert last(pairs).shape == (3, 32)
     assert pickle.loads(pickle.dumps(extract))(pairs[:1]).shape == (1, extract.dim)

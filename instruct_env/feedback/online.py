@@ -51,7 +51,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,7 @@ class OnlineRewardLearner:
         tolerance: A candidate may be this much less accurate and still be promoted.
         formatter: Prompt template of the reward model's texts (``PromptFormatter``; default template).
         seed: Seed of the hash that holds queries out.
+        clock: Seconds on a monotonic clock, for ``refit_interval_s`` (tests pass their own).
     """
 
     def __init__(
@@ -169,6 +170,7 @@ class OnlineRewardLearner:
         tolerance: float = 0.0,
         formatter: Any = None,
         seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(model, RewardModel):
             raise ConfigError(f"model must be a RewardModel; got {type(model).__name__}.")
@@ -195,7 +197,8 @@ class OnlineRewardLearner:
         (self.state_dir / "models").mkdir(parents=True, exist_ok=True)
         self.watermark = 0
         self.refit_watermark = 0  # events up to here were available at the last refit
-        self.last_refit = time.monotonic()
+        self._clock = clock
+        self.last_refit = clock()
         self.history: list[RefitReport] = []
         self.error: BaseException | None = None
         self._stacks: dict[tuple[int, int], list[Event]] = {}
@@ -325,7 +328,7 @@ class OnlineRewardLearner:
     def due(self) -> bool:
         """Whether a refit is due (enough new answers, or time passed with anything new)."""
         new = self.new_answers
-        return new >= self.refit_every or (new > 0 and time.monotonic() - self.last_refit >= self.refit_interval_s)
+        return new >= self.refit_every or (new > 0 and self._clock() - self.last_refit >= self.refit_interval_s)
 
     def step(self, force: bool = False) -> RefitReport | None:
         """Read new events, then refit if due (or ``force``); returns the refit's report, if any.
@@ -356,7 +359,7 @@ class OnlineRewardLearner:
                 report = self.offer(candidate, holdout=holdout, new_answers=new, n_train=len(train), losses=losses,
                                     started=start)
             self.refit_watermark = marker
-            self.last_refit = time.monotonic()
+            self.last_refit = self._clock()
             self._save_state()
             return report
 
