@@ -11,7 +11,11 @@ Every reward has the signature
     (array([1.]), ['exact_match', 'token_f1'])
 
 Reference-based metrics give the same values as the reference packages (sacreBLEU, rouge_score),
-which are imported only when such a reward is first called.
+which are imported only when such a reward is first called. They take those packages' options under
+the same names (:func:`options` lists them; the table is in ``docs/rewards.md``)::
+
+    >>> rewards.make("bleu", tokenize="zh")(["我爱北京天安门"], [["我爱北京"]]).round(3)
+    array([0.411])
 """
 
 from __future__ import annotations
