@@ -58,7 +58,8 @@ class PretrainConfig:
         warmup_steps: Warm-up steps.
         weight_decay: AdamW weight decay on weight matrices.
         n_per_task: Corpus examples per task family (about 5.3 epochs at the default steps).
-        tasks: Task families of the corpus (``None``: the whole built-in suite).
+        tasks: Task families of the corpus (``None``: the default families, see
+            :func:`~instruct_env.tasks.default_task_names`).
         seed: Seed of the initial weights, the corpus and the data order.
         time_budget_s: Safety stop in seconds (``None``: none); a run it cuts short is resumed by the
             next run with the same settings.
