@@ -5,6 +5,7 @@ Subcommands::
     instruct-env pipeline            # SFT -> RL -> evaluation -> report (the main job, < 10 min on 2 CPUs)
     instruct-env sft                 # SFT only, evaluated before and after
     instruct-env rl --algo ppo --model runs/<sft run>/model
+    instruct-env rl --algo ilql --data episodes.jsonl --model runs/<sft run>/model   # offline Q-learning
     instruct-env eval --model runs/<run>/model
     instruct-env pretrain --out DIR  # pre-train the embedded default model to the end, with a manifest
 
@@ -27,6 +28,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from agents.rl import ALGORITHMS  # the algorithm table only (light); each trainer is imported when used
+
 __all__ = ["main", "build_parser"]
 
 _DESCRIPTIONS = {
@@ -36,7 +39,6 @@ _DESCRIPTIONS = {
     "eval": "Evaluate a model on the held-out test split and write a report.",
 }
 _STAGES = {"pipeline": ("sft", "rl"), "sft": ("sft",), "rl": ("rl",), "eval": ()}
-_ALGOS = ("ppo", "a2c", "reinforce", "grpo", "rloo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--num-examples", type=int, metavar="N",
                              help="SFT training examples per task family (few-shot; default 64).")
         if name in ("pipeline", "rl"):
-            sub.add_argument("--algo", choices=_ALGOS, help="RL algorithm (default: grpo).")
+            sub.add_argument("--algo", choices=list(ALGORITHMS), help="RL algorithm (default: grpo).")
+            sub.add_argument("--data", metavar="FILE|STORE_URL|rollouts",
+                             help="Offline data of --algo ilql: a JSONL file (episodes or feedback export records), "
+                                  "a feedback store (sqlite:///..., postgresql://... or a .db path), or 'rollouts' "
+                                  "(the default: samples of the starting model, scored by the reward).")
         if name == "pipeline":
             sub.add_argument("--feedback", choices=("simulated", "human"),
                              help="Rewards from simulated evaluators or people (through an online reward "
@@ -135,7 +141,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     pairs = []
     for flag, path in (("model", "model.name"), ("out", "out"), ("name", "name"), ("device", "device"),
                        ("threads", "threads"), ("seed", "seed"), ("tasks", "data.tasks"),
-                       ("num_examples", "sft.num_examples"), ("algo", "rl.algo"), ("feedback", "feedback.mode")):
+                       ("num_examples", "sft.num_examples"), ("algo", "rl.algo"), ("data", "rl.ilql.data"),
+                       ("feedback", "feedback.mode")):
         value = getattr(args, flag, None)
         if value is not None:
             pairs.append(f"{path}={value}")
@@ -250,11 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agents.common import distributed as dist
     from agents.common.config import build_config, load_yaml, to_dict
     from agents.pipeline import PipelineConfig, run_pipeline
-    from instruct_env.error import InstructEnvError
+    from instruct_env.error import ConfigError, InstructEnvError
 
     try:
         data = load_yaml(args.config) if args.config else {}
         config = build_config(PipelineConfig, data, _overrides(args))
+        if getattr(args, "data", None) is not None and config.rl.algo != "ilql":
+            raise ConfigError(f"--data is the offline data of --algo ilql; this run's algorithm is "
+                              f"{config.rl.algo!r}. Drop --data or pass --algo ilql.")
         if args.command == "rl" and config.model.name is None:
             logging.getLogger(__name__).warning(
                 "rl without --model starts from the pre-trained default model, with no SFT warm start; "

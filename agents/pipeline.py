@@ -48,6 +48,7 @@ from agents.common.model import DefaultModelConfig
 from agents.common.pretrain import PretrainConfig
 from agents.feedback_loop import FeedbackLoopConfig
 from agents.pg.config import GRPOConfig, ReinforceConfig, RLOOConfig
+from agents.q.config import ILQLConfig, SoftQConfig
 from agents.rl import ALGORITHMS
 from agents.sft.config import SFTConfig
 from instruct_env.error import ConfigError, unknown_name
@@ -316,6 +317,14 @@ class RLSection:
         num_envs=128, temperature=0.7, time_budget_s=180.0, total_updates=100_000, eval_every=40))
     rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(
         num_envs=128, group_size=8, temperature=0.7, time_budget_s=180.0, total_updates=100_000, eval_every=40))
+    # ILQL collects its offline data from the SFT model (data="rollouts": 1024 samples, 8 per prompt) when
+    # it is built, then learns from that fixed set only.
+    ilql: ILQLConfig = field(default_factory=lambda: ILQLConfig(
+        lr=5e-5, temperature=0.7, rollout_episodes=1024, rollout_group_size=8, monitor_every=20, monitor_envs=64,
+        time_budget_s=180.0, total_updates=100_000, eval_every=40))
+    sql: SoftQConfig = field(default_factory=lambda: SoftQConfig(
+        lr=5e-5, temperature=0.7, num_envs=64, n_steps=16, time_budget_s=180.0, total_updates=100_000,
+        eval_every=10))
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -615,9 +624,14 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         return _run_feedback_rl(run, policy, tokenizer, rl_config)
     tracker = HeldOutTracker(metric)
     rewards_since_eval: list[float] = []
+    trainer = None
+
+    def decoding(policy_: Any) -> Any:
+        """What is evaluated, kept and returned: the LM, or ILQL's decoding (the LM perturbed by its Q and V heads)."""
+        return trainer.decoder() if trainer is not None and hasattr(trainer, "decoder") else policy_.lm
 
     def validate(policy_: Any) -> dict[str, float]:
-        result = run.evaluate(policy_.lm, tokenizer, run.val, "validation", "validation check")
+        result = run.evaluate(decoding(policy_), tokenizer, run.val, "validation", "validation check")
         return {f"val_{m}": result.overall[m] for m in ("task", "exact_match", "length")}
 
     def on_update(metrics: dict[str, Any]) -> None:
@@ -635,10 +649,9 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         run.log.log({"task": values["val_task"], "exact_match": values["val_exact_match"],
                      "length": values["val_length"], "train_reward": train_reward}, step=step, stage="rl", kind="eval")
         tracker.update(step, float(values[f"val_{metric}"]), train_reward,
-                       model=policy.lm if cfg.eval.keep_best else None)
+                       model=decoding(policy) if cfg.eval.keep_best else None)
 
     start = time.perf_counter()
-    check(0, validate(policy), None)  # the starting point counts for the best checkpoint
     env_kwargs = rl_env_kwargs(cfg.data)
     budget = rl_config.time_budget_s
     progress = run.log.progress(total=rl_config.total_updates if budget is None else None,
@@ -646,11 +659,15 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
                                 unit="update")
     trainer = make_trainer(cfg.rl.algo, rl_config, policy, tokenizer, env_kwargs, log_fn=on_update,
                            eval_fn=validate)
+    # The starting point counts for the best checkpoint (checked once the trainer exists: ILQL's decoding
+    # needs its heads, which start at zero, so it starts as the SFT model).
+    check(0, validate(policy), None)
     history = trainer.train()
     progress.close()
     if history and f"val_{metric}" not in history[-1]:  # a last check on the final weights
         check(trainer.num_updates, validate(policy), float(np.nanmean(rewards_since_eval)))
-    restored = cfg.eval.keep_best and tracker.best_step != trainer.num_updates and tracker.restore_best(policy.lm)
+    restored = cfg.eval.keep_best and tracker.best_step != trainer.num_updates and \
+        tracker.restore_best(decoding(policy))
     run.timed("rl", time.perf_counter() - start)
     run.warnings.extend(tracker.warnings)
     rewards = [h.get("reward_mean", math.nan) for h in history]
@@ -669,7 +686,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         + (" (the SFT model: RL did not improve on it)" if tracker.best_step == 0 else "")
         + (", whose weights were restored." if restored else ".")
     )
-    return policy.lm
+    return decoding(policy)
 
 
 def rl_env_kwargs(data: DataConfig) -> dict[str, Any]:
