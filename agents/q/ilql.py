@@ -292,19 +292,24 @@ class ILQLTrainer(RLTrainer):
         self._obs, rewards, _, _, _ = self.env.step(gen.tokens.cpu().numpy())
         return {"reward_mean": float(np.mean(rewards)), "completion_len": float(gen.lengths.float().mean())}
 
-    def _update(self) -> dict[str, Any]:
-        cfg = self.config
-        episodes = self.dataset.sample(self.np_rng, cfg.batch_size)
-        batch = pack_episodes(episodes, self.env.setup.pad_token_id, self.device)
+    def learn(self, batch: EpisodeBatch) -> dict[str, Any]:
+        """One gradient step of :func:`ilql_loss` on ``batch`` and the Polyak step of the target heads."""
         terms = self.losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         grad_norm = self._clip_and_step()
-        self.heads.update_targets(cfg.polyak)
+        self.heads.update_targets(self.config.polyak)
         metrics: dict[str, Any] = {name: float(getattr(terms, name).detach()) for name in
                                    ("loss", "q_loss", "v_loss", "cql_loss", "awac_loss", "q_mean", "v_mean",
                                     "advantage_mean")}
-        metrics.update(grad_norm=grad_norm, tokens=int(batch.token_mask.sum()), reward_mean=float("nan"))
+        metrics.update(grad_norm=grad_norm, tokens=int(batch.token_mask.sum()))
+        return metrics
+
+    def _update(self) -> dict[str, Any]:
+        cfg = self.config
+        episodes = self.dataset.sample(self.np_rng, cfg.batch_size)
+        metrics = self.learn(pack_episodes(episodes, self.env.setup.pad_token_id, self.device))
+        metrics["reward_mean"] = float("nan")
         metrics["data_reward_mean"] = float(np.mean([e.total_reward for e in episodes]))
         if cfg.monitor_every and (self.num_updates + 1) % cfg.monitor_every == 0:
             start = time.perf_counter()
