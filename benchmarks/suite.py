@@ -42,14 +42,17 @@ from agents.pipeline import (
     run_pipeline,
     split_samples,
 )
+from agents.rl import ALGORITHMS
+from benchmarks import q_methods
 from benchmarks._common import commit_id, provenance, write_section
 from benchmarks.stats import summarize
 from instruct_env.error import ConfigError, unknown_name
 
 __all__ = ["RL_METHODS", "SMALL_REASONING_GYM", "SMALL_UPDATES", "SuiteConfig", "run_suite", "quick_config", "method_name"]
 
-#: RL methods the suite can run after SFT (``sb3-ppo``: Stable-Baselines3's PPO).
-RL_METHODS = ("ppo", "grpo", "reinforce", "sb3-ppo", "rloo")
+#: RL methods the suite can run after SFT: every trainer of the algorithm table, Stable-Baselines3's PPO
+#: (``sb3-ppo``) and DQN (``sb3-dqn``), and rejection-sampling fine-tuning (``rft``, ILQL's offline baseline).
+RL_METHODS = (*ALGORITHMS, "sb3-ppo", "sb3-dqn", "rft")
 
 #: reasoning-gym tasks of the small suite: small numbers, short answers, so a tiny model can learn part.
 SMALL_REASONING_GYM = (
@@ -64,7 +67,10 @@ SMALL_REASONING_GYM = (
 #: run side by side on 2 cores the suite takes about an hour (the measured wall time is written with
 #: the results). SB3-PPO's updates cost several times ours (it re-reads the whole observation at
 #: every token and in every epoch), hence fewer of them.
-SMALL_UPDATES = {"ppo": 60, "grpo": 150, "reinforce": 100, "rloo": 100, "sb3-ppo": 12}
+SMALL_UPDATES = {"ppo": 60, "grpo": 150, "reinforce": 100, "rloo": 100, "sb3-ppo": 12,
+                 # Q-learning: ILQL and RFT learn from GRPO's number of reward calls (samples of the SFT model);
+                 # soft Q-learning and SB3-DQN roll out as many tokens per update as PPO.
+                 "ilql": 300, "rft": 1, "sql": 60, "sb3-dqn": 12}
 
 
 def method_name(method: str) -> str:
@@ -96,7 +102,8 @@ class SuiteConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     tasks: list[str] | None = None
     reasoning_gym: list[ReasoningGymTask] = field(default_factory=lambda: list(SMALL_REASONING_GYM))
-    rl_methods: list[str] = field(default_factory=lambda: ["ppo", "grpo", "reinforce", "sb3-ppo"])
+    rl_methods: list[str] = field(default_factory=lambda: ["ppo", "grpo", "reinforce", "sb3-ppo", "ilql", "rft",
+                                                           "sql", "sb3-dqn"])
     updates: dict[str, int] = field(default_factory=lambda: dict(SMALL_UPDATES))
     eval_checks: int = 5
     keep_best: bool = False
@@ -139,6 +146,9 @@ class SuiteConfig:
         updates = self.updates[algo]
         fixed = dataclasses.replace(section.selected, total_updates=updates, time_budget_s=None,
                                     eval_every=max(1, updates // self.eval_checks))
+        if algo == "ilql":  # the reward calls are its offline samples only (no monitoring rollouts)
+            fixed = dataclasses.replace(fixed, rollout_episodes=q_methods.offline_samples(self.updates),
+                                        monitor_every=0)
         return dataclasses.replace(section, **{algo: fixed})
 
 
@@ -151,7 +161,8 @@ def quick_config(out: str) -> SuiteConfig:
                         pretrain=PretrainConfig(steps=5, batch_size=8, n_per_task=20, time_budget_s=None))
     return SuiteConfig(seeds=[0], tasks=["copy"], reasoning_gym=[SMALL_REASONING_GYM[1]],
                        rl_methods=["ppo", "grpo", "reinforce", "sb3-ppo"],
-                       updates={"ppo": 2, "grpo": 2, "reinforce": 2, "sb3-ppo": 2, "rloo": 2}, eval_checks=1,
+                       updates={"ppo": 2, "grpo": 2, "reinforce": 2, "sb3-ppo": 2, "rloo": 2, "ilql": 2, "rft": 1,
+                                "sql": 2, "sb3-dqn": 1}, eval_checks=1,
                        test_size_per_task=4, val_size_per_task=4, sft_time_budget_s=None, threads=1, model=model,
                        out=out)
 
@@ -287,7 +298,10 @@ def _fingerprint(suite: SuiteConfig, seed: int, method: str = "sft", *, sb3_temp
     if method == "sft":
         return base
     algo = method.removeprefix("sft+")
-    settings = _sb3_settings(sb3_temperature) if algo == "sb3-ppo" else dataclasses.asdict(suite.rl_section(algo))
+    if algo in ("rft", "sb3-dqn"):
+        settings = q_methods.settings(algo, suite.updates)
+    else:
+        settings = _sb3_settings(sb3_temperature) if algo == "sb3-ppo" else dataclasses.asdict(suite.rl_section(algo))
     return json.loads(json.dumps({**base, "method": algo, "updates": suite.updates[algo], "settings": settings},
                                  default=str))
 
@@ -383,6 +397,8 @@ def run_seed(suite: SuiteConfig, seed: int, log=print,
         start = time.perf_counter()
         if algo == "sb3-ppo":
             scores, curve = _run_sb3_ppo(suite, seed, model_dir, fresh(runs / algo))
+        elif algo in ("rft", "sb3-dqn"):
+            scores, curve = q_methods.run_method(suite, seed, algo, model_dir, fresh(runs / algo))
         else:
             config = suite.pipeline_config(seed, fresh(runs / algo), model=ModelConfig(name=str(model_dir)),
                                            rl=suite.rl_section(algo))
