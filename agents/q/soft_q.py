@@ -134,15 +134,17 @@ class SoftQTrainer(RLTrainer):
         self.target_lm = copy.deepcopy(self.policy.lm).requires_grad_(False).eval()
         self.replay = EpisodeReplayBuffer(self.config.buffer_episodes)
         self._obs, _ = self.env.reset(seed=self.seed)
-        self._running = [self._new_episode(n) for n in range(self.config.num_envs)]
+        N, T = self.config.num_envs, self.config.max_new_tokens
+        # The episodes in flight, one row per slot: prompt, tokens and rewards so far (an answer has <= T tokens).
+        self._running = {"prompts": [self._prompt(n) for n in range(N)], "tokens": np.zeros((N, T), dtype=np.int64),
+                         "rewards": np.zeros((N, T), dtype=np.float32), "lengths": np.zeros(N, dtype=np.int64)}
         self.actor = SlotActor(self.policy, self.env.setup.max_prompt_tokens)
         with autocast(self.device):
             self.actor.start(self._obs)
 
-    def _new_episode(self, slot: int) -> dict[str, Any]:
+    def _prompt(self, slot: int) -> np.ndarray:
         P = self.env.setup.max_prompt_tokens
-        prompt = self._obs["input_ids"][slot, :P][self._obs["attention_mask"][slot, :P].astype(bool)].copy()
-        return {"prompt": prompt, "tokens": [], "rewards": []}
+        return self._obs["input_ids"][slot, :P][self._obs["attention_mask"][slot, :P].astype(bool)].copy()
 
     def _extra_state(self) -> dict[str, Any]:
         return {"obs": self._obs, "running": self._running, "replay": self.replay.state(),
@@ -160,7 +162,8 @@ class SoftQTrainer(RLTrainer):
     @torch.no_grad()
     def collect(self) -> dict[str, Any]:
         """``n_steps`` Boltzmann-exploring env steps in every slot; finished episodes go to the replay buffer."""
-        cfg = self.config
+        cfg, run = self.config, self._running
+        slots = np.arange(cfg.num_envs)
         returns, lengths = [], []
         for _ in range(cfg.n_steps):
             probs = F.softmax(self.actor.logits.float() / cfg.temperature, dim=-1)  # (N, V)
@@ -169,18 +172,17 @@ class SoftQTrainer(RLTrainer):
             next_obs, rewards, terminated, truncated, _ = self.env.step(actions_np)
             self.env_steps += 1
             finished = np.flatnonzero(terminated | truncated)
-            for n in range(cfg.num_envs):
-                self._running[n]["tokens"].append(int(actions_np[n]))
-                self._running[n]["rewards"].append(float(rewards[n]))
+            run["tokens"][slots, run["lengths"]] = actions_np
+            run["rewards"][slots, run["lengths"]] = rewards
+            run["lengths"] += 1
             self._obs = next_obs
             for n in finished:
-                run = self._running[n]
-                episode = Episode(run["prompt"], np.array(run["tokens"], dtype=np.int64),
-                                  np.array(run["rewards"], dtype=np.float32), True)
+                k = int(run["lengths"][n])
+                episode = Episode(run["prompts"][n], run["tokens"][n, :k].copy(), run["rewards"][n, :k].copy(), True)
                 self.replay.add(episode)
                 returns.append(episode.total_reward)
-                lengths.append(len(episode.tokens))
-                self._running[n] = self._new_episode(n)
+                lengths.append(k)
+                run["prompts"][n], run["lengths"][n] = self._prompt(n), 0
             with autocast(self.device):
                 self.actor.advance(actions, finished, next_obs)
         return {"reward_mean": float(np.mean(returns)) if returns else float("nan"), "episodes": len(returns),
