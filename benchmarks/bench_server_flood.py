@@ -10,7 +10,8 @@ resident memory and the health check's latency at rest, then lets ``--clients`` 
   then refused with 413.
 
 Meanwhile the server's resident memory is sampled every 50 ms and ``/api/health`` is called every
-50 ms. The result goes to the "Feedback server under a body flood" section of benchmarks/README.md
+50 ms, from this process; the flooding clients run in a process of their own, so that they do not
+hold up the prober's own threads (all three share the machine's cores with the server). The result goes to the "Feedback server under a body flood" section of benchmarks/README.md
 (``--no-readme`` prints it only)::
 
     python -m benchmarks.bench_server_flood                   # 10 clients x 50 MB bodies, 10 s per mode
@@ -20,6 +21,7 @@ Meanwhile the server's resident memory is sampled every 50 ms and ``/api/health`
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import socket
 import statistics
@@ -68,9 +70,10 @@ def health_ms(port: int) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def flood(port: int, mode: str, body_bytes: int, token: str, stop: threading.Event, sent: list[int]) -> None:
+def flood(port: int, mode: str, body_bytes: int, token: str, stop, sent) -> None:
     """Send ``body_bytes`` POST bodies to ``/api/answers`` one after another until ``stop`` is set."""
     chunk = b"x" * (1 << 20)
+    framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)  # one chunk of a chunked body, built once
     while not stop.is_set():
         headers = [b"POST /api/answers HTTP/1.1", b"Host: 127.0.0.1", b"Content-Type: application/json",
                    b"Connection: close"]
@@ -83,10 +86,14 @@ def flood(port: int, mode: str, body_bytes: int, token: str, stop: threading.Eve
                 conn.sendall(b"\r\n".join(headers) + b"\r\n\r\n")
                 left = body_bytes
                 while left > 0 and not stop.is_set():
-                    piece = chunk[:min(left, len(chunk))]
-                    conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-                    left -= len(piece)
-                    sent[0] += len(piece)
+                    size = min(left, len(chunk))
+                    if size == len(chunk):
+                        conn.sendall(framed if chunked else chunk)
+                    else:
+                        conn.sendall(b"%x\r\n%s\r\n" % (size, chunk[:size]) if chunked else chunk[:size])
+                    left -= size
+                    with sent.get_lock():
+                        sent.value += size
                 if chunked and left == 0:
                     conn.sendall(b"0\r\n\r\n")
                 conn.recv(4096)
@@ -94,12 +101,23 @@ def flood(port: int, mode: str, body_bytes: int, token: str, stop: threading.Eve
             pass
 
 
-def measure(port: int, pid: int, mode: str, clients: int, body_bytes: int, seconds: float, token: str) -> dict:
-    stop, sent = threading.Event(), [0]
+def flooders(port: int, mode: str, clients: int, body_bytes: int, token: str, stop, sent) -> None:
+    """The flooding clients: ``clients`` threads of one process."""
     threads = [threading.Thread(target=flood, args=(port, mode, body_bytes, token, stop, sent), daemon=True)
                for _ in range(clients)]
     for t in threads:
         t.start()
+    for t in threads:
+        t.join()
+
+
+def measure(port: int, pid: int, mode: str, clients: int, body_bytes: int, seconds: float, token: str) -> dict:
+    ctx = mp.get_context("spawn")
+    stop, sent = ctx.Event(), ctx.Value("q", 0)
+    process = ctx.Process(target=flooders, args=(port, mode, clients, body_bytes, token, stop, sent), daemon=True)
+    process.start()
+    while sent.value == 0 and process.is_alive():  # the flood is under way
+        time.sleep(0.01)
     memory, latencies = [], []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -107,12 +125,13 @@ def measure(port: int, pid: int, mode: str, clients: int, body_bytes: int, secon
         latencies.append(health_ms(port))
         time.sleep(0.05)
     stop.set()
-    for t in threads:
-        t.join(30)
+    process.join(60)
+    if process.is_alive():
+        process.kill()
     latencies.sort()
     return {"mode": mode, "peak_mb": max(memory), "health_p50": statistics.median(latencies),
             "health_p95": latencies[int(0.95 * (len(latencies) - 1))], "health_max": latencies[-1],
-            "sent_gb": sent[0] / 1e9, "samples": len(latencies)}
+            "sent_gb": sent.value / 1e9, "samples": len(latencies)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     idle.sort()
     lines = [
         f"{args.clients} clients send {args.body_mb} MB POST bodies to `/api/answers` back to back for "
-        f"{args.seconds:g} s per mode; the server's resident memory and `/api/health` (a new connection each "
-        "time, every 50 ms) are sampled meanwhile. Goal: memory within 50 MB of idle, health under 100 ms.",
+        f"{args.seconds:g} s per mode (from a process of their own); the server's resident memory and "
+        "`/api/health` (a new connection each time, every 50 ms) are sampled meanwhile. Goal: memory within "
+        "50 MB of idle, health under 100 ms.",
         "",
         f"At rest: {idle_mb:.0f} MB resident; `/api/health` p50 {statistics.median(idle):.1f} ms, "
         f"p95 {idle[int(0.95 * (len(idle) - 1))]:.1f} ms.",

@@ -410,6 +410,8 @@ class _Guard:
         if refusal is None and scope["method"] not in _SAFE_METHODS:
             receive, refusal = await self._read_body(request, receive)
         if refusal is not None:
+            if scope["method"] not in _SAFE_METHODS:  # its body may still be arriving: stop reading it
+                refusal.headers["connection"] = "close"
             await refusal(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
