@@ -141,3 +141,11 @@ def test_checkpoint_resume_continues_identically(tmp_path):
     for e, g in zip(expected, got):
         for key in ("loss", "reward_mean", "q_mean", "replay_episodes"):
             assert g[key] == pytest.approx(e[key], rel=1e-5, nan_ok=True), key
+
+
+@pytest.mark.parametrize("algo", ["ilql", "sql"])
+def test_q_learners_refuse_data_parallel_runs(algo, monkeypatch):
+    monkeypatch.setattr("agents.common.distributed.world_size", lambda: 2)
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(ConfigError, match="single process; this run has 2 ranks"):
+        make_trainer(algo, default_config(algo), tiny_policy(tokenizer), tokenizer, say_env_kwargs())

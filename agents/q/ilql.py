@@ -204,6 +204,15 @@ class ILQLDecoder(nn.Module):
 
 
 # ----------------------------------------------------------------- the trainer
+def _single_process(name: str) -> None:
+    """The Q-learners train in one process: their heads and target networks are not averaged across ranks."""
+    from agents.common import distributed as dist
+
+    if dist.world_size() > 1:
+        raise ConfigError(f"{name} runs in a single process; this run has {dist.world_size()} ranks. Launch it "
+                          "without torchrun/--nproc (data-parallel training covers ppo, a2c, grpo, rloo, reinforce).")
+
+
 class ILQLTrainer(RLTrainer):
     """ILQL from a fixed :class:`~agents.q.data.TransitionDataset` (``config.data``).
 
@@ -221,6 +230,7 @@ class ILQLTrainer(RLTrainer):
     env_id = "InstructEnv/Completion-v0"
 
     def __init__(self, config: ILQLConfig, policy, tokenizer, env_kwargs=None, log_fn=None, eval_fn=None) -> None:
+        _single_process("ILQL")
         device = select_device(config.device) if config.device is not None else next(policy.parameters()).device
         hidden = policy.value_head.in_features
         vocab = int(policy.lm.get_output_embeddings().out_features)

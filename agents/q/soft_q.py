@@ -51,7 +51,7 @@ from agents.common.scoring import masked_mean
 from agents.common.trainer import RLTrainer
 from agents.q.config import SoftQConfig
 from agents.q.data import Episode, EpisodeBatch, EpisodeReplayBuffer, pack_episodes
-from agents.q.ilql import states_forward
+from agents.q.ilql import _single_process, states_forward
 
 __all__ = ["SoftQTrainer", "SoftQLoss", "soft_q_loss", "soft_values", "discounted_suffix_sums"]
 
@@ -124,6 +124,10 @@ class SoftQTrainer(RLTrainer):
     algo = "sql"
     config_class = SoftQConfig
     env_id = "InstructEnv/Token-v0"
+
+    def __init__(self, config: SoftQConfig, policy, tokenizer, env_kwargs=None, log_fn=None, eval_fn=None) -> None:
+        _single_process("Soft Q-learning")
+        super().__init__(config, policy, tokenizer, env_kwargs, log_fn=log_fn, eval_fn=eval_fn)
 
     def _make_env(self, env_kwargs: dict[str, Any]):
         return gym.make_vec(self.env_id, num_envs=self.config.num_envs, vectorization_mode="vector_entry_point",
