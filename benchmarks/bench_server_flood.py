@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10, help="flooding clients at once (default 10)")
     parser.add_argument("--body-mb", type=int, default=50, help="size of each body in MB (default 50)")
     parser.add_argument("--seconds", type=float, default=10.0, help="flood duration per mode (default 10)")
-    parser.add_argument("--quick", action="store_true", help="2 clients, 5 MB bodies, 1 s per mode")
+    parser.add_argument("--quick", action="store_true", help="2 clients, 5 MB bodies, 0.5 s per mode")
     parser.add_argument("--no-readme", action="store_true", help="print the table, leave benchmarks/README.md alone")
     args = parser.parse_args(argv)
     if args.quick:
-        args.clients, args.body_mb, args.seconds = 2, 5, 1.0
+        args.clients, args.body_mb, args.seconds = 2, 5, 0.5
     from instruct_env.feedback import FeedbackStore
 
     with tempfile.TemporaryDirectory() as tmp:
