@@ -70,7 +70,7 @@ def default_config(algo: str, **overrides: Any):
 def make_trainer(algo: str, config, policy: ActorCritic, tokenizer, env_kwargs: Mapping[str, Any] | None = None,
                  log_fn: Callable[[dict[str, Any]], None] | None = None,
                  eval_fn: Callable[[Any], Mapping[str, Any]] | None = None):
-    """Build the trainer of ``algo`` (``ppo``, ``a2c``, ``reinforce``, ``grpo`` or ``rloo``).
+    """Build the trainer of ``algo`` (a name of :data:`ALGORITHMS`: ``ppo``, ``a2c``, ``reinforce``, ``grpo``, ``rloo``, ``ilql``, ``sql``).
 
     Args:
         algo: Algorithm name.
