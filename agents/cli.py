@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
         sub.add_argument("--threads", type=int, help="CPU threads for torch (default: the cores other processes leave idle).")
         sub.add_argument("--seed", type=int, help="Training seed.")
-        sub.add_argument("--tasks", help="Comma-separated built-in task families (default: all).")
+        sub.add_argument("--tasks", help="Comma-separated built-in task families (default: the twelve English "
+                                              "families; opt-in ones such as zh_chars must be named).")
         if name in ("pipeline", "sft"):
             sub.add_argument("--num-examples", type=int, metavar="N",
                              help="SFT training examples per task family (few-shot; default 64).")

@@ -103,7 +103,8 @@ class DataConfig:
     """Which tasks, how prompts look, and how many samples each split contributes.
 
     Attributes:
-        tasks: Built-in task families (``None``: all of them).
+        tasks: Built-in task families (``None``: the twelve English default families,
+            ``instruct_env.tasks.DEFAULT_TASKS``; opt-in families such as ``zh_chars`` must be named).
         reasoning_gym: reasoning-gym datasets added to the built-in families in every split
             (needs ``pip install 'instruct-env[reasoning]'``).
         template: Prompt template (``"default"`` or ``"plain"``).

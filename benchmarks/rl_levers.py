@@ -145,6 +145,7 @@ def run_variant(name: str, seed: int, updates: int, root: Path, threads: int = 1
         "grad_norm": float(np.nanmean(series("grad_norm"))),
         "frac_groups_mixed": float(np.nanmean(series("frac_groups_mixed"))),
         "reward_std": float(np.nanmean(series("reward_std"))),
+        "group_reward_std": float(np.nanmean(series("group_reward_std"))),
         "completion_len": window_means(series("completion_len")),
     }
 

@@ -159,3 +159,45 @@ def test_eval_result_to_dict_is_json():
     result = score_completions(hand_made(), ["cat dog", "x", "a", "y"])
     data = json.loads(json.dumps(result.to_dict(with_records=True)))
     assert data["overall"]["exact_match"] == 0.5 and len(data["records"]) == 4
+
+
+# ----------------------------------------------------------------------------- "did RL improve the model?"
+def _result(scores: dict[str, list[float]]):
+    from agents.common.evaluation import EvalResult
+
+    records = [{"id": f"{task}/{i}", "task": task, "scores": {"task": v}}
+               for task, values in scores.items() for i, v in enumerate(values)]
+    per_task = {t: {"task": float(np.mean(v))} for t, v in scores.items()}
+    return EvalResult(per_task, {"task": float(np.mean([m["task"] for m in per_task.values()]))},
+                      {t: len(v) for t, v in scores.items()}, records=records)
+
+
+def test_paired_bootstrap_is_paired_and_stratified_by_family():
+    from agents.common.evaluation import paired_bootstrap
+
+    before = _result({"a": [0.0] * 20, "b": [0.5] * 4})
+    after = _result({"a": [1.0] * 10 + [0.0] * 10, "b": [0.5] * 4})
+    change, low, high = paired_bootstrap(before, after, seed=0)
+    assert change == pytest.approx((0.5 + 0.0) / 2)  # macro average: family a +0.5, family b 0
+    assert 0.0 < low < change < high < 0.5
+    # the same samples improved by the same amount everywhere: no spread at all
+    shifted = _result({"a": [0.25] * 20, "b": [0.75] * 4})
+    assert paired_bootstrap(before, shifted) == pytest.approx((0.25, 0.25, 0.25))
+    with pytest.raises(ConfigError, match="same samples"):
+        paired_bootstrap(before, _result({"a": [0.0] * 3}))
+
+
+@pytest.mark.parametrize("change, verdict", [((0.04, 0.02, 0.06), "**Yes: RL improved"),
+                                             ((0.01, -0.01, 0.03), "**Not shown"),
+                                             ((-0.04, -0.06, -0.02), "**No: RL made")])
+def test_rl_effect_section_says_plainly_whether_rl_helped(change, verdict):
+    from agents.common.report import rl_effect_section, window_means
+
+    text = rl_effect_section(updates=100, reward_name="task", train=window_means([0.3] * 10 + [0.4] * 90),
+                             per_family={"copy": (0.5, 0.7), "dedup": (0.4, 0.35)}, heldout=(0.40, 0.40 + change[0]),
+                             change=change, before="SFT", after="SFT+RL", samples=600)
+    assert text.startswith(verdict)
+    assert "0.300 over the first 10% of updates -> 0.400 over the last 10% (+0.100)" in text
+    assert text.index("| copy | 0.500 | 0.700 | +0.200 |") < text.index("| dedup | 0.400 | 0.350 | -0.050 |")
+    report = render_report({}, config={}, sections={"RL": "details", "Did RL improve the model?": text})
+    assert report.index("## Did RL improve the model?") < report.index("## RL")

@@ -255,6 +255,7 @@ class PolicyGradientTrainer(RLTrainer):
             groups = r.view(-1, G)
             metrics["frac_groups_mixed"] = dist.all_reduce_mean(
                 float((groups.max(1).values > groups.min(1).values).float().mean()))
+            metrics["group_reward_std"] = dist.all_reduce_mean(float(groups.std(1).mean()))
         tasks = batch.tasks if batch.sampled_rewards is None else batch.sampled_tasks
         if tasks is not None and dist.world_size() == 1:  # per-family rewards (single process)
             metrics.update(family_means(r, tasks, prefix="reward/"))

@@ -180,7 +180,7 @@ def overlong_penalty(lengths: torch.Tensor, max_tokens: int, buffer: int, penalt
     if buffer == 0:
         return torch.zeros(lengths.shape, dtype=torch.float32, device=lengths.device)
     excess = (lengths.float() - (max_tokens - buffer)).clamp(min=0.0)
-    return -penalty * (excess / buffer).clamp(max=1.0)
+    return 0.0 - penalty * (excess / buffer).clamp(max=1.0)  # 0.0 - x: no -0.0 for in-budget answers
 
 
 def concat_batches(batches: list[CompletionBatch], pad_id: int) -> CompletionBatch:
