@@ -368,11 +368,14 @@ def is_store_url(spec: str) -> bool:
     return spec.startswith(("sqlite://", "postgresql://", "postgres://")) or spec.endswith((".db", ".sqlite"))
 
 
-def episodes_from_store(store: Any, tokenizer: Any, include_gold: bool = False) -> TransitionDataset:
+def episodes_from_store(store: Any, tokenizer: Any, include_gold: bool = False,
+                        formatter: Any = None) -> TransitionDataset:
     """Every kind of answer in a feedback store (an open store, a path or a URL) as episodes.
 
-    Ratings are read with their kind's own scale; thumbs, preferences and edits go through the
-    store's exports (:mod:`instruct_env.feedback.export`).
+    Ratings are read with their query's own scale; thumbs, preferences and edits go through the
+    store's exports (:mod:`instruct_env.feedback.export`). Prompts are written with ``formatter``
+    (a :class:`~instruct_env.tasks.PromptFormatter`; the default template when ``None``): pass the
+    environment's, so that the episodes' prompts are the ones the policy is asked.
     """
     from instruct_env.feedback import FeedbackStore
     from instruct_env.feedback.export import preference_pairs, sft_examples, unpaired_thumbs
@@ -383,11 +386,11 @@ def episodes_from_store(store: Any, tokenizer: Any, include_gold: bool = False) 
     if own:
         store = FeedbackStore(store)
     try:
+        formatter = formatter if formatter is not None else PromptFormatter()
         records: list[Mapping[str, Any]] = []
-        records += unpaired_thumbs(store, include_gold=include_gold)
-        records += preference_pairs(store, include_gold=include_gold)
-        records += sft_examples(store, include_gold=include_gold)
-        formatter = PromptFormatter()
+        records += unpaired_thumbs(store, include_gold=include_gold, prompt=formatter)
+        records += preference_pairs(store, include_gold=include_gold, prompt=formatter)
+        records += sft_examples(store, include_gold=include_gold, prompt=formatter)
         answers = store.current_answers(kind="rating")
         queries = store.queries(ids={a.query_id for a in answers}, kind="rating")
         for a in answers:
@@ -495,8 +498,11 @@ def sample_episodes(lm: Any, tokenizer: Any, env_kwargs: Mapping[str, Any], num_
         env.close()
 
 
-def load_offline_data(spec: str, tokenizer: Any) -> TransitionDataset:
-    """The dataset named by ``spec``: a JSONL file (episodes or feedback export records) or a store URL/path."""
+def load_offline_data(spec: str, tokenizer: Any, formatter: Any = None) -> TransitionDataset:
+    """The dataset named by ``spec``: a JSONL file (episodes or feedback export records) or a store URL/path.
+
+    ``formatter`` writes the prompts of a store's queries (see :func:`episodes_from_store`).
+    """
     if is_store_url(spec):
-        return episodes_from_store(spec, tokenizer)
+        return episodes_from_store(spec, tokenizer, formatter=formatter)
     return TransitionDataset.load(spec, tokenizer)

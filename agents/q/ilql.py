@@ -257,7 +257,7 @@ class ILQLTrainer(RLTrainer):
                                            batch_size=batch, seed=self.seed, group_size=cfg.rollout_group_size)
             self.data_reward_calls = len(self.dataset)
         else:
-            self.dataset = load_offline_data(cfg.data, self.tokenizer)
+            self.dataset = load_offline_data(cfg.data, self.tokenizer, formatter=self.env.setup.formatter)
             self.data_reward_calls = 0
         vocab = self.heads.q[0].out_features
         for i, e in enumerate(self.dataset.episodes):
