@@ -108,6 +108,8 @@ class DataConfig:
         reasoning_gym: reasoning-gym datasets added to the built-in families in every split
             (needs ``pip install 'instruct-env[reasoning]'``).
         template: Prompt template (``"default"`` or ``"plain"``).
+        use_chat_template: ``"auto"`` (the tokenizer's chat template when it has one), ``true``
+            (required) or ``false``; applies to SFT, RL and evaluation prompts alike.
         num_shots: In-context demonstrations in every prompt (from the train split).
         max_prompt_tokens: Prompt budget (longer prompts are truncated, see ``PromptFormatter``).
         max_new_tokens: Completion budget for RL rollouts and evaluation.
@@ -128,6 +130,7 @@ class DataConfig:
     tasks: list[str] | None = None
     reasoning_gym: list[ReasoningGymTask] = field(default_factory=list)
     template: str = "default"
+    use_chat_template: bool | str = "auto"
     num_shots: int = 0
     max_prompt_tokens: int = 128
     max_new_tokens: int = 32
@@ -143,6 +146,8 @@ class DataConfig:
                      "test_size_per_task"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1; got {getattr(self, name)}.")
+        if not (self.use_chat_template == "auto" or isinstance(self.use_chat_template, bool)):
+            raise ConfigError(f"data.use_chat_template must be 'auto', true or false; got {self.use_chat_template!r}.")
         if self.num_shots < 0 or self.seed < 0:
             raise ConfigError(f"data.num_shots and data.seed must be >= 0; got {self.num_shots} and {self.seed}.")
         if self.tasks is not None:
@@ -558,7 +563,8 @@ class _Run:
         data = config.data
         demos = split_samples(data, "train", data.train_size_per_task) \
             if data.num_shots else None
-        self.formatter = PromptFormatter(template=data.template, num_shots=data.num_shots, demonstrations=demos)
+        self.formatter = PromptFormatter(template=data.template, use_chat_template=data.use_chat_template,
+                                         num_shots=data.num_shots, demonstrations=demos)
         self.test = list(split_samples(data, "test", data.test_size_per_task))
         self.val = list(split_samples(data, "validation", data.val_size_per_task))
 
@@ -669,6 +675,12 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         check(trainer.num_updates, validate(policy), float(np.nanmean(rewards_since_eval)))
     restored = cfg.eval.keep_best and tracker.best_step != trainer.num_updates and \
         tracker.restore_best(decoding(policy))
+    if restored and tracker.best_step == 0:
+        message = (f"The final model is the STARTING model, unchanged by RL: no validation check after update 0 "
+                   f"beat its {metric} {tracker.best_value:.3f}, so eval.keep_best restored its weights after "
+                   f"{trainer.num_updates} updates. Set eval.keep_best=false to keep RL's last weights.")
+        logger.warning(message)
+        run.warnings.append(message)
     run.timed("rl", time.perf_counter() - start)
     run.warnings.extend(tracker.warnings)
     rewards = [h.get("reward_mean", math.nan) for h in history]
@@ -693,7 +705,8 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
 def rl_env_kwargs(data: DataConfig) -> dict[str, Any]:
     """Keyword arguments of the RL training environment (train split) for ``data``."""
     kwargs: dict[str, Any] = {"split": "train", "reward": data.reward, "max_prompt_tokens": data.max_prompt_tokens,
-                              "template": data.template, "num_shots": data.num_shots, "sampling": data.sampling}
+                              "template": data.template, "num_shots": data.num_shots, "sampling": data.sampling,
+                              "use_chat_template": data.use_chat_template}
     if data.reasoning_gym:
         return {**kwargs, "dataset": split_samples(data, "train", data.train_size_per_task)}
     return {**kwargs, "tasks": data.tasks,

@@ -373,9 +373,9 @@ class HeldOutTracker:
     """Best-checkpoint keeping and a reward-hacking guard over a run's evaluations.
 
     Call :meth:`update` after every held-out evaluation with the training reward averaged since
-    the previous evaluation. The model state with the best held-out metric so far is kept (a
-    CPU copy of the ``state_dict``, or saved with ``save_fn`` when given); :meth:`restore_best`
-    loads it back. When the training reward went up while the held-out metric went down since
+    the previous evaluation. The model state with the best held-out metric so far is kept (on a
+    tie, the later one; a CPU copy of the ``state_dict``, or saved with ``save_fn`` when given);
+    :meth:`restore_best` loads it back. When the training reward went up while the held-out metric went down since
     the previous evaluation, a warning is logged and kept in :attr:`warnings`.
 
     Args:
@@ -415,7 +415,9 @@ class HeldOutTracker:
             )
             logger.warning(message)
             self.warnings.append(message)
-        if heldout > self.best_value:
+        # A tie keeps the later weights: with equal held-out scores, the training since the
+        # earlier check is kept rather than thrown away.
+        if heldout >= self.best_value:
             self.best_value, self.best_step = heldout, step
             if model is not None:
                 self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

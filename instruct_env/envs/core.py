@@ -260,7 +260,9 @@ class PromptBank:
         if hit is not None and hit[3] == sample:
             return hit[0], hit[1], hit[2]
         ids, info = self.setup.formatter.encode(sample, self.setup.tokenizer, self.setup.max_prompt_tokens)
-        text = self.setup.formatter.format(sample) if not info.get("truncated") else self.setup.tokenizer.decode(ids)
+        # The text shown in info["prompt"] is the one encoded in the observation (chat template included).
+        tokenizer = self.setup.tokenizer
+        text = self.setup.formatter.format(sample, tokenizer) if not info.get("truncated") else tokenizer.decode(ids)
         entry = (np.asarray(ids, dtype=np.int64), text, dict(info), sample)
         if len(self._cache) >= self.max_cached:
             self._cache.clear()

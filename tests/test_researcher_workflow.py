@@ -1,0 +1,97 @@
+"""A researcher's own data, models and runs: chat templates, cut text actions, the reward chosen for a
+file's language, tokenizer checks, errors that point the right way, and ties of the best checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import gymnasium as gym
+import pytest
+import torch
+from test_cli import TINY
+
+import instruct_env  # noqa: F401  (registers the envs)
+from agents.cli import main
+from agents.common.evaluation import HeldOutTracker
+
+#: A chat template in Jinja, as Hugging Face tokenizers carry it.
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer():
+    from instruct_env.tokenizer import builtin_tokenizer
+
+    tok = copy.deepcopy(builtin_tokenizer())
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def _prompt_ids(obs: dict) -> list[int]:
+    return [int(i) for i, m in zip(obs["input_ids"], obs["attention_mask"]) if m]
+
+
+# -- item 4: chat templates -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", ["InstructEnv/Completion-v0", "InstructEnv/Token-v0"])
+@pytest.mark.parametrize("use_chat_template", [True, "auto"])
+def test_chat_template_is_used_and_info_prompt_matches_the_observation(chat_tokenizer, env_id, use_chat_template):
+    env = gym.make(env_id, tasks=["copy"], tokenizer=chat_tokenizer, use_chat_template=use_chat_template)
+    obs, info = env.reset(seed=0)
+    assert info["prompt"].startswith("<user>") and info["prompt"].endswith("<assistant>")
+    assert chat_tokenizer.decode(_prompt_ids(obs)) == info["prompt"]
+
+
+def test_pipeline_trains_and_evaluates_with_a_chat_template(chat_tokenizer, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "chat_model"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(chat_tokenizer), n_layer=1, n_embd=32, n_head=2,
+                               n_positions=128)).save_pretrained(model_dir)
+    chat_tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "run"
+    sets = [a for o in TINY + ["data.use_chat_template=true"] for a in ("--set", o)]
+    assert main(["pipeline", "--model", str(model_dir), "--out", str(out), *sets]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["stage"] == "rl" and r["kind"] == "train"] == [1, 2]
+    assert list(json.loads((out / "results.json").read_text())) == ["zero-shot", "SFT", "SFT+RL"]
+
+
+# -- item 6: ties keep the latest weights, and the console says when RL's result is its start -------
+
+
+def test_tracker_tie_keeps_the_later_weights():
+    model = torch.nn.Linear(2, 1)
+    tracker = HeldOutTracker("task")
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    tracker.update(0, heldout=0.0, model=model)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    tracker.update(40, heldout=0.0, train_reward=0.1, model=model)
+    assert tracker.best_step == 40
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    assert tracker.restore_best(model) and float(model.weight[0, 0].detach()) == 2.0
+
+
+def test_rl_says_when_the_final_model_is_the_starting_one(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
+    update = HeldOutTracker.update
+
+    def start_is_best(self, step, heldout, train_reward=None, model=None):  # every RL check scores below the start
+        update(self, step, 1.0 if step == 0 else 0.0, train_reward, model)
+
+    monkeypatch.setattr(HeldOutTracker, "update", start_is_best)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        assert main(["rl", "--out", str(out), *[a for o in TINY for a in ("--set", o)]]) == 0
+    assert "The final model is the STARTING model, unchanged by RL" in caplog.text
+    assert "The final model is the STARTING model" in (out / "report.md").read_text()
