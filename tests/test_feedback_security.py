@@ -303,24 +303,30 @@ def test_a_query_not_in_your_queue_looks_like_an_unknown_one(env):
 # -- 5. Chat storage grows linearly, turns are capped ---------------------------------------------
 
 
-def test_chat_storage_grows_linearly_and_turns_are_capped(tmp_path, monkeypatch):
-    store = FeedbackStore(tmp_path / "c.db", synchronous="NORMAL")
+def test_chat_turns_are_stored_once_and_turns_are_capped(tmp_path, monkeypatch):
+    path = tmp_path / "c.db"
+    store = FeedbackStore(path, synchronous="NORMAL")
     ann, _ = store.add_evaluator("ann")
-    monkeypatch.setattr(store_module, "MAX_CHAT_TURNS", 12)
-    line = "m" * 3000
-    first = store.add_chat_turn(ann.id, None, 0, line, "r" * 1000)
-    for turn in range(1, 12):
-        store.add_chat_turn(ann.id, first.conversation, turn, line, "r" * 1000)
-    stored = [len(q.context) for q in store.queries().values()]
-    assert max(stored) <= store_module.MAX_CHAT_CONTEXT_CHARS
-    typed = 12 * 4000
-    assert sum(stored) < 5 * typed  # quadratic storage would be about 6 * typed here, and grow with the turns
-    newest = store.queries()[max(store.queries())].context
-    assert newest.endswith("Assistant: " + "r" * 1000) and newest.startswith("User: ")
+    monkeypatch.setattr(store_module, "MAX_CHAT_TURNS", 30)
+    turns = []
+    for turn in range(30):  # 30 turns of 3,000 + 1,000 characters: 120,000 typed
+        conversation = None if not turns else turns[0].conversation
+        turns.append(store.add_chat_turn(ann.id, conversation, turn, f"{turn} " + "m" * 3000, "r" * 1000))
+    with sqlite3.connect(path) as conn:
+        stored = sum(len(payload) for (payload,) in conn.execute("SELECT payload FROM queries"))
+    typed = sum(len(t.message) + len(t.reply) for t in turns)
+    assert typed <= stored < 1.1 * typed  # once each (plus the JSON around them); the whole history each time: 15x
+    # The context is still there when read: the turns before, the newest that fit in MAX_CHAT_CONTEXT_CHARS.
+    queries = store.queries()
+    for t in turns:
+        expected = store_module.chat_history(turns[:t.turn], store_module.MAX_CHAT_CONTEXT_CHARS)
+        assert queries[t.query_id].context == expected == store.get_query(t.query_id).context
+    assert queries[turns[-1].query_id].context.startswith("User: 26 ")  # the 4 newest turns fit in 16,000
+    assert queries[turns[1].query_id].context == f"User: {turns[0].message}\nAssistant: {turns[0].reply}"
     from instruct_env.feedback.errors import FeedbackConflict
 
-    with pytest.raises(FeedbackConflict, match="limit of 12 turns; start a new one"):
-        store.add_chat_turn(ann.id, first.conversation, 12, "one more", "r")
+    with pytest.raises(FeedbackConflict, match="limit of 30 turns; start a new one"):
+        store.add_chat_turn(ann.id, turns[0].conversation, 30, "one more", "r")
     store.close()
 
 

@@ -51,11 +51,11 @@ Errors are JSON ``{"error": <code>, "detail": <message>}``: 401 ``unauthorized``
 token), 403 ``forbidden`` (wrong role, or a cookie-authenticated change from another origin), 404
 ``not_found`` (also a query not in your queue: the same answer as for an unknown id), 409
 ``conflict`` (e.g. a second answer without ``edit``, nothing to undo), 413 ``too_large``, 422
-``invalid_request`` (malformed body or id, an answer that does not fit the query's kind), 429
-``busy`` (a chat reply of yours is still being generated), 503 ``unavailable`` (the database
-cannot serve requests now; retry). A failed request stores nothing. Every response carries
-``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff`` and ``X-Frame-Options: DENY``;
-the pages also a ``Content-Security-Policy`` that allows only their own inline script and style.
+``invalid_request`` (malformed body or id, an answer that does not fit the query's kind), 503
+``unavailable`` (the database cannot serve requests now; retry with the same idempotency key).
+A failed request stores nothing. Every response carries ``Cache-Control: no-store``,
+``X-Content-Type-Options: nosniff`` and ``X-Frame-Options: DENY``; the pages also a
+``Content-Security-Policy`` that allows only their own inline script and style.
 
 Pages (server-rendered, a little inline JavaScript for the keyboard shortcuts): ``/login``,
 ``/`` which shows the next query with the page of its kind, and ``/chat``.
@@ -71,8 +71,10 @@ The chat page:
     :meth:`FeedbackStore.add_chat_turn`), so its thumb is an ordinary ``submit`` (or ``edit``)
     event: exported and learned from like any thumbs answer, and undone with ``U`` like one.
     Evaluators see only their own conversations. Errors re-render the page with a 4xx status
-    (403 cross-site, 404 someone else's conversation or reply, 409 a stale page, 422 a malformed
-    form, or a message the responder refuses with an ``InstructEnvError``); a responder that
+    (403 cross-site, 404 someone else's conversation or reply, 409 a stale page or a conversation
+    at its turn limit, 422 a malformed form, or a message the responder refuses with an
+    ``InstructEnvError``, 429 a message sent while your previous one is still being answered, 503
+    the policy busy with other evaluators' messages); a responder that
     fails otherwise answers 502 with a generic message (the details go to the server's log).
 """
 
@@ -665,7 +667,7 @@ def _add_api(app: FastAPI) -> None:
             state.health_check = state.health_pool.submit(_store(request).ping)
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(state.health_check)), timeout=2.0)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
             return JSONResponse({"status": "unavailable", "database": "not answering within 2 s"}, status_code=503)
         except InstructEnvError as exc:  # StoreUnavailable, or a store that was closed
             return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)

@@ -99,7 +99,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from instruct_env.error import ConfigError, InstructEnvError, UnknownNameError, require, suggest
@@ -397,7 +397,7 @@ class ChatTurn:
 
 
 def chat_history(turns: Iterable[ChatTurn], max_chars: int | None = None) -> str:
-    """The transcript of earlier turns, stored as the context of the next turn's query.
+    """The transcript of earlier turns: the context of the next turn's query (rebuilt when read, not stored).
 
     With ``max_chars``, the oldest turns are left out until the transcript fits (the newest turn
     is kept whole even if it alone is longer), so each stored turn is bounded and a long
@@ -1218,7 +1218,8 @@ class FeedbackStore:
             sql, params = sql + " WHERE kind = ?", (kind,)
         with self._transaction(write=False) as tx:
             rows = tx.all(sql + " ORDER BY id", params)
-        return {int(r[0]): _query(r) for r in rows if wanted is None or int(r[0]) in wanted}
+            found = {int(r[0]): _query(r) for r in rows if wanted is None or int(r[0]) in wanted}
+            return self._chat_contexts(tx, found)
 
     def _query(self, tx: _Tx, query_id: int) -> Query:
         if isinstance(query_id, bool) or not isinstance(query_id, int):
@@ -1226,7 +1227,43 @@ class FeedbackStore:
         row = tx.one("SELECT id, kind, payload, created FROM queries WHERE id = ?", (query_id,))
         if row is None:
             raise QueryNotFound(f"No query has id {query_id}.")
-        return _query(row)
+        return self._chat_contexts(tx, {query_id: _query(row)})[query_id]
+
+    def _chat_contexts(self, tx: _Tx, found: dict[int, Query]) -> dict[int, Query]:
+        """``found`` with the context of each chat turn rebuilt from the turns before it.
+
+        A chat turn stores its message and reply only; its context (the conversation before it,
+        see :func:`chat_history`) is read from the earlier turns, so a conversation stores each
+        turn once. Turns stored with their context (before schema version 4) keep it.
+        """
+        candidates = [qid for qid, q in found.items()
+                      if not q.context and q.metadata.get("source") == "chat" and q.metadata.get("turn")]
+        if not candidates:
+            return found
+        turn_of: dict[int, tuple[int, int]] = {}
+        for start in range(0, len(candidates), 500):  # bounded statement size
+            part = candidates[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            for qid, conversation, turn in tx.all(
+                f"SELECT query_id, conversation, turn FROM chat_turns WHERE query_id IN ({marks})", part
+            ):
+                turn_of[int(qid)] = (int(conversation), int(turn))
+        conversations = sorted({c for c, _ in turn_of.values()})
+        history: dict[int, list[ChatTurn]] = {}
+        for start in range(0, len(conversations), 500):
+            part = conversations[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            for row in tx.all(
+                "SELECT c.query_id, c.conversation, c.turn, q.payload, NULL FROM chat_turns c "
+                f"JOIN queries q ON q.id = c.query_id WHERE c.conversation IN ({marks}) ORDER BY c.conversation, c.turn",
+                part,
+            ):
+                history.setdefault(int(row[1]), []).append(_chat_turn(row))
+        rebuilt = dict(found)
+        for qid, (conversation, turn) in turn_of.items():
+            earlier = [t for t in history.get(conversation, []) if t.turn < turn]
+            rebuilt[qid] = replace(found[qid], context=chat_history(earlier, MAX_CHAT_CONTEXT_CHARS))
+        return rebuilt
 
     # -- assignment ---------------------------------------------------------------------------
 
@@ -1379,9 +1416,10 @@ class FeedbackStore:
             reply: The policy's answer.
             metadata: Extra JSON-serialisable query metadata (e.g. the policy's path).
 
-        The stored context keeps the newest turns that fit in ``MAX_CHAT_CONTEXT_CHARS``
-        characters, and a conversation has at most ``MAX_CHAT_TURNS`` turns, so what a
-        conversation stores grows linearly with its length.
+        Each turn stores its message and reply once; the query's context is rebuilt from the
+        earlier turns when it is read (the newest that fit in ``MAX_CHAT_CONTEXT_CHARS``
+        characters), so what a conversation stores grows linearly with its length. A
+        conversation has at most ``MAX_CHAT_TURNS`` turns.
 
         Raises:
             QueryNotFound: unknown evaluator, or a conversation that is not theirs.
@@ -1409,8 +1447,10 @@ class FeedbackStore:
                 raise FeedbackConflict(
                     f"This conversation has reached its limit of {MAX_CHAT_TURNS} turns; start a new one."
                 )
+            # No context stored: it is the conversation before this turn, rebuilt on reading (see
+            # _chat_contexts), so a conversation stores each turn once.
             query = Query(
-                "thumbs", message, [reply], context=chat_history(turns, MAX_CHAT_CONTEXT_CHARS),
+                "thumbs", message, [reply],
                 metadata={**dict(metadata or {}), "source": "chat", "turn": turn},
             )
             query_id = tx.insert(
