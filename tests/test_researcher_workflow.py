@@ -95,3 +95,58 @@ def test_rl_says_when_the_final_model_is_the_starting_one(tmp_path, monkeypatch,
         assert main(["rl", "--out", str(out), *[a for o in TINY for a in ("--set", o)]]) == 0
     assert "The final model is the STARTING model, unchanged by RL" in caplog.text
     assert "The final model is the STARTING model" in (out / "report.md").read_text()
+
+
+# -- item 5: text actions that do not fit are flagged, budgets per language are documented ----------
+
+
+def test_a_cut_text_action_is_flagged_in_info(tokenizer):
+    env = gym.make("InstructEnv/Completion-v0", tasks=["copy"], max_new_tokens=4)
+    env.reset(seed=0)
+    text = "one two three four five six"
+    n = len(tokenizer.encode(text, add_special_tokens=False))
+    _, _, terminated, truncated, info = env.step(text)
+    assert info["text_cut"] and info["cut_tokens"] == n - 4 and info["completion_tokens"] == 4
+    assert info["length_limited"] and terminated and not truncated
+    env.reset(seed=0)
+    _, _, _, _, info = env.step("one")
+    assert not info["text_cut"] and info["cut_tokens"] == 0
+    venv = gym.make_vec("InstructEnv/Completion-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                        tasks=["copy"], max_new_tokens=4)
+    venv.reset(seed=0)
+    _, _, _, _, infos = venv.step([text, "one"])
+    assert infos["final_info"]["text_cut"].tolist() == [True, False]
+    assert infos["final_info"]["cut_tokens"].tolist() == [n - 4, 0]
+
+
+def test_documented_tokens_per_character_of_the_builtin_tokenizer(tokenizer):
+    from instruct_env.tasks import example_file, load_file
+
+    counts: dict[str, list[int]] = {}
+    for name in ("mini", "multilingual"):
+        for s in load_file(example_file(name)):
+            language = s.metadata.get("record", {}).get("language", "en")
+            for text in (s.instruction, s.context, *s.references):
+                c = counts.setdefault(language, [0, 0, 0])
+                c[0] += len(tokenizer.encode(text, add_special_tokens=False))
+                c[1] += len(text.replace(" ", ""))
+                c[2] += len(text.split())
+    per_char = {lang: round(t / chars, 1) for lang, (t, chars, _) in counts.items()}
+    assert per_char == {"en": 0.7, "zh": 2.7, "ja": 2.8, "ar": 2.0}  # the README's numbers
+    assert round(counts["en"][0] / counts["en"][2], 1) == 3.1
+
+
+def test_grpo_logs_the_share_of_answers_that_used_the_budget(tokenizer):
+    from agents.common.model import ActorCritic, DefaultModelConfig, build_default_model
+    from agents.pg.config import GRPOConfig
+    from agents.rl import make_trainer
+
+    torch.manual_seed(0)
+    lm = build_default_model(tokenizer, DefaultModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=64))
+    config = GRPOConfig(num_envs=4, group_size=2, max_new_tokens=3, total_updates=1, time_budget_s=None,
+                        eval_every=0, device="cpu")
+    trainer = make_trainer("grpo", config, ActorCritic(lm), tokenizer, {"tasks": ["copy"], "max_prompt_tokens": 48})
+    history = trainer.train()
+    # An untrained model rarely says EOS within 3 tokens: the share is a multiple of 1/4 in [0, 1].
+    frac = history[-1]["length_limited_frac"]
+    assert 0.0 <= frac <= 1.0 and (frac * 4).is_integer()

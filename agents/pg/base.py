@@ -78,6 +78,8 @@ class PolicyGradientTrainer(RLTrainer):
     """Samples whole completions and learns from their rewards; subclasses give the advantages."""
 
     env_id = "InstructEnv/Completion-v0"
+    #: (answers that used the whole max_new_tokens budget, answers) over the current update's rollouts
+    _length_limited: tuple[int, int] = (0, 0)
 
     def _make_env(self, env_kwargs: dict[str, Any]):
         return gym.make_vec(self.env_id, num_envs=self.config.num_envs, vectorization_mode="vector_entry_point",
@@ -104,7 +106,9 @@ class PolicyGradientTrainer(RLTrainer):
             gen = generate(lm, ids, mask, cfg.max_new_tokens, self.env.setup.eos_token_id,
                            self.env.setup.pad_token_id, SamplingConfig(temperature=cfg.temperature), self.generator)
         tasks = [sample.task for sample in self.env.samples]
-        self._obs, rewards, _, _, _ = self.env.step(gen.tokens.cpu().numpy())
+        self._obs, rewards, _, _, infos = self.env.step(gen.tokens.cpu().numpy())
+        limited = infos["final_info"]["length_limited"]  # answers that used the whole token budget
+        self._length_limited = (self._length_limited[0] + int(limited.sum()), self._length_limited[1] + len(limited))
         K = int(gen.lengths.max())
         return CompletionBatch(context_ids=ids, context_mask=mask, tokens=gen.tokens[:, :K],
                                token_mask=gen.mask[:, :K],
@@ -214,6 +218,7 @@ class PolicyGradientTrainer(RLTrainer):
     def _update(self) -> dict[str, Any]:
         cfg = self.config
         start = time.perf_counter()
+        self._length_limited = (0, 0)
         batch = self.collect()
         rollout_time = time.perf_counter() - start
         fused = self.fused_old_scores()
@@ -249,6 +254,7 @@ class PolicyGradientTrainer(RLTrainer):
             "completion_len": tokens / n_trained,
             "tokens": int(tokens),
             "rollout_time": rollout_time,
+            "length_limited_frac": dist.all_reduce_mean(self._length_limited[0] / max(self._length_limited[1], 1)),
         }
         G = cfg.group_size
         if G > 1:

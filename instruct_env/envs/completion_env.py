@@ -37,16 +37,17 @@ def _spaces(setup: EnvSetup) -> tuple[spaces.Dict, spaces.Box]:
 
 
 class _Completions:
-    """Turns completion actions (text or token ids) into (text, n_tokens, length_limited)."""
+    """Turns completion actions (text or token ids) into (text, n_tokens, length_limited, cut_tokens)."""
 
     def __init__(self, setup: EnvSetup) -> None:
         self.setup = setup
         self.stop_ids = {int(setup.eos_token_id), int(setup.pad_token_id)}
 
-    def parse(self, actions: Sequence[Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def parse(self, actions: Sequence[Any]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         texts: list[str | None] = [None] * len(actions)
         n_tokens = np.zeros(len(actions), dtype=np.int64)
         limited = np.zeros(len(actions), dtype=bool)
+        cut = np.zeros(len(actions), dtype=np.int64)  # tokens dropped from the end of a text action
         to_decode, decode_at = [], []
         to_encode, encode_at = [], []
         for i, action in enumerate(actions):
@@ -68,12 +69,13 @@ class _Completions:
             encoded = [self.setup.tokenizer.encode(t, add_special_tokens=False) for t in to_encode]
             for i, text, ids in zip(encode_at, to_encode, encoded):
                 if len(ids) > self.setup.max_new_tokens:  # over budget: keep the first T tokens
+                    cut[i] = len(ids) - self.setup.max_new_tokens
                     ids = ids[: self.setup.max_new_tokens]
                     text = self.setup.decode_batch([ids])[0]
                     limited[i] = True
                 texts[i] = text
                 n_tokens[i] = len(ids)
-        return texts, n_tokens, limited
+        return texts, n_tokens, limited, cut
 
     def _ids(self, action: Any, i: int) -> list[int]:
         arr = np.asarray(action)
@@ -110,8 +112,12 @@ class CompletionEnv(SetupAccess, gym.Env):
     Declared as ``Box(0, vocab_size - 1, (max_new_tokens,), int64)``: token ids, read up
     to the first EOS or pad id. Also accepted: a shorter 1-D sequence of ids, or a ``str``
     (the answer text, used as is; if it encodes to more than ``max_new_tokens`` tokens it is
-    cut to the first ``max_new_tokens`` and ``info["length_limited"]`` is set). Anything else
-    raises :class:`~instruct_env.error.InvalidAction`.
+    cut to the first ``max_new_tokens``, ``info["text_cut"]`` is ``True`` and
+    ``info["cut_tokens"]`` says how many tokens were dropped). Anything else raises
+    :class:`~instruct_env.error.InvalidAction`. The budget is in tokens of the env's tokenizer:
+    with the built-in one (byte-level, trained on the English suite), general English takes
+    about 3.1 tokens per word, Chinese 2.7 and Japanese 2.8 tokens per character, Arabic 2.0
+    per character (measured on the example files; see the README's "Non-English text").
 
     ## Rewards
     The configured reward of the completion text (for ``reward="auto"`` on the built-in
@@ -125,7 +131,8 @@ class CompletionEnv(SetupAccess, gym.Env):
     Always after one step, with ``terminated=True`` (the answer is given: a terminal state,
     not a time limit). ``info["length_limited"]`` is ``True`` when the answer used up
     ``max_new_tokens`` without ending (ids without EOS/pad filling the budget, or text cut
-    to the budget); it is then scored as cut.
+    to the budget); it is then scored as cut. ``info["text_cut"]`` (and ``info["cut_tokens"]``
+    > 0) marks the second case only: a text action that did not fit and lost its end.
 
     ## Arguments
     Same as :class:`~instruct_env.envs.token_env.TokenEnv` (without ``shaping``).
@@ -169,11 +176,12 @@ class CompletionEnv(SetupAccess, gym.Env):
     def step(self, action: Any):
         if not self._running:
             raise ResetNeeded("step() was called but no episode is running: call reset() first (episodes last one step).")
-        texts, n_tokens, limited = self._parser.parse([action])
+        texts, n_tokens, limited, cut = self._parser.parse([action])
         sample = self._slots.samples[0]
         total, components, sources = self.setup.score(texts, [sample])
         info = self._slots.static_info(0)
         info.update(completion=texts[0], completion_tokens=int(n_tokens[0]), length_limited=bool(limited[0]),
+                    text_cut=bool(cut[0] > 0), cut_tokens=int(cut[0]),
                     reward_components={k: float(v[0]) for k, v in components.items()}, **sources[0])
         self._running, self._last = False, texts[0]
         return self._obs(), float(total[0]), True, False, info
@@ -262,7 +270,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
             raise InvalidAction(
                 f"actions must hold {self.num_envs} answers (str or token-id sequences), one per env; got {actions!r:.200}."
             )
-        texts, n_tokens, limited = self._parser.parse(list(actions))
+        texts, n_tokens, limited, cut = self._parser.parse(list(actions))
         samples = list(self._slots.samples)
         total, components, sources = self.setup.score(texts, samples)
         final_obs = self._obs()
@@ -270,6 +278,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
         for i in range(self.num_envs):
             info = self._slots.static_info(i)
             info.update(completion=texts[i], completion_tokens=int(n_tokens[i]), length_limited=bool(limited[i]),
+                        text_cut=bool(cut[i] > 0), cut_tokens=int(cut[i]),
                         reward_components={k: float(v[i]) for k, v in components.items()}, **sources[i])
             final_infos.append(info)
         n = self.num_envs
