@@ -150,3 +150,22 @@ def test_grpo_logs_the_share_of_answers_that_used_the_budget(tokenizer):
     # An untrained model rarely says EOS within 3 tokens: the share is a multiple of 1/4 in [0, 1].
     frac = history[-1]["length_limited_frac"]
     assert 0.0 <= frac <= 1.0 and (frac * 4).is_integer()
+
+
+# -- item 7: reward="auto" on a file suits the references' script and says what it chose ------------
+
+
+def test_auto_reward_scores_exact_answers_in_every_script_and_says_which(caplog):
+    from instruct_env.tasks import example_file, load_file
+
+    samples = load_file(example_file("multilingual"))
+    with caplog.at_level(logging.INFO, logger="instruct_env.envs.core"):
+        env = gym.make("InstructEnv/Completion-v0", dataset=samples, max_new_tokens=256)
+    assert "reward='auto' chose {'rougeL': {'tokenizer': 'cjk'}}" in caplog.text
+    assert env.unwrapped.setup.reward_note.startswith("reward='auto' chose")
+    for index in (0, 6, 12):  # Chinese, Japanese, Arabic
+        _, info = env.reset(options={"index": index})
+        _, reward, _, _, _ = env.step(info["references"][0])
+        assert reward == 1.0, samples[index].metadata["record"]["language"]
+    english = gym.make("InstructEnv/Completion-v0", dataset=load_file(example_file("mini")))
+    assert english.unwrapped.setup.reward_note.startswith("reward='auto' chose 'rougeL'")

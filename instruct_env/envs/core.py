@@ -9,6 +9,7 @@ the single environment is exactly the vector one with one slot.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,9 @@ from instruct_env.error import ConfigError, EmptyDatasetError, InvalidOption, Re
 from instruct_env.tasks.sample import Sample
 
 __all__ = ["EnvSetup", "PromptBank", "SetupAccess", "resolve_tokenizer", "vector_seeds", "split_vector_options",
-           "check_render_mode", "batch_infos", "RESET_OPTION_KEYS"]
+           "check_render_mode", "batch_infos", "auto_reward", "RESET_OPTION_KEYS"]
+
+logger = logging.getLogger(__name__)
 
 #: Keys accepted by ``reset(options=...)``.
 RESET_OPTION_KEYS = ("sample", "sample_id", "index")
@@ -44,6 +47,38 @@ def resolve_tokenizer(tokenizer: Any):
             f"object with encode/decode; got {type(tokenizer).__name__}."
         )
     return tokenizer
+
+
+def auto_reward(dataset: Any, max_checked: int = 2000) -> tuple[str | dict[str, Any], str]:
+    """What ``reward="auto"`` means for ``dataset``, and why: ``(reward spec, one-line reason)``.
+
+    - samples with a task verifier (the built-in suite): ``"task"``;
+    - references in ASCII only: ``"rougeL"`` (rouge-score's tokenizer, with stemming);
+    - references with other characters (Chinese, Arabic, accented Latin...): ROUGE-L with
+      ``tokenizer="cjk"``, which keeps words of every script and compares CJK text character by
+      character -- rouge-score's own tokenizer drops every non-ASCII letter, so it would score an
+      exact answer in Chinese or Arabic 0.
+
+    Up to ``max_checked`` samples, spread evenly over the dataset, are read.
+
+    >>> from instruct_env.tasks import Sample
+    >>> auto_reward([Sample("a", "t", "Say hi", "", ("hi",))])[0]
+    'rougeL'
+    >>> auto_reward([Sample("b", "t", "说你好", "", ("你好",))])
+    ({'rougeL': {'tokenizer': 'cjk'}}, "references hold non-ASCII text (e.g. '你'): ROUGE-L with tokenizer='cjk' (rouge-score's own tokenizer drops non-ASCII letters and would score exact answers 0)")
+    """
+    n = len(dataset)
+    if n and getattr(dataset[0], "verifier", None) is not None:
+        return "task", "the samples have task verifiers: each task's own score"
+    step = max(1, n // max_checked)
+    for i in range(0, n, step):
+        for reference in dataset[i].references:
+            other = next((ch for ch in reference if ord(ch) > 127), None)
+            if other is not None:
+                return {"rougeL": {"tokenizer": "cjk"}}, (
+                    f"references hold non-ASCII text (e.g. {other!r}): ROUGE-L with tokenizer='cjk' (rouge-score's "
+                    "own tokenizer drops non-ASCII letters and would score exact answers 0)")
+    return "rougeL", "references are ASCII text: ROUGE-L F1 (rouge-score's tokenizer, with stemming)"
 
 
 def _resolve_dataset(tasks, dataset, split: str, dataset_kwargs: Mapping[str, Any] | None):
@@ -74,7 +109,8 @@ class EnvSetup:
         dataset: Your own samples (a sequence of :class:`Sample`) or a data-file path.
         split: ``"train"``, ``"validation"`` or ``"test"`` (built-in suite only).
         tokenizer: ``None`` (built-in), a Hugging Face name/path, or a tokenizer object.
-        reward: ``"auto"`` (the task verifier when samples have one, else ``rougeL``),
+        reward: ``"auto"`` (the task verifier when samples have one, else ROUGE-L suited to the
+            references' script, see :func:`auto_reward`),
             a registered reward name, a dict of weights (a term may be a dict of its options
             with an optional ``"weight"``, e.g. ``{"bleu": {"tokenize": "zh"}}``), or a reward
             callable; see :func:`instruct_env.rewards.make`.
@@ -141,8 +177,13 @@ class EnvSetup:
         self.vocab_size = int(len(self.tokenizer))
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.max_new_tokens = int(max_new_tokens)
-        if reward == "auto":
-            reward = "task" if getattr(self.dataset[0], "verifier", None) is not None else "rougeL"
+        #: What the reward is and, for ``reward="auto"``, why it was chosen (logged at start-up).
+        self.reward_note = f"reward {reward!r}" if isinstance(reward, (str, Mapping)) else \
+            f"reward {getattr(reward, 'name', type(reward).__name__)!r}"
+        if isinstance(reward, str) and reward == "auto":
+            reward, why = auto_reward(self.dataset)
+            self.reward_note = f"reward='auto' chose {reward!r}: {why}"
+            logger.info("%s.", self.reward_note)
         self.reward = rewards.make(reward)
         demos = None
         if num_shots:
