@@ -326,7 +326,8 @@ class RLSection:
     # ILQL collects its offline data from the SFT model (data="rollouts": 1024 samples, 8 per prompt) when
     # it is built, then learns from that fixed set only.
     ilql: ILQLConfig = field(default_factory=lambda: ILQLConfig(
-        lr=5e-5, temperature=0.7, rollout_episodes=1024, rollout_group_size=8, monitor_every=20, monitor_envs=64,
+        lr=5e-5, heads_lr=1e-3, temperature=0.7, rollout_episodes=1024, rollout_group_size=8, monitor_every=20,
+        monitor_envs=64,
         time_budget_s=180.0, total_updates=100_000, eval_every=40))
     sql: SoftQConfig = field(default_factory=lambda: SoftQConfig(
         lr=5e-5, temperature=0.7, num_envs=64, n_steps=16, time_budget_s=180.0, total_updates=100_000,

@@ -57,8 +57,14 @@ def best_of_samples(lm: Any, tokenizer: Any, env_kwargs: dict[str, Any], num_sam
     return best, float(np.mean(rewards))
 
 
-def run_rft(config: Any, sft_dir: Path, num_samples: int, group_size: int, temperature: float) -> tuple[Any, dict]:
-    """RFT from the SFT model in ``sft_dir``: returns the fine-tuned model and what was done."""
+def run_rft(config: Any, sft_dir: Path, num_samples: int, group_size: int, temperature: float,
+            epochs: int = 3) -> tuple[Any, dict]:
+    """RFT from the SFT model in ``sft_dir``: returns the fine-tuned model and what was done.
+
+    SFT runs ``epochs`` passes over the kept answers and ends with its final weights: no early
+    stopping or restoring on the validation loss, which is measured on the references and would
+    otherwise undo fine-tuning on the model's own (differently worded) answers.
+    """
     from agents.pipeline import load_policy_model, rl_env_kwargs, split_samples
     from agents.sft import SFTTrainer
     from instruct_env.tasks import PromptFormatter
@@ -68,7 +74,8 @@ def run_rft(config: Any, sft_dir: Path, num_samples: int, group_size: int, tempe
     model.eval()
     best, mean_reward = best_of_samples(model, tokenizer, rl_env_kwargs(data), num_samples, group_size, temperature,
                                         data.max_new_tokens, config.seed)
-    sft = dataclasses.replace(config.sft, num_examples=max(1, len(best)), seed=config.seed)
+    sft = dataclasses.replace(config.sft, num_examples=max(1, len(best)), seed=config.seed, epochs=epochs,
+                              max_steps=None, patience=0, keep_best=False, time_budget_s=None)
     trainer = SFTTrainer(model, tokenizer, sft, train_data=best,
                          val_data=split_samples(data, "validation", sft.val_examples, seed=config.seed),
                          formatter=PromptFormatter(template=data.template))
@@ -125,7 +132,7 @@ def settings(algo: str, updates: dict[str, int]) -> dict[str, Any]:
     if algo == "rft":
         ilql = RLSection().ilql
         return {"samples": offline_samples(updates), "group_size": ilql.rollout_group_size,
-                "temperature": ilql.temperature}
+                "temperature": ilql.temperature, "epochs": 3, "keep_best": False}
     sql = RLSection().sql
     return {"num_envs": sql.num_envs, "n_steps": sql.n_steps, "lr": sql.lr}
 
@@ -142,7 +149,7 @@ def run_method(suite: Any, seed: int, algo: str, sft_dir: Path, out: Path) -> tu
     s = settings(algo, suite.updates)
     updates = suite.updates[algo]
     if algo == "rft":
-        model, info = run_rft(config, sft_dir, s["samples"], s["group_size"], s["temperature"])
+        model, info = run_rft(config, sft_dir, s["samples"], s["group_size"], s["temperature"], s["epochs"])
         (out / "rft.json").write_text(json.dumps(info, indent=1))
         train_reward = info["sample_reward"]
     else:

@@ -23,6 +23,9 @@ class ILQLConfig(RLConfig):
         rollout_episodes: Episodes sampled for ``data="rollouts"``.
         rollout_group_size: Samples per prompt for ``data="rollouts"``.
         batch_size: Episodes per gradient step.
+        heads_lr: Learning rate of the Q and V heads (``None``: ``lr``). The heads start at zero and
+            must reach the scale of the returns, while the LM is fine-tuned gently: a higher rate
+            for the heads lets a short run learn them.
         gamma: Discount per token.
         tau: Expectile of the V regression (0.5: the mean, i.e. SARSA; towards 1: the max over the
             data's actions, i.e. Q-learning within the data's support).
@@ -49,6 +52,7 @@ class ILQLConfig(RLConfig):
     rollout_episodes: int = 512
     rollout_group_size: int = 4
     batch_size: int = 32
+    heads_lr: float | None = None
     gamma: float = 1.0
     tau: float = 0.7
     cql_coef: float = 0.01
@@ -70,6 +74,8 @@ class ILQLConfig(RLConfig):
         check_positive_int(owner, "rollout_episodes", self.rollout_episodes)
         check_positive_int(owner, "rollout_group_size", self.rollout_group_size)
         check_positive_int(owner, "batch_size", self.batch_size)
+        if self.heads_lr is not None:
+            check_range(owner, "heads_lr", self.heads_lr, 0.0, 1.0, low_open=True, hint=" Use None for lr.")
         check_range(owner, "gamma", self.gamma, 0.0, 1.0)
         check_range(owner, "tau", self.tau, 0.0, 1.0, low_open=True, high_open=True,
                     hint=" The paper uses 0.7-0.9; 0.5 is plain SARSA.")

@@ -237,6 +237,12 @@ class ILQLTrainer(RLTrainer):
         self.heads = ILQLHeads(hidden, vocab).to(device)
         self.dataset = TransitionDataset()
         super().__init__(config, policy, tokenizer, env_kwargs, log_fn=log_fn, eval_fn=eval_fn)
+        # Two parameter groups: the LM at lr, the V and Q heads at heads_lr.
+        heads = list(self.policy.value_head.parameters()) + list(self.heads.q.parameters())
+        lm = [p for p in self.policy.lm.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam([{"params": lm, "lr": config.lr},
+                                           {"params": heads, "lr": config.heads_lr or config.lr}],
+                                          eps=config.adam_eps)
 
     def _make_env(self, env_kwargs: dict[str, Any]):
         return gym.make_vec(self.env_id, num_envs=self.config.monitor_envs, vectorization_mode="vector_entry_point",
