@@ -61,6 +61,7 @@ class _ModelSpec:
     tokenizer: Any
     seed: int | None
     peft_config: Any
+    padded_vocab: bool = False
 
 
 def align_right(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +130,12 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             above is given (default :data:`DEFAULT_SB3_MODEL`).
         tokenizer: The env's tokenizer, used to size the default model; ``None`` means the
             built-in tokenizer (the env's default). Pass ``env.unwrapped.tokenizer`` when
-            the env uses another one.
+            the env uses another one. With a ``model`` or ``model_name_or_path`` whose own
+            tokenizer is saved in its folder, the two vocabularies must be the same.
+        padded_vocab: Declare that the model's first ``action_space.n`` token ids are the env
+            tokenizer's and the rest is padding of its output layer. Needed only when the
+            model predicts more tokens than the action space holds and its own tokenizer
+            cannot be found in its folder to prove that (see Raises).
         seed: Seed for the default model's initial weights.
         peft_config: Optional ``peft`` config (e.g. LoRA): only the adapter and the value
             head train.
@@ -142,8 +148,11 @@ class LMActorCriticPolicy(ActorCriticPolicy):
 
     Raises:
         ConfigError: the spaces are not token spaces, more than one model source was
-            given, the model's vocabulary is smaller than the action space, or the default
-            model's tokenizer or ``n_positions`` does not fit the env.
+            given, the model's vocabulary is smaller than the action space, the model's
+            vocabulary is larger and nothing shows that its token ids mean the env's (its own
+            tokenizer, found in its folder, has the action space's size, or
+            ``padded_vocab=True``), its own tokenizer differs from ``tokenizer``, or the
+            default model's tokenizer or ``n_positions`` does not fit the env.
     """
 
     def __init__(
@@ -159,6 +168,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         seed: int | None = None,
         peft_config: Any = None,
         temperature: float = 1.0,
+        padded_vocab: bool = False,
         **kwargs: Any,
     ) -> None:
         _check_spaces(observation_space, action_space)
@@ -173,7 +183,8 @@ class LMActorCriticPolicy(ActorCriticPolicy):
                               "model_name_or_path=.")
         # Plain attribute (not a Module): nn.Module allows it before __init__, and _build,
         # which SB3 calls from ActorCriticPolicy.__init__, needs it.
-        self._spec = _ModelSpec(model, model_name_or_path, model_config, tokenizer, seed, peft_config)
+        self._spec = _ModelSpec(model, model_name_or_path, model_config, tokenizer, seed, peft_config,
+                                bool(padded_vocab))
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     # --- construction -------------------------------------------------------------------
@@ -214,10 +225,39 @@ class LMActorCriticPolicy(ActorCriticPolicy):
                 f"The model predicts {vocab} tokens but the action space has {self.action_space.n}: the model and "
                 "the env's tokenizer do not match. Use the model's own tokenizer in the env (tokenizer=...)."
             )
+        self._check_vocabulary(vocab)
         self._n_actions = int(self.action_space.n)
         self._logits_to_keep = _accepts(self.actor_critic.lm, "logits_to_keep")
         params = [p for p in self.actor_critic.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _check_vocabulary(self, vocab: int) -> None:
+        """Refuse a model whose token ids may not mean the env's (see the class's Raises)."""
+        spec, n = self._spec, int(self.action_space.n)
+        if spec.model is None and spec.model_name_or_path is None:
+            return  # the default model is built from the env's tokenizer
+        own = _saved_tokenizer(spec.model_name_or_path or getattr(self.actor_critic.config, "_name_or_path", None))
+        if own is not None and spec.tokenizer is not None:
+            from instruct_env.envs.core import resolve_tokenizer
+
+            # Every env token must have the same id for the model (the model's tokenizer may add tokens after them).
+            if not resolve_tokenizer(spec.tokenizer).get_vocab().items() <= own.get_vocab().items():
+                raise ConfigError(
+                    "The model's own tokenizer (saved with it) is not the tokenizer given as the env's: the same token "
+                    "id would mean different things to the model and the env. Make the env with the model's "
+                    "tokenizer: gym.make(..., tokenizer=<the model's folder or name>)."
+                )
+            return
+        if vocab == n or spec.padded_vocab or (own is not None and n in (len(own), own.vocab_size)):
+            return
+        found = (f"its own tokenizer has {len(own)} tokens" if own is not None
+                 else "no tokenizer was found with it to show which tokens its ids are")
+        raise ConfigError(
+            f"The model predicts {vocab} tokens but the env's action space has {n}, and {found}: its token ids "
+            f"may not mean the env's (e.g. a model built for another tokenizer). Make the env with the model's own "
+            f"tokenizer (gym.make(..., tokenizer=...)); if the model's first {n} ids are the env tokenizer's and the "
+            f"rest pads its output layer, pass policy_kwargs={{'padded_vocab': True}}."
+        )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -225,6 +265,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         data.update(
             model=spec.model, model_name_or_path=spec.model_name_or_path, model_config=spec.model_config,
             tokenizer=spec.tokenizer, seed=spec.seed, peft_config=spec.peft_config, temperature=self._temperature,
+            padded_vocab=spec.padded_vocab,
         )
         return data
 
@@ -291,6 +332,20 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         sub = {key: value[live] for key, value in obs.items()}
         values[live] = self._logits_and_values(sub)[1].to(values.dtype)
         return values
+
+
+def _saved_tokenizer(path: str | None) -> Any:
+    """The tokenizer saved in the local folder ``path``, or ``None`` (no folder, no tokenizer files)."""
+    import os
+
+    if not path or not os.path.isdir(path):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError):
+        return None
 
 
 def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:

@@ -169,3 +169,47 @@ def test_auto_reward_scores_exact_answers_in_every_script_and_says_which(caplog)
         assert reward == 1.0, samples[index].metadata["record"]["language"]
     english = gym.make("InstructEnv/Completion-v0", dataset=load_file(example_file("mini")))
     assert english.unwrapped.setup.reward_note.startswith("reward='auto' chose 'rougeL'")
+
+
+# -- item 8: SB3 refuses a model whose token ids may not be the env's --------------------------------
+
+
+def _qwen2(vocab_size: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                        max_position_embeddings=64))
+
+
+def test_sb3_refuses_a_larger_vocabulary_that_is_not_the_envs(tokenizer, tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+
+    from agents.sb3 import LMActorCriticPolicy
+    from instruct_env.error import ConfigError
+
+    env = gym.make("InstructEnv/Token-v0", tasks=["copy"], max_prompt_tokens=24, max_new_tokens=2)
+    n = env.action_space.n
+    assert n == len(tokenizer) < 600
+    with pytest.raises(ConfigError, match=f"predicts 600 tokens but the env's action space has {n}.*padded_vocab"):
+        PPO(LMActorCriticPolicy, env, n_steps=8, batch_size=8, policy_kwargs={"model": _qwen2(600)})
+    # Declared padding, or the model's own tokenizer saved with it, shows the ids are the env's.
+    PPO(LMActorCriticPolicy, env, n_steps=8, batch_size=8, policy_kwargs={"model": _qwen2(600), "padded_vocab": True})
+    folder = tmp_path / "qwen"
+    _qwen2(600).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    PPO(LMActorCriticPolicy, env, n_steps=8, batch_size=8, policy_kwargs={"model_name_or_path": str(folder)})
+    # A model whose saved tokenizer is another one (same size, other ids) is refused.
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    words = {f"w{i}": i for i in range(n)}
+    other = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="w0")), eos_token="w1")
+    other_folder = tmp_path / "other"
+    _qwen2(600).save_pretrained(other_folder)
+    other.save_pretrained(other_folder)
+    with pytest.raises(ConfigError, match="not the tokenizer given as the env's"):
+        PPO(LMActorCriticPolicy, env, n_steps=8, batch_size=8,
+            policy_kwargs={"model_name_or_path": str(other_folder), "tokenizer": tokenizer})
