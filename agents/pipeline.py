@@ -496,6 +496,9 @@ def load_policy_model(config: PipelineConfig, run_logger: Any = None):
         return model, tokenizer, info
     from transformers import AutoTokenizer
 
+    from agents.common.model import check_local_path
+
+    check_local_path(config.model.name)  # a misspelled folder: say so now, not after a hub look-up
     tokenizer = AutoTokenizer.from_pretrained(config.model.name)
     if tokenizer.eos_token_id is None:
         raise ConfigError(f"The tokenizer of {config.model.name!r} has no EOS token; answers could never end.")

@@ -213,3 +213,41 @@ def test_sb3_refuses_a_larger_vocabulary_that_is_not_the_envs(tokenizer, tmp_pat
     with pytest.raises(ConfigError, match="not the tokenizer given as the env's"):
         PPO(LMActorCriticPolicy, env, n_steps=8, batch_size=8,
             policy_kwargs={"model_name_or_path": str(other_folder), "tokenizer": tokenizer})
+
+
+# -- item 9: errors that point the right way -------------------------------------------------------
+
+
+def test_env_errors_name_the_env_arguments(tmp_path):
+    from instruct_env.error import ConfigError, DataFormatError, UnknownNameError
+
+    with pytest.raises(UnknownNameError, match=r"Completion-v0 \(vector env\) takes no argument 'max_new_token'\. "
+                                               r"Did you mean 'max_new_tokens'.*Accepted arguments: .*group_size"):
+        gym.make_vec("InstructEnv/Completion-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                     max_new_token=8)
+    with pytest.raises(UnknownNameError, match="takes no argument 'autoreset_mode'.*always resets in the same step"):
+        gym.make_vec("InstructEnv/Completion-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                     autoreset_mode="NextStep")
+    with pytest.raises(UnknownNameError, match="InstructEnv/Token-v0 takes no argument 'taskss'. Did you mean 'tasks'"):
+        gym.make("InstructEnv/Token-v0", taskss=["copy"])
+    # A file whose columns cannot be guessed: the env has no fields= argument, so the message says what to pass.
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"question": "2+2?", "answer": "4"}) + "\n")
+    with pytest.raises(DataFormatError) as info:
+        gym.make("InstructEnv/Completion-v0", dataset=str(path))
+    assert "'question', 'answer'" in str(info.value) and "Pass fields=" not in str(info.value)
+    assert "dataset=instruct_env.tasks.load_file(path, fields=" in str(info.value)
+    # A prompt budget too small names the env's argument.
+    with pytest.raises(ConfigError, match="but max_prompt_tokens=2. Raise max_prompt_tokens to at least"):
+        gym.make("InstructEnv/Completion-v0", tasks=["copy"], max_prompt_tokens=2).reset(seed=0)
+
+
+def test_a_misspelled_local_model_folder_is_reported_at_once(tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs" / "first" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may reach for the network
+    assert main(["eval", "--model", "runs/frist/model", "--out", str(tmp_path / "e"), "--set", "progress=false",
+                 "--set", "threads=1"]) != 0
+    err = capsys.readouterr().err
+    assert "No such folder: 'runs/frist/model'" in err
+

@@ -308,7 +308,7 @@ def generate_completions(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     device = next(lm.parameters()).device
     encoder_decoder = bool(getattr(lm.config, "is_encoder_decoder", False))
-    prompts = [formatter.encode(s, tokenizer, max_prompt_tokens)[0] for s in samples]
+    prompts = [formatter.encode(s, tokenizer, max_prompt_tokens, budget_name="max_prompt_tokens")[0] for s in samples]
     order = sorted(range(len(samples)), key=lambda i: len(prompts[i]))
     texts: list[str] = [""] * len(samples)
     lengths: list[int] = [0] * len(samples)

@@ -17,6 +17,7 @@ __all__ = [
     "DefaultModelConfig",
     "build_default_model",
     "load_model",
+    "check_local_path",
     "ActorCritic",
     "lm_forward",
     "position_ids_from_mask",
@@ -79,6 +80,44 @@ def build_default_model(tokenizer, config: DefaultModelConfig | None = None, see
     return GPT2LMHeadModel(hf_config)
 
 
+def check_local_path(name_or_path: str) -> None:
+    """Refuse at once a model name that is meant as a local folder but names none.
+
+    A name is taken as a local path when it starts with ``.``, ``/`` or ``~``, ends with a
+    slash, has more than one ``/``, or its first part is an existing local folder (``runs/x``);
+    otherwise it is a hub name (``org/name``), left to ``from_pretrained``. Without this check a
+    misspelled folder is looked up on the hub, which waits for the network and then blames it.
+
+    >>> check_local_path("gpt2"); check_local_path("org/name")
+    >>> check_local_path("./no/such/model")
+    Traceback (most recent call last):
+    ...
+    instruct_env.error.ConfigError: No such folder: './no/such/model' (nothing at ... on this machine). ...
+    """
+    import os
+    from pathlib import Path
+
+    from instruct_env.error import suggest
+
+    text = os.fspath(name_or_path)
+    parts = text.replace("\\", "/").split("/")
+    local = (text.startswith((".", "/", "~")) or text.endswith(("/", "\\")) or len(parts) > 2
+             or (len(parts) == 2 and os.path.isdir(parts[0])))
+    path = Path(text).expanduser()
+    if not local or path.exists():
+        return
+    parent = path.parent
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    siblings = [os.path.join(os.path.dirname(text.rstrip("/")), p.name) for p in parent.iterdir() if p.is_dir()] \
+        if parent.is_dir() and path.parent == parent else []
+    hint = suggest(text.rstrip("/"), siblings)
+    raise ConfigError(
+        f"No such folder: {text!r} (nothing at {path.absolute()} on this machine).{hint} Pass the folder that holds "
+        f"the model's config.json (e.g. a run's model/), or a hub name such as 'gpt2'."
+    )
+
+
 def load_model(name_or_path: str, kind: str = "auto", **kwargs: Any):
     """Load a Hugging Face model by hub name or local path.
 
@@ -92,6 +131,7 @@ def load_model(name_or_path: str, kind: str = "auto", **kwargs: Any):
 
     if kind not in ("auto", "causal", "seq2seq"):
         raise ConfigError(f"kind must be 'auto', 'causal' or 'seq2seq'; got {kind!r}.")
+    check_local_path(name_or_path)
     if kind == "auto":
         cfg = AutoConfig.from_pretrained(name_or_path)
         kind = "seq2seq" if getattr(cfg, "is_encoder_decoder", False) else "causal"

@@ -68,7 +68,7 @@ def encode_example(
     """
     if not sample.references:
         raise ConfigError(f"Sample {sample.id!r} has no reference answer to train on; SFT needs one.")
-    prompt, _ = formatter.encode(sample, tokenizer, max_prompt_tokens)
+    prompt, _ = formatter.encode(sample, tokenizer, max_prompt_tokens, budget_name="max_prompt_tokens")
     response = list(tokenizer.encode(sample.references[0], add_special_tokens=False)) + [tokenizer.eos_token_id]
     room = max_response_tokens
     if max_total_tokens is not None:

@@ -16,6 +16,7 @@ from instruct_env.envs.core import (
     SetupAccess,
     batch_infos,
     check_render_mode,
+    make_setup,
     split_vector_options,
     vector_seeds,
 )
@@ -153,7 +154,7 @@ class CompletionEnv(SetupAccess, gym.Env):
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, *, render_mode: str | None = None, **kwargs: Any) -> None:
-        self.setup = EnvSetup(**kwargs)
+        self.setup = make_setup('InstructEnv/Completion-v0', kwargs, ('render_mode',))
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.observation_space, self.action_space = _spaces(self.setup)
         self._slots = TokenSlots(self.setup, 1)
@@ -217,7 +218,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
                 f"group_size must be a positive divisor of num_envs={num_envs}; got {group_size!r}."
             )
         self.num_envs, self.group_size = int(num_envs), int(group_size)
-        self.setup = EnvSetup(**kwargs)
+        self.setup = make_setup('InstructEnv/Completion-v0 (vector env)', kwargs, ('num_envs', 'group_size'))
         self.single_observation_space, self.single_action_space = _spaces(self.setup)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)

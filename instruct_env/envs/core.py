@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from instruct_env.error import ConfigError, EmptyDatasetError, InvalidOption, RewardError
+from instruct_env.error import ConfigError, DataFormatError, EmptyDatasetError, InvalidOption, RewardError
 from instruct_env.tasks.sample import Sample
 
-__all__ = ["EnvSetup", "PromptBank", "SetupAccess", "resolve_tokenizer", "vector_seeds", "split_vector_options",
+__all__ = ["EnvSetup", "make_setup", "PromptBank", "SetupAccess", "resolve_tokenizer", "vector_seeds", "split_vector_options",
            "check_render_mode", "batch_infos", "auto_reward", "RESET_OPTION_KEYS"]
 
 logger = logging.getLogger(__name__)
@@ -92,13 +92,50 @@ def _resolve_dataset(tasks, dataset, split: str, dataset_kwargs: Mapping[str, An
     if dataset_kwargs:
         raise ConfigError("dataset_kwargs only applies to the built-in suite (tasks=...); got dataset= too.")
     if isinstance(dataset, str) or hasattr(dataset, "__fspath__"):
-        return tasks_pkg.load_file(dataset)
+        try:
+            return tasks_pkg.load_file(dataset)
+        except DataFormatError as exc:
+            what, sep, _ = str(exc).partition(" Pass fields=")
+            if not sep:
+                raise
+            raise DataFormatError(  # the env has no fields= argument: say how to map the columns here
+                f"{what} Map them yourself and pass the samples: dataset=instruct_env.tasks.load_file(path, "
+                "fields={'instruction': ..., 'context': ..., 'references': ...})."
+            ) from None
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise ConfigError(
             f"dataset must be a path to a JSON/JSONL/CSV file or an indexable sequence of Sample; "
             f"got {type(dataset).__name__}."
         )
     return dataset
+
+
+def make_setup(env: str, kwargs: Mapping[str, Any], own: Sequence[str]) -> EnvSetup:
+    """:class:`EnvSetup` from an env's remaining keyword arguments, refusing unknown names.
+
+    Args:
+        env: The env, as users know it (e.g. ``"InstructEnv/Completion-v0"``), for the message.
+        kwargs: The keyword arguments the env passes on.
+        own: The env's own keyword arguments (listed as accepted in the message).
+
+    Raises:
+        UnknownNameError: an argument neither the env nor :class:`EnvSetup` takes, with a
+            "did you mean" suggestion and the accepted names.
+    """
+    import inspect
+
+    from instruct_env.error import UnknownNameError, suggest
+
+    shared = [name for name in inspect.signature(EnvSetup.__init__).parameters if name != "self"]
+    accepted = sorted({*shared, *own})
+    for name in kwargs:
+        if name not in shared:
+            why = (" Completion episodes last one step, so their vector env always resets in the same step "
+                   "(SameStep); autoreset_mode is an argument of InstructEnv/Token-v0's vector env."
+                   if name == "autoreset_mode" else "")
+            raise UnknownNameError(f"{env} takes no argument {name!r}.{suggest(str(name), accepted)}{why} "
+                                   f"Accepted arguments: {', '.join(accepted)}.")
+    return EnvSetup(**kwargs)
 
 
 class EnvSetup:
@@ -300,7 +337,8 @@ class PromptBank:
         hit = self._cache.get(sample.id)
         if hit is not None and hit[3] == sample:
             return hit[0], hit[1], hit[2]
-        ids, info = self.setup.formatter.encode(sample, self.setup.tokenizer, self.setup.max_prompt_tokens)
+        ids, info = self.setup.formatter.encode(sample, self.setup.tokenizer, self.setup.max_prompt_tokens,
+                                                budget_name="max_prompt_tokens")
         # The text shown in info["prompt"] is the one encoded in the observation (chat template included).
         tokenizer = self.setup.tokenizer
         text = self.setup.formatter.format(sample, tokenizer) if not info.get("truncated") else tokenizer.decode(ids)

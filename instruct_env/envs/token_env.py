@@ -16,6 +16,7 @@ from instruct_env.envs.core import (
     SetupAccess,
     batch_infos,
     check_render_mode,
+    make_setup,
     split_vector_options,
     vector_seeds,
 )
@@ -121,7 +122,7 @@ class TokenEnv(SetupAccess, gym.Env):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.setup = EnvSetup(**kwargs)
+        self.setup = make_setup('InstructEnv/Token-v0', kwargs, ('shaping', 'render_mode'))
         self.shaping = shaping
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.observation_space = _observation_space(self.setup)
@@ -209,7 +210,8 @@ class TokenVectorEnv(SetupAccess, VectorEnv):
             raise ConfigError("autoreset_mode 'Disabled' is not supported; use 'SameStep' or 'NextStep'.")
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.num_envs = int(num_envs)
-        self.setup = EnvSetup(**kwargs)
+        self.setup = make_setup("InstructEnv/Token-v0 (vector env)", kwargs,
+                                ('num_envs', 'autoreset_mode', 'step_text', 'shaping'))
         self.shaping = shaping
         self.step_text = step_text
         self.single_observation_space = _observation_space(self.setup)

@@ -238,8 +238,12 @@ class PromptFormatter:
         """
         return self._render(sample.instruction, sample.context, self.demonstrations_for(sample), tokenizer)
 
-    def encode(self, sample: Sample, tokenizer: Any, max_tokens: int | None = None) -> tuple[list[int], dict]:
+    def encode(self, sample: Sample, tokenizer: Any, max_tokens: int | None = None, *,
+               budget_name: str = "max_tokens") -> tuple[list[int], dict]:
         """Encode the prompt of ``sample``, truncating it to ``max_tokens`` (see module docs).
+
+        ``budget_name`` is what the caller's user calls ``max_tokens`` (e.g. ``"max_prompt_tokens"``),
+        so that the error below names the argument to raise.
 
         Returns:
             ``(token_ids, info)`` with ``info = {"truncated": bool, "num_shots_used": int,
@@ -281,8 +285,8 @@ class PromptFormatter:
             cut = ", input cut to '...'" if word_ends else ""
             raise ConfigError(
                 f"The prompt of sample {sample.id!r} needs at least {len(ids)} tokens (instruction and "
-                f"response marker, no demonstrations{cut}) but max_tokens={max_tokens}. "
-                "Raise max_tokens or shorten the instruction."
+                f"response marker, no demonstrations{cut}) but {budget_name}={max_tokens}. "
+                f"Raise {budget_name} to at least {len(ids)} or shorten the instruction."
             )
         lo, hi = 0, len(word_ends) - 1  # head(lo) fits; head(len(word_ends)) is the full context
         while lo < hi:
