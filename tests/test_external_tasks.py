@@ -49,7 +49,11 @@ def test_prompts_and_references_fit_the_documented_budgets(samples, tokenizer):
 
 
 def test_env_from_path_gives_one_for_the_reference(samples):
+    from instruct_env.tasks.splits import select_split
+
     env = gym.make("InstructEnv/Completion-v0", dataset=str(example_file()), reward=REWARD, max_new_tokens=64)
+    samples = select_split(samples, "train")  # a file's split="train" (the default) is its train split
+    assert len(env.unwrapped.setup.dataset) == len(samples) == 33
     wrong = "I would rather not answer that today."
     for index in range(len(samples)):
         _, info = env.reset(options={"index": index})

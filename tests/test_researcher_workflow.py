@@ -236,7 +236,7 @@ def test_env_errors_name_the_env_arguments(tmp_path):
     with pytest.raises(DataFormatError) as info:
         gym.make("InstructEnv/Completion-v0", dataset=str(path))
     assert "'question', 'answer'" in str(info.value) and "Pass fields=" not in str(info.value)
-    assert "dataset=instruct_env.tasks.load_file(path, fields=" in str(info.value)
+    assert "dataset_kwargs={'fields': {'instruction': ..." in str(info.value)
     # A prompt budget too small names the env's argument.
     with pytest.raises(ConfigError, match="but max_prompt_tokens=2. Raise max_prompt_tokens to at least"):
         gym.make("InstructEnv/Completion-v0", tasks=["copy"], max_prompt_tokens=2).reset(seed=0)
@@ -251,3 +251,39 @@ def test_a_misspelled_local_model_folder_is_reported_at_once(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "No such folder: 'runs/frist/model'" in err
 
+
+
+# -- item 3: data files are split, by a stable hash of each input or by a column ---------------------
+
+
+def test_file_splits_are_disjoint_deterministic_and_reported(tmp_path, caplog):
+    from instruct_env.error import DataFormatError, EmptyDatasetError
+    from instruct_env.tasks import example_file, load_file
+    from instruct_env.tasks.splits import check_disjoint, input_key, split_sizes
+
+    path = str(example_file())
+    keys = {}
+    with caplog.at_level(logging.INFO, logger="instruct_env.envs.core"):
+        for split in ("train", "validation", "test"):
+            env = gym.make("InstructEnv/Completion-v0", dataset=path, split=split)
+            keys[split] = {input_key(s) for s in env.unwrapped.setup.dataset}
+    assert "40 samples, split by a hash of each input (80/10/10) into 33 train, 5 validation and 2 test" in caplog.text
+    assert [len(keys[s]) for s in ("train", "validation", "test")] == [33, 5, 2]
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["validation"]
+    assert split_sizes(load_file(path)) == {"train": 33, "validation": 5, "test": 2}  # the same every run
+    # A split column: rows say where they belong.
+    rows = [{"instruction": f"Say {i}", "output": str(i), "part": ["train", "dev", "test"][i % 3]} for i in range(9)]
+    own = tmp_path / "own.jsonl"
+    own.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = gym.make("InstructEnv/Completion-v0", dataset=str(own), split="validation",
+                   dataset_kwargs={"split_column": "part"})
+    assert [s.instruction for s in env.unwrapped.setup.dataset] == ["Say 1", "Say 4", "Say 7"]
+    with pytest.raises(DataFormatError, match="line 1: no split column 'prt'"):
+        gym.make("InstructEnv/Completion-v0", dataset=str(own), dataset_kwargs={"split_column": "prt"})
+    with pytest.raises(EmptyDatasetError, match="The validation split of .* is empty: its 1 samples split"):
+        tiny = tmp_path / "tiny.jsonl"
+        tiny.write_text(json.dumps(rows[0]) + "\n")
+        gym.make("InstructEnv/Completion-v0", dataset=str(tiny), split="validation")
+    trained = load_file(str(own))[:2]
+    with pytest.raises(DataFormatError, match="1 of the 2 samples of the test split were trained on"):
+        check_disjoint(trained, [trained[1], load_file(str(own))[5]], "the test split")

@@ -139,7 +139,9 @@ class CompletionEnv(SetupAccess, gym.Env):
     Same as :class:`~instruct_env.envs.token_env.TokenEnv` (without ``shaping``).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version. Data files passed as ``dataset=`` are split by ``split`` (train / validation /
+      test by a stable hash of each input, or by ``dataset_kwargs["split_column"]``); before, every split
+      was the whole file.
 
     ## Example
     >>> import gymnasium as gym

@@ -81,6 +81,14 @@ def auto_reward(dataset: Any, max_checked: int = 2000) -> tuple[str | dict[str, 
     return "rougeL", "references are ASCII text: ROUGE-L F1 (rouge-score's tokenizer, with stemming)"
 
 
+#: ``dataset_kwargs`` a data file takes: :func:`~instruct_env.tasks.load_file`'s options and the split column.
+FILE_DATASET_KWARGS = ("fields", "format", "task", "split_column")
+
+
+def _is_path(dataset: Any) -> bool:
+    return isinstance(dataset, str) or hasattr(dataset, "__fspath__")
+
+
 def _resolve_dataset(tasks, dataset, split: str, dataset_kwargs: Mapping[str, Any] | None):
     from instruct_env import tasks as tasks_pkg
 
@@ -89,25 +97,55 @@ def _resolve_dataset(tasks, dataset, split: str, dataset_kwargs: Mapping[str, An
     if dataset is None:
         names = [tasks] if isinstance(tasks, str) else tasks
         return tasks_pkg.BuiltinDataset(tasks=names, split=split, **dict(dataset_kwargs or {}))
+    if _is_path(dataset):
+        return _file_split(dataset, split, dict(dataset_kwargs or {}))
     if dataset_kwargs:
-        raise ConfigError("dataset_kwargs only applies to the built-in suite (tasks=...); got dataset= too.")
-    if isinstance(dataset, str) or hasattr(dataset, "__fspath__"):
-        try:
-            return tasks_pkg.load_file(dataset)
-        except DataFormatError as exc:
-            what, sep, _ = str(exc).partition(" Pass fields=")
-            if not sep:
-                raise
-            raise DataFormatError(  # the env has no fields= argument: say how to map the columns here
-                f"{what} Map them yourself and pass the samples: dataset=instruct_env.tasks.load_file(path, "
-                "fields={'instruction': ..., 'context': ..., 'references': ...})."
-            ) from None
+        raise ConfigError("dataset_kwargs applies to the built-in suite (tasks=...) and to a data file "
+                          f"(dataset='path', keys {', '.join(FILE_DATASET_KWARGS)}); got a {type(dataset).__name__} "
+                          "of samples, which is used as given (split it yourself).")
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise ConfigError(
             f"dataset must be a path to a JSON/JSONL/CSV file or an indexable sequence of Sample; "
             f"got {type(dataset).__name__}."
         )
     return dataset
+
+
+def _file_split(path: Any, split: str, options: dict[str, Any]) -> list:
+    """The ``split`` of a data file (by the hash of each input, or by ``split_column``)."""
+    import os
+
+    from instruct_env import tasks as tasks_pkg
+    from instruct_env.error import suggest
+    from instruct_env.tasks.splits import select_split, split_sizes
+
+    unknown = sorted(set(options) - set(FILE_DATASET_KWARGS))
+    if unknown:
+        raise ConfigError(f"dataset_kwargs for a data file takes {', '.join(FILE_DATASET_KWARGS)}; got "
+                          f"{unknown[0]!r}.{suggest(unknown[0], FILE_DATASET_KWARGS)}")
+    column = options.pop("split_column", None)
+    try:
+        samples = tasks_pkg.load_file(path, **options)
+    except DataFormatError as exc:
+        what, sep, _ = str(exc).partition(" Pass fields=")
+        if not sep:
+            raise
+        raise DataFormatError(  # the env takes the mapping in dataset_kwargs
+            f"{what} Name them with dataset_kwargs={{'fields': {{'instruction': ..., 'context': ..., "
+            "'references': ...}})."
+        ) from None
+    chosen = select_split(samples, split, column)
+    sizes = split_sizes(samples, column)
+    how = f"by its column {column!r}" if column else "by a hash of each input (80/10/10)"
+    logger.info("%s: %d samples, split %s into %d train, %d validation and %d test; this env uses the %s split.",
+                os.fspath(path), len(samples), how, sizes["train"], sizes["validation"], sizes["test"], split)
+    if not chosen:
+        raise EmptyDatasetError(
+            f"The {split} split of {os.fspath(path)!r} is empty: its {len(samples)} samples split {how} into "
+            f"{sizes['train']} train, {sizes['validation']} validation and {sizes['test']} test. Add samples, or "
+            "name a column that assigns them (dataset_kwargs={'split_column': 'split'})."
+        )
+    return chosen
 
 
 def make_setup(env: str, kwargs: Mapping[str, Any], own: Sequence[str]) -> EnvSetup:
@@ -144,7 +182,10 @@ class EnvSetup:
     Args:
         tasks: Built-in task family name(s); ``None`` means the whole built-in suite.
         dataset: Your own samples (a sequence of :class:`Sample`) or a data-file path.
-        split: ``"train"``, ``"validation"`` or ``"test"`` (built-in suite only).
+        split: ``"train"``, ``"validation"`` or ``"test"``: of the built-in suite, or of a data
+            file (by a stable hash of each input, 80/10/10, or by the column named in
+            ``dataset_kwargs["split_column"]``; see :mod:`instruct_env.tasks.splits`). A sequence of
+            samples is used as given.
         tokenizer: ``None`` (built-in), a Hugging Face name/path, or a tokenizer object.
         reward: ``"auto"`` (the task verifier when samples have one, else ROUGE-L suited to the
             references' script, see :func:`auto_reward`),
@@ -157,7 +198,9 @@ class EnvSetup:
         num_shots: In-context demonstrations placed before the instruction.
         template: Prompt template name or format string.
         use_chat_template: ``"auto"``, ``True`` or ``False``.
-        dataset_kwargs: Knobs for the built-in suite (``size_per_task``, ``seed``, difficulty).
+        dataset_kwargs: Knobs for the built-in suite (``size_per_task``, ``seed``, difficulty), or
+            for a data file: ``fields``, ``format``, ``task`` (as :func:`~instruct_env.tasks.load_file`
+            takes them) and ``split_column``.
         sampling: How new episodes pick their sample: ``"uniform"`` over the dataset, or
             ``"stratified"`` over task families (every run of F draws visits each of the F
             families once, in a random order, with a uniform sample inside the family), so that a
@@ -223,9 +266,9 @@ class EnvSetup:
             logger.info("%s.", self.reward_note)
         self.reward = rewards.make(reward)
         demos = None
-        if num_shots:
-            demos = self.dataset if split == "train" or tasks is None and dataset is not None else \
-                _resolve_dataset(tasks, None, "train", dataset_kwargs)
+        if num_shots:  # demonstrations come from the train split (a list of samples is its own source)
+            demos = self.dataset if split == "train" or dataset is not None and not _is_path(dataset) else \
+                _resolve_dataset(tasks, dataset, "train", dataset_kwargs)
         self.formatter = PromptFormatter(
             template=template, use_chat_template=use_chat_template, num_shots=num_shots, demonstrations=demos
         )

@@ -98,7 +98,9 @@ class TokenEnv(SetupAccess, gym.Env):
     ``fn(tokens, generated, samples) -> bonus``) and ``render_mode`` (``"ansi"``).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version. Data files passed as ``dataset=`` are split by ``split`` (train / validation /
+      test by a stable hash of each input, or by ``dataset_kwargs["split_column"]``); before, every split
+      was the whole file.
 
     ## Example
     >>> import gymnasium as gym
