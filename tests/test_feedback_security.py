@@ -503,3 +503,13 @@ def test_remote_store_cuts_query_batches_to_fit_the_body_limit(tmp_path):
         queries[0].instruction, queries[99].instruction]
     assert len(sizes) >= 4 and max(sizes) <= 64 * 1024
     store.close()
+
+
+def test_serve_command_passes_cookie_secure(monkeypatch, tmp_path):
+    import instruct_env.feedback as feedback
+
+    seen: list[dict] = []
+    monkeypatch.setattr(feedback, "serve", lambda store, **options: seen.append(options))
+    assert cli_main(["serve", "--store", str(tmp_path / "f.db"), "--cookie-secure"]) == 0
+    assert cli_main(["serve", "--store", str(tmp_path / "f.db")]) == 0
+    assert [options["cookie_secure"] for options in seen] == [True, False]
