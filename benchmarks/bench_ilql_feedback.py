@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
+    shutil.rmtree(out / "run", ignore_errors=True)  # this script's own run folder, from an earlier run
     out.mkdir(parents=True, exist_ok=True)
     suite = reduced_config(str(out), [args.seed], ["ilql"])
     config = suite.pipeline_config(args.seed, out / "run", model=ModelConfig(name=args.sft_model))
