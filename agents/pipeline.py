@@ -324,10 +324,12 @@ class RLSection:
     rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(
         num_envs=128, group_size=8, temperature=0.7, time_budget_s=180.0, total_updates=100_000, eval_every=40))
     # ILQL collects its offline data from the SFT model (data="rollouts": 1024 samples, 8 per prompt) when
-    # it is built, then learns from that fixed set only.
+    # it is built, then learns from that fixed set only. A run of a few hundred updates needs the heads to
+    # learn fast (heads_lr) and the target Q heads to follow within ~20 updates (polyak 0.05; the paper's
+    # 0.005 is for runs 100x longer): each hop of the reward back through the answer goes through them.
     ilql: ILQLConfig = field(default_factory=lambda: ILQLConfig(
-        lr=5e-5, heads_lr=1e-3, temperature=0.7, rollout_episodes=1024, rollout_group_size=8, monitor_every=20,
-        monitor_envs=64,
+        lr=5e-5, heads_lr=1e-3, polyak=0.05, temperature=0.7, rollout_episodes=1024, rollout_group_size=8,
+        monitor_every=20, monitor_envs=64,
         time_budget_s=180.0, total_updates=100_000, eval_every=40))
     sql: SoftQConfig = field(default_factory=lambda: SoftQConfig(
         lr=5e-5, temperature=0.7, num_envs=64, n_steps=16, time_budget_s=180.0, total_updates=100_000,
