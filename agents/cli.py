@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, help="Training seed.")
         sub.add_argument("--tasks", help="Comma-separated built-in task families (default: the twelve English "
                                               "families; opt-in ones such as zh_chars must be named).")
+        sub.add_argument("--dataset", metavar="FILE|FOLDER|hf:NAME",
+                         help="Your own data instead of the built-in suite: a JSON/JSONL/CSV/TSV file, a folder saved "
+                              "with datasets' save_to_disk, or hf:NAME[:CONFIG]; split 80/10/10 by a hash of each "
+                              "input unless --set data.split_column=COLUMN (map columns with --set "
+                              "'data.fields={instruction: q, references: a}').")
         if name in ("pipeline", "sft"):
             sub.add_argument("--num-examples", type=int, metavar="N",
                              help="SFT training examples per task family (few-shot; default 64).")
@@ -141,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> list[str]:
     pairs = []
     for flag, path in (("model", "model.name"), ("out", "out"), ("name", "name"), ("device", "device"),
-                       ("threads", "threads"), ("seed", "seed"), ("tasks", "data.tasks"),
+                       ("threads", "threads"), ("seed", "seed"), ("tasks", "data.tasks"), ("dataset", "data.dataset"),
                        ("num_examples", "sft.num_examples"), ("algo", "rl.algo"), ("data", "rl.ilql.data"),
                        ("feedback", "feedback.mode")):
         value = getattr(args, flag, None)

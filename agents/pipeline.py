@@ -123,6 +123,15 @@ class DataConfig:
         test_size_per_task: Test samples per family for the reported numbers.
         seed: Seed of the datasets (kept apart from the training seed, so runs with different
             training seeds are scored on the same test samples).
+        dataset: Your own data instead of the built-in suite (``tasks`` must then be unset): a
+            JSON/JSONL/CSV/TSV file, a folder saved with ``datasets``' ``save_to_disk``, or
+            ``hf:NAME[:CONFIG]`` (see :mod:`agents.common.own_data`). Each split is used whole
+            (the ``*_size_per_task`` fields size the built-in suite only); SFT takes the first
+            ``sft.num_examples`` training samples of each task.
+        fields: Column mapping of ``dataset``, Sample field -> column (``{instruction: prompt,
+            references: answer}``); detected from the first record when empty.
+        split_column: A column of ``dataset`` holding each record's split; unset: a stable hash
+            of each input assigns it (80/10/10).
         sampling: How RL's training environment picks prompts: ``"stratified"`` (each run of F
             prompts covers the F task families once) or ``"uniform"`` (see ``EnvSetup``).
     """
@@ -140,6 +149,9 @@ class DataConfig:
     test_size_per_task: int = 50
     seed: int = 0
     sampling: Literal["uniform", "stratified"] = "stratified"
+    dataset: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    split_column: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_tokens", "max_new_tokens", "train_size_per_task", "val_size_per_task",
@@ -165,6 +177,11 @@ class DataConfig:
                 rewards.make(self.reward)
             except ConfigError as exc:
                 raise ConfigError(f"reward: {exc}") from exc
+        if self.dataset is not None and (self.tasks is not None or self.reasoning_gym):
+            raise ConfigError("data.dataset replaces the built-in suite: unset data.tasks and data.reasoning_gym, or "
+                              "unset data.dataset.")
+        if self.dataset is None and (self.fields or self.split_column):
+            raise ConfigError("data.fields and data.split_column describe data.dataset, which is unset.")
         names = [t.name for t in self.reasoning_gym]
         if len(set(names)) != len(names):
             raise ConfigError(f"data.reasoning_gym names a dataset twice ({names}); list each dataset once.")
@@ -212,7 +229,7 @@ def _reasoning_gym_split(task: ReasoningGymTask, data: DataConfig, split: str, s
 
 
 def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | None = None) -> Sequence[Any]:
-    """The samples of one split: the built-in families, then each reasoning-gym task.
+    """The samples of one split: the built-in families, then each reasoning-gym task (or ``data.dataset``'s split).
 
     Args:
         data: The data section (``tasks``, ``reasoning_gym``).
@@ -228,6 +245,11 @@ def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | 
     """
     from instruct_env.tasks import BuiltinDataset
 
+    if data.dataset is not None:  # your own data: each split whole
+        from agents.common.own_data import load_own_data
+        from instruct_env.tasks.builtin import normalise_split
+
+        return load_own_data(data.dataset, data.fields, data.split_column).splits[normalise_split(split)]
     seed = data.seed if seed is None else seed
     builtin = BuiltinDataset(data.tasks, split=split, size_per_task=size_per_task, seed=seed)
     if not data.reasoning_gym:
@@ -573,6 +595,43 @@ class _Run:
                                          num_shots=data.num_shots, demonstrations=demos)
         self.test = list(split_samples(data, "test", data.test_size_per_task))
         self.val = list(split_samples(data, "validation", data.val_size_per_task))
+        #: The validation metric RL keeps the best weights by, and the metrics' options (see _check_own_data).
+        self.metric, self.metric_options = config.eval.metric, dict(config.eval.metric_options)
+        if data.dataset is not None:
+            self._check_own_data()
+
+    def _check_own_data(self) -> None:
+        """Say how ``data.dataset`` was split and which reward RL uses; refuse to score trained inputs."""
+        from agents.common.own_data import effective_reward, load_own_data
+        from instruct_env.envs.core import auto_reward
+        from instruct_env.tasks.splits import check_disjoint
+
+        data = self.config.data
+        own = load_own_data(data.dataset, data.fields, data.split_column)
+        train = own.splits["train"]
+        check_disjoint(train, self.test, f"the test split of {data.dataset!r}")
+        check_disjoint(train, self.val, f"the validation split of {data.dataset!r}")
+        lines = [own.describe() + "."]
+        if self.config.eval.metric == "task" and getattr(self.val[0], "verifier", None) is None:
+            # No task verifier to score with: validate on ROUGE-L, told how to split the data's script.
+            reward, why = auto_reward(train)
+            self.metric = "rougeL"
+            if isinstance(reward, dict) and "rougeL" not in self.metric_options:
+                self.metric_options["rougeL"] = dict(reward["rougeL"])
+            lines.append(f"Validation metric rougeL{' (tokenizer=cjk)' if isinstance(reward, dict) else ''} instead "
+                         f"of eval.metric='task': the samples have no task verifier ({why}).")
+        if "rl" in self.stages:
+            reward, note = effective_reward(data.reward, train)
+            lines.append((note or f"RL reward {reward!r} (data.reward)") + ".")
+        name = self.config.model.name
+        trained = Path(name) / "trained_inputs.json" if name else None
+        if trained is not None and trained.is_file():  # a model saved by an earlier run on this data
+            check_disjoint(set(json.loads(trained.read_text())), self.test,
+                           f"the test split of {data.dataset!r} (the model {name!r} was trained on them)")
+            lines.append(f"None of the test inputs is among the {name!r} model's training inputs.")
+        for line in lines:
+            logger.info("%s", line)
+        self.sections["Data"] = " ".join(lines)
 
     def timed(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -584,7 +643,7 @@ class _Run:
                         max_prompt_tokens=self.config.data.max_prompt_tokens,
                         max_new_tokens=self.config.data.max_new_tokens, batch_size=self.config.eval.batch_size,
                         split=split, progress=lambda it: self.log.progress(it, desc=desc, unit="batch"),
-                        metric_options=self.config.eval.metric_options)
+                        metric_options=self.metric_options)
 
     def test_eval(self, stage: str, model: Any, tokenizer: Any) -> None:
         start = time.perf_counter()
@@ -603,7 +662,7 @@ def _run_sft(run: _Run, model: Any, tokenizer: Any) -> None:
     start = time.perf_counter()
     data = run.config.data
     own_data = {}
-    if data.reasoning_gym:  # the trainer's own data is the built-in suite only
+    if data.reasoning_gym or data.dataset:  # the trainer's own data is the built-in suite only
         own_data = {"train_data": split_samples(data, "train", sft_config.num_examples, seed=sft_config.seed),
                     "val_data": split_samples(data, "validation", sft_config.val_examples, seed=sft_config.seed)}
     trainer = SFTTrainer(model, tokenizer, sft_config, tasks=data.tasks, formatter=run.formatter,
@@ -630,7 +689,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
 
     cfg = run.config
     _, rl_config = cfg.stage_configs()
-    metric = cfg.eval.metric
+    metric = run.metric
     policy = ActorCritic(model)
     policy.freeze_reference()  # the KL reference is the model RL starts from (the SFT model)
     if cfg.feedback.mode:
@@ -645,7 +704,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
 
     def validate(policy_: Any) -> dict[str, float]:
         result = run.evaluate(decoding(policy_), tokenizer, run.val, "validation", "validation check")
-        return {f"val_{m}": result.overall[m] for m in ("task", "exact_match", "length")}
+        return {f"val_{m}": result.overall[m] for m in dict.fromkeys(("task", "exact_match", "length", metric))}
 
     def on_update(metrics: dict[str, Any]) -> None:
         step = int(metrics["update"])
@@ -692,6 +751,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
     rewards = [h.get("reward_mean", math.nan) for h in history]
     families = sorted({k.split("/", 1)[1] for h in history for k in h if k.startswith("reward/")})
     run.rl_training = {
+        "reward": env_kwargs["reward"],
         "updates": trainer.num_updates,
         "train": window_means(rewards),
         "per_family": {f: window_means([h.get(f"reward/{f}", math.nan) for h in history]) for f in families},
@@ -699,7 +759,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
     first, last = run.rl_training["train"]
     run.sections["RL"] = (
         f"{cfg.rl.algo.upper()}, {trainer.num_updates} updates in {trainer.elapsed:.0f} s, training reward "
-        f"`{cfg.data.reward}` {first:.3f} (first 10% of updates) -> {last:.3f} (last 10%). Validation {metric} "
+        f"`{env_kwargs['reward']}` {first:.3f} (first 10% of updates) -> {last:.3f} (last 10%). Validation {metric} "
         f"({len(run.val)} samples) checked every {rl_config.eval_every} updates; best "
         f"{tracker.best_value:.3f} at update {tracker.best_step}"
         + (" (the SFT model: RL did not improve on it)" if tracker.best_step == 0 else "")
@@ -713,6 +773,11 @@ def rl_env_kwargs(data: DataConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"split": "train", "reward": data.reward, "max_prompt_tokens": data.max_prompt_tokens,
                               "template": data.template, "num_shots": data.num_shots, "sampling": data.sampling,
                               "use_chat_template": data.use_chat_template}
+    if data.dataset is not None:
+        from agents.common.own_data import effective_reward
+
+        train = list(split_samples(data, "train", data.train_size_per_task))
+        return {**kwargs, "dataset": train, "reward": effective_reward(data.reward, train)[0]}
     if data.reasoning_gym:
         return {**kwargs, "dataset": split_samples(data, "train", data.train_size_per_task)}
     return {**kwargs, "tasks": data.tasks,
@@ -785,7 +850,7 @@ def _rl_effect(run: _Run, before: str, after: str) -> str:
     from agents.common.report import rl_effect_section
 
     a, b = run.results[before], run.results[after]
-    return rl_effect_section(updates=run.rl_training["updates"], reward_name=run.config.data.reward,
+    return rl_effect_section(updates=run.rl_training["updates"], reward_name=run.rl_training.get("reward", run.config.data.reward),
                              train=run.rl_training["train"], per_family=run.rl_training["per_family"],
                              heldout=(a.overall["task"], b.overall["task"]),
                              change=paired_bootstrap(a, b, "task", seed=run.config.seed), before=before, after=after,
@@ -822,6 +887,14 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
         model_dir = run.out / "model"
         model.save_pretrained(model_dir, state_dict=final_state)  # None: the model's own (whole) weights
         tokenizer.save_pretrained(model_dir)
+        if config.data.dataset is not None:  # what it was trained on, so that a later eval can refuse those inputs
+            from instruct_env.tasks.splits import input_key
+
+            keys = {input_key(s) for s in split_samples(config.data, "train", config.data.train_size_per_task)}
+            earlier = Path(config.model.name) / "trained_inputs.json" if config.model.name else None
+            if earlier is not None and earlier.is_file():
+                keys |= set(json.loads(earlier.read_text()))
+            (model_dir / "trained_inputs.json").write_text(json.dumps(sorted(keys)))
         if pretrain_info is not None:
             info = pretrain_info if isinstance(pretrain_info, dict) else dataclasses.asdict(pretrain_info)
             (model_dir / "pretrain_info.json").write_text(json.dumps(info, indent=2))
@@ -842,10 +915,10 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
         f"device {select_device(config.device)}, {run.threads} CPU thread(s) ({run.threads_why}); seed {config.seed}",
         f"Wall time {wall:.0f} s ({timing})",
     ]
-    if config.eval.metric_options:  # the report's bleu / rougeL / exact match were computed with these
+    if run.metric_options:  # the report's bleu / rougeL / exact match were computed with these
         summary.append("Evaluation metric options: " + "; ".join(
             f"{name}({', '.join(f'{k}={v!r}' for k, v in opts.items())})"
-            for name, opts in config.eval.metric_options.items()))
+            for name, opts in run.metric_options.items()))
     note = None
     if pretrain_info is not None:
         note = pretrain_info.describe() if hasattr(pretrain_info, "describe") else (

@@ -287,3 +287,77 @@ def test_file_splits_are_disjoint_deterministic_and_reported(tmp_path, caplog):
     trained = load_file(str(own))[:2]
     with pytest.raises(DataFormatError, match="1 of the 2 samples of the test split were trained on"):
         check_disjoint(trained, [trained[1], load_file(str(own))[5]], "the test split")
+
+
+# -- item 1: your own data from the command line and YAML (sft, rl, eval, pipeline) ------------------
+
+#: TINY without the built-in task list, with room for the longest prompt of the example files.
+OWN = [o for o in TINY if not o.startswith(("data.tasks", "model.default.n_positions"))] + \
+    ["model.default.n_positions=160"]
+
+
+@pytest.fixture(scope="module")
+def own_file(tmp_path_factory):
+    """English, Chinese, Japanese and Arabic rows: the two example files in one JSONL file."""
+    from instruct_env.tasks import example_file
+
+    path = tmp_path_factory.mktemp("own") / "mixed.jsonl"
+    path.write_text(example_file().read_text(encoding="utf-8") + example_file("multilingual").read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    return path
+
+
+def test_data_dataset_is_a_config_field_with_checked_neighbours(own_file, tmp_path):
+    from agents.common.config import build_config, load_yaml
+    from agents.pipeline import PipelineConfig, split_samples
+    from instruct_env.error import ConfigError
+
+    config = build_config(PipelineConfig, {}, [f"data.dataset={own_file}"])
+    sizes = [len(split_samples(config.data, s, 1)) for s in ("train", "validation", "test")]
+    assert sizes == [45, 9, 4]
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text(f"data:\n  dataset: {own_file}\n  split_column: language\n")
+    with pytest.raises(Exception, match="mixed.jsonl: line 1: no split column 'language'"):  # every row needs it
+        split_samples(build_config(PipelineConfig, load_yaml(yaml_file)).data, "train", 1)
+    with pytest.raises(ConfigError, match="unset data.tasks"):
+        build_config(PipelineConfig, {}, [f"data.dataset={own_file}", "data.tasks=[copy]"])
+    with pytest.raises(ConfigError, match=r"no such file or folder .*mixd\.jsonl.*Did you mean .*mixed\.jsonl"):
+        split_samples(build_config(PipelineConfig, {}, [f"data.dataset={own_file.parent / 'mixd.jsonl'}"]).data,
+                      "train", 1)
+
+
+def test_a_saved_datasets_folder_keeps_its_own_splits(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from agents.common.own_data import load_own_data
+
+    rows = lambda n, tag: {"question": [f"{tag} {i}?" for i in range(n)], "answer": [str(i) for i in range(n)]}  # noqa: E731
+    folder = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows(5, "t")),
+                          "validation": datasets.Dataset.from_dict(rows(2, "v")),
+                          "test": datasets.Dataset.from_dict(rows(3, "x"))}).save_to_disk(str(folder))
+    data = load_own_data(str(folder), {"instruction": "question", "references": "answer"})
+    assert data.sizes() == {"train": 5, "validation": 2, "test": 3}
+    assert data.splits["test"][0].instruction == "x 0?" and "own train/validation/test splits" in data.how
+
+
+def test_cli_sft_rl_eval_on_own_multilingual_file(own_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
+    sets = [a for o in OWN for a in ("--set", o)]
+    sft, rl, ev = tmp_path / "sft", tmp_path / "rl", tmp_path / "eval"
+    assert main(["sft", "--dataset", str(own_file), "--out", str(sft), *sets]) == 0
+    assert main(["rl", "--dataset", str(own_file), "--model", str(sft / "model"), "--out", str(rl), *sets]) == 0
+    report = (rl / "report.md").read_text()
+    assert "45 train, 9 validation and 4 test samples (split 80/10/10 by a stable hash of each input)" in report
+    assert "RL reward {'rougeL': {'tokenizer': 'cjk'}}" in report and "Validation metric rougeL" in report
+    assert "training reward `{'rougeL': {'tokenizer': 'cjk'}}`" in report
+    assert main(["eval", "--dataset", str(own_file), "--model", str(rl / "model"), "--out", str(ev), *sets]) == 0
+    assert json.loads((ev / "results.json").read_text())["model"]["num_samples"] == 4
+    # A split column that puts trained inputs into the test split is refused.
+    rows = [json.loads(line) for line in own_file.read_text(encoding="utf-8").splitlines()]
+    leaky = tmp_path / "leaky.jsonl"
+    leaky.write_text("".join(json.dumps({**r, "part": "test" if i < 10 else "validation" if i < 15 else "train"}) + "\n" for i, r in
+                             enumerate(rows)), encoding="utf-8")
+    assert main(["eval", "--dataset", str(leaky), "--model", str(rl / "model"), "--out", str(tmp_path / "e2"),
+                 "--set", "data.split_column=part", *sets]) != 0
+    err = capsys.readouterr().err
+    assert "of the 10 samples of the test split of" in err and "were trained on" in err
