@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "model, or directly with --set feedback.loop.rl_reward=direct) instead of the "
                                   "automatic reward; see feedback.* settings.")
         if name in ("pipeline", "sft", "rl"):
+            sub.add_argument("--resume", metavar="RUN_DIR",
+                             help="Continue a run stopped by Ctrl-C/SIGTERM (or checkpointed with --set "
+                                  "checkpoint_every=N) from RUN_DIR/checkpoint, with RUN_DIR/config.yaml; the "
+                                  "result equals an uninterrupted run's.")
             sub.add_argument("--nproc", type=int, metavar="N",
                              help="Data-parallel processes on this machine: re-launches this command with "
                                   "torch.distributed.run (for several nodes, call torchrun yourself).")
@@ -262,11 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from agents.common import distributed as dist
     from agents.common.config import build_config, load_yaml, to_dict
+    from agents.common.interrupt import Interrupted
     from agents.pipeline import PipelineConfig, run_pipeline
     from instruct_env.error import ConfigError, InstructEnvError
 
     try:
-        data = load_yaml(args.config) if args.config else {}
+        resume = getattr(args, "resume", None)
+        if resume is not None and args.config:
+            raise ConfigError("--resume reads the run's own RUN_DIR/config.yaml; drop --config.")
+        data = load_yaml(os.path.join(resume, "config.yaml")) if resume else load_yaml(args.config) if args.config \
+            else {}
         config = build_config(PipelineConfig, data, _overrides(args))
         if getattr(args, "data", None) is not None and config.rl.algo != "ilql":
             raise ConfigError(f"--data is the offline data of --algo ilql; this run's algorithm is "
@@ -283,12 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "instruct-env " + " ".join(argv)
         dist.init_distributed()  # a no-op unless launched by torchrun with WORLD_SIZE > 1
         try:
-            result = run_pipeline(config, stages=_STAGES[args.command], command=command.strip())
+            result = run_pipeline(config, stages=_STAGES[args.command], command=command.strip(), resume=resume)
         finally:
             dist.destroy_distributed()
     except InstructEnvError as exc:
         print(f"instruct-env: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"instruct-env: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return exc.exit_code
     if int(os.environ.get("RANK", 0)) != 0:  # rank 0 wrote the run and reports it
         return 0
     print(f"Report:  {result.report}")

@@ -416,6 +416,9 @@ class PipelineConfig:
             Measured on 2 cores busy with other jobs, 2 torch threads ran 4x slower than 1; on
             idle cores 2 threads are faster. The report says how many were used and why.
         progress: Show progress bars.
+        checkpoint_every: Write a resumable checkpoint every this many RL updates (0: only when
+            the run is stopped by SIGINT/SIGTERM, which always writes one).
+        checkpoint_minutes: Also write one when this many minutes passed since the last (``None``: off).
     """
 
     name: str | None = None
@@ -424,6 +427,8 @@ class PipelineConfig:
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    checkpoint_every: int = 0
+    checkpoint_minutes: float | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -434,6 +439,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0; got {self.seed}.")
+        if self.checkpoint_every < 0 or self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
+            raise ConfigError(f"checkpoint_every must be >= 0 and checkpoint_minutes > 0 (or null); got "
+                              f"{self.checkpoint_every} and {self.checkpoint_minutes}.")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (or null for all cores); got {self.threads}.")
         shared = (
@@ -562,9 +570,10 @@ def auto_threads(idle: float | None = None) -> tuple[int, str]:
 class _Run:
     """One run's shared state: config, folder, logger, data, model, results."""
 
-    def __init__(self, config: PipelineConfig, stages: Sequence[str]) -> None:
+    def __init__(self, config: PipelineConfig, stages: Sequence[str], resume: str | Path | None = None) -> None:
         from agents.common.config import save_yaml
         from agents.common.device import configure_threads
+        from agents.common.interrupt import StopSignals
         from agents.common.logging import RunLogger
         from instruct_env.tasks import PromptFormatter
 
@@ -579,8 +588,14 @@ class _Run:
         configure_threads(self.threads)
         logger.info("torch uses %d CPU thread(s): %s.", self.threads, self.threads_why)
         # Data parallel (torchrun): rank 0 picks the folder and is the only rank that writes in it.
-        self.out = dist.broadcast_object(_out_dir(config) if dist.is_main() else None)
-        if dist.is_main():
+        self.stop = StopSignals()  # SIGINT / SIGTERM: checkpoint between RL updates, see run_pipeline
+        self.resumed = _resume_state(Path(resume), self.stages) if resume is not None else None
+        self.last_checkpoint = time.perf_counter()
+        if resume is not None:
+            self.out = Path(resume)
+        else:
+            self.out = dist.broadcast_object(_out_dir(config) if dist.is_main() else None)
+        if dist.is_main() and resume is None:
             save_yaml(config, self.out / "config.yaml")
         self.log = RunLogger(self.out, rank=dist.rank(), progress=config.progress)
         self.seconds: dict[str, float] = {}
@@ -588,6 +603,10 @@ class _Run:
         self.sections: dict[str, str] = {}
         self.results: dict[str, Any] = {}
         self.rl_training: dict[str, Any] | None = None  # training-reward summary of a (non-feedback) RL stage
+        self.done: list[str] = []  # stages finished (and evaluated)
+        self.interrupted_at: str | None = None
+        self.model: Any = None
+        self.tokenizer: Any = None
         data = config.data
         demos = split_samples(data, "train", data.train_size_per_task) \
             if data.num_shots else None
@@ -636,6 +655,63 @@ class _Run:
     def timed(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
+    # -- checkpoints and resuming ------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoint"
+
+    def save_state(self, model: Any = None, rl: Any = "keep") -> None:
+        """Write what a resumed run needs besides the RL trainer's own checkpoint (rank 0 only).
+
+        ``checkpoint/pipeline.pkl`` holds the finished stages, their results and report sections;
+        ``checkpoint/weights.pt`` the model after the last finished stage (given as ``model``);
+        ``rl`` is the RL stage's own state (best-checkpoint tracker, rewards since the last check);
+        ``"keep"`` keeps the one saved before (if any).
+        """
+        import pickle
+
+        import torch
+
+        if not dist.is_main():
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(rl, str):  # "keep"
+            rl = None
+            if (self.checkpoint_dir / "pipeline.pkl").exists():
+                with open(self.checkpoint_dir / "pipeline.pkl", "rb") as fh:
+                    rl = pickle.load(fh).get("rl")
+        if model is not None:
+            torch.save(model.state_dict(), self.checkpoint_dir / "weights.pt")
+        state = {"stages": self.stages, "done": list(self.done), "results": self.results, "sections": self.sections,
+                 "seconds": self.seconds, "warnings": self.warnings, "rl": rl,
+                 "finished": self.done == self.stages}
+        tmp = self.checkpoint_dir / "pipeline.pkl.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump(state, fh)
+        tmp.replace(self.checkpoint_dir / "pipeline.pkl")
+        self.last_checkpoint = time.perf_counter()
+
+    def restore(self, model: Any) -> None:
+        """Take up a resumed run's finished stages (and their model weights)."""
+        import torch
+
+        state = self.resumed
+        self.done, self.results = list(state["done"]), dict(state["results"])
+        self.sections, self.seconds, self.warnings = dict(state["sections"]), dict(state["seconds"]), \
+            list(state["warnings"])
+        if (self.checkpoint_dir / "weights.pt").exists():
+            model.load_state_dict(torch.load(self.checkpoint_dir / "weights.pt", map_location="cpu"))
+        logger.info("Resuming %s: finished stages %s; %s.", self.out, ", ".join(self.done) or "none",
+                    f"RL continues from its checkpoint at update {state['rl']['updates']}" if state.get("rl")
+                    else "the next stage starts from its beginning")
+
+    def checkpoint_due(self, update: int) -> bool:
+        """Whether ``checkpoint_every`` / ``checkpoint_minutes`` ask for a checkpoint after ``update``."""
+        every, minutes = self.config.checkpoint_every, self.config.checkpoint_minutes
+        return bool(every and update % every == 0) or \
+            (minutes is not None and time.perf_counter() - self.last_checkpoint >= 60 * minutes)
+
     def evaluate(self, model: Any, tokenizer: Any, samples: list, split: str, desc: str):
         from agents.common.evaluation import evaluate
 
@@ -683,6 +759,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
     import numpy as np
 
     from agents.common.evaluation import HeldOutTracker
+    from agents.common.interrupt import Interrupted
     from agents.common.model import ActorCritic
     from agents.common.report import window_means
     from agents.rl import make_trainer
@@ -716,6 +793,14 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         if f"val_{metric}" in metrics:
             check(step, metrics, float(np.nanmean(rewards_since_eval)))
             rewards_since_eval.clear()
+        if run.checkpoint_due(step):
+            save_checkpoint()
+        run.stop.check()  # SIGINT/SIGTERM during this update: stop here, between updates
+
+    def save_checkpoint() -> None:
+        trainer.save(run.checkpoint_dir / "rl")
+        run.save_state(rl={"tracker": tracker, "rewards_since_eval": list(rewards_since_eval),
+                           "updates": trainer.num_updates})
 
     def check(step: int, values: dict[str, Any], train_reward: float | None) -> None:
         run.log.log({"task": values["val_task"], "exact_match": values["val_exact_match"],
@@ -731,11 +816,25 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
                                 unit="update")
     trainer = make_trainer(cfg.rl.algo, rl_config, policy, tokenizer, env_kwargs, log_fn=on_update,
                            eval_fn=validate)
-    # The starting point counts for the best checkpoint (checked once the trainer exists: ILQL's decoding
-    # needs its heads, which start at zero, so it starts as the SFT model).
-    check(0, validate(policy), None)
-    history = trainer.train()
-    progress.close()
+    resumed = run.resumed.get("rl") if run.resumed is not None else None
+    if resumed is not None:  # continue the interrupted stage from its checkpoint: weights, optimizer, RNGs, env
+        trainer.load_state(run.checkpoint_dir / "rl")
+        tracker.__dict__.update(resumed["tracker"].__dict__)
+        rewards_since_eval[:] = resumed["rewards_since_eval"]
+        progress.update(trainer.num_updates)
+    else:
+        # The starting point counts for the best checkpoint (checked once the trainer exists: ILQL's decoding
+        # needs its heads, which start at zero, so it starts as the SFT model).
+        check(0, validate(policy), None)
+    try:
+        with run.stop.deferred():  # a signal lets the current update finish, then on_update stops the run
+            history = trainer.train()
+    except Interrupted:
+        save_checkpoint()
+        run.interrupted_at = f"after RL update {trainer.num_updates}"
+        raise
+    finally:
+        progress.close()
     if history and f"val_{metric}" not in history[-1]:  # a last check on the final weights
         check(trainer.num_updates, validate(policy), float(np.nanmean(rewards_since_eval)))
     restored = cfg.eval.keep_best and tracker.best_step != trainer.num_updates and \
@@ -815,6 +914,52 @@ def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
     return policy.lm
 
 
+def _save_interrupted(run: _Run, exc: Any, command: str) -> None:
+    """After a SIGINT/SIGTERM: the state to resume from, the model so far and the report so far."""
+    from agents.common.config import to_dict
+    from agents.common.report import write_report
+
+    exc.out = run.out
+    exc.where = run.interrupted_at or "during " + next(
+        (s.upper() for s in run.stages if s not in run.done), "the evaluation")
+    if not dist.is_main():
+        return
+    run.save_state()  # finished stages and results; an RL checkpoint written before is kept
+    if run.model is not None:
+        run.model.save_pretrained(run.out / "model")
+        run.tokenizer.save_pretrained(run.out / "model")
+    message = (f"Stopped by {exc.signal_name} {exc.where}; the model so far is in model/, the checkpoint in "
+               f"checkpoint/. Resume with: instruct-env {_subcommand(run.stages)} --resume {run.out}")
+    exc.message = message
+    run.warnings.append(message)
+    if run.results:
+        write_report(run.out / "report.md", run.results, config=to_dict(run.config),
+                     summary=[f"Command: `{command}`", f"INTERRUPTED: {message}"], pretrain_note=None,
+                     sections=run.sections, warnings=run.warnings, plots={})
+
+
+def _subcommand(stages: Sequence[str]) -> str:
+    return {("sft", "rl"): "pipeline", ("sft",): "sft", ("rl",): "rl"}.get(tuple(stages), "eval")
+
+
+def _resume_state(out: Path, stages: Sequence[str]) -> dict[str, Any]:
+    """The saved state of the interrupted run in ``out`` (see :meth:`_Run.save_state`)."""
+    import pickle
+
+    path = out / "checkpoint" / "pipeline.pkl"
+    if not path.exists():
+        raise ConfigError(f"--resume {str(out)!r}: no checkpoint there (expected {path}, written when a run is stopped "
+                          "by Ctrl-C/SIGTERM or every checkpoint_every RL updates). Start a new run instead.")
+    with open(path, "rb") as fh:
+        state = pickle.load(fh)
+    if list(state["stages"]) != list(stages):
+        raise ConfigError(f"--resume {str(out)!r}: that run's stages were {state['stages']}, this command runs "
+                          f"{list(stages)}. Resume it with the command that started it.")
+    if state["finished"]:
+        raise ConfigError(f"--resume {str(out)!r}: that run finished; there is nothing to resume.")
+    return state
+
+
 def _train_and_evaluate(run: _Run):
     """Load the model, evaluate it, run the stages (each followed by an evaluation)."""
     start = time.perf_counter()
@@ -831,13 +976,21 @@ def _train_and_evaluate(run: _Run):
         )
     labels = {"sft": "SFT", "rl": "SFT+RL" if "sft" in run.stages else "RL"}
     first = "zero-shot" if "sft" in run.stages else "before RL" if run.stages else "model"
-    run.test_eval(first, model, tokenizer)
+    run.model, run.tokenizer = model, tokenizer  # what an interruption saves
+    if run.resumed is not None:
+        run.restore(model)
+    if first not in run.results:
+        run.test_eval(first, model, tokenizer)
     for stage in run.stages:
-        if stage == "sft":
+        if stage in run.done:
+            continue
+        if stage == "sft":  # an interrupted SFT starts again from its beginning (same seed, same result)
             _run_sft(run, model, tokenizer)
         else:
             model = _run_rl(run, model, tokenizer)
         run.test_eval(labels[stage], model, tokenizer)
+        run.done.append(stage)
+        run.save_state(model)
     if run.rl_training is not None:
         run.sections["Did RL improve the model?"] = _rl_effect(run, before=list(run.results)[-2],
                                                                after=list(run.results)[-1])
@@ -858,21 +1011,35 @@ def _rl_effect(run: _Run, before: str, after: str) -> str:
 
 
 def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = STAGES,
-                 command: str = "instruct-env pipeline") -> PipelineResult:
+                 command: str = "instruct-env pipeline", resume: str | Path | None = None) -> PipelineResult:
     """Run ``stages`` (``"sft"``, ``"rl"``, both, or none for a plain evaluation) and write the report.
 
     The test split is evaluated before training (``zero-shot``) and after every stage.
+
+    SIGINT (Ctrl-C) or SIGTERM during RL lets the current update finish; anywhere else the run
+    stops at once. Either way the run folder gets a resumable checkpoint (``checkpoint/``), the
+    model so far (``model/``) and the report so far, and
+    :class:`~agents.common.interrupt.Interrupted` is raised (its ``out`` is the run folder).
+    ``resume=<run folder>`` continues such a run: finished stages are kept, an interrupted RL
+    stage continues from its checkpoint (the same weights, optimizer, RNG and environment state,
+    so the result equals an uninterrupted run's), an interrupted SFT starts again (same seed, same
+    result). ``config`` should then be the run's own ``config.yaml``.
     """
     from agents.common.config import to_dict
     from agents.common.device import select_device
+    from agents.common.interrupt import Interrupted
     from agents.common.logging import read_metrics
     from agents.common.plots import plot_metrics
     from agents.common.report import write_report
 
     config = config if config is not None else PipelineConfig()
-    run = _Run(config, stages)
+    run = _Run(config, stages, resume)
     try:
-        model, tokenizer, pretrain_info = _train_and_evaluate(run)
+        with run.stop:
+            model, tokenizer, pretrain_info = _train_and_evaluate(run)
+    except Interrupted as exc:
+        _save_interrupted(run, exc, command)
+        raise
     finally:
         run.log.close()
     # A sharded model (distributed.strategy="fsdp") is gathered whole for the save; every rank takes part.

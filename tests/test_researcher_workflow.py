@@ -340,16 +340,52 @@ def test_a_saved_datasets_folder_keeps_its_own_splits(tmp_path):
     assert data.splits["test"][0].instruction == "x 0?" and "own train/validation/test splits" in data.how
 
 
-def test_cli_sft_rl_eval_on_own_multilingual_file(own_file, tmp_path, monkeypatch, capsys):
+def test_own_file_sft_rl_sigint_resume_eval_end_to_end(own_file, tmp_path, monkeypatch, capsys):
+    """Own JSONL (English, Chinese, Japanese, Arabic) -> sft -> rl, stopped by SIGINT after update 3 and resumed
+    -> the same model as an uninterrupted rl -> eval; then a leaky split column is refused."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    from agents.common.logging import RunLogger
+
     monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
-    sets = [a for o in OWN for a in ("--set", o)]
-    sft, rl, ev = tmp_path / "sft", tmp_path / "rl", tmp_path / "eval"
+    sets = [a for o in OWN + ["rl.grpo.total_updates=6", "rl.grpo.eval_every=2"] for a in ("--set", o)]
+    sft, full, rl, ev = tmp_path / "sft", tmp_path / "full", tmp_path / "rl", tmp_path / "eval"
     assert main(["sft", "--dataset", str(own_file), "--out", str(sft), *sets]) == 0
-    assert main(["rl", "--dataset", str(own_file), "--model", str(sft / "model"), "--out", str(rl), *sets]) == 0
+    rl_args = ["rl", "--dataset", str(own_file), "--model", str(sft / "model")]
+    assert main([*rl_args, "--out", str(full), *sets]) == 0
+
+    log = RunLogger.log
+
+    def interrupt_after_update_3(self, record, *, step, stage="train", kind="train"):
+        log(self, record, step=step, stage=stage, kind=kind)
+        if (stage, kind, step) == ("rl", "train", 3):
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, while update 3 is still being handled
+
+    monkeypatch.setattr(RunLogger, "log", interrupt_after_update_3)
+    capsys.readouterr()
+    assert main([*rl_args, "--out", str(rl), *sets]) == 128 + signal.SIGINT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"instruct-env: Stopped by SIGINT after RL update 3; the model so far is in model/, the checkpoint "
+                   f"in checkpoint/. Resume with: instruct-env rl --resume {rl}"]
+    assert (rl / "checkpoint" / "rl" / "trainer.pt").exists() and (rl / "model" / "model.safetensors").exists()
+    assert "INTERRUPTED: Stopped by SIGINT after RL update 3" in (rl / "report.md").read_text()
+    monkeypatch.setattr(RunLogger, "log", log)
+    assert main(["rl", "--resume", str(rl)]) == 0
+
+    # The resumed run is the uninterrupted one: every update logged once, the same final weights.
+    steps = [json.loads(line)["step"] for line in (rl / "metrics.jsonl").read_text().splitlines()
+             if '"stage": "rl"' in line and '"kind": "train"' in line]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    a, b = load_file(full / "model" / "model.safetensors"), load_file(rl / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     report = (rl / "report.md").read_text()
     assert "45 train, 9 validation and 4 test samples (split 80/10/10 by a stable hash of each input)" in report
     assert "RL reward {'rougeL': {'tokenizer': 'cjk'}}" in report and "Validation metric rougeL" in report
-    assert "training reward `{'rougeL': {'tokenizer': 'cjk'}}`" in report
+    assert "GRPO, 6 updates" in report and "training reward `{'rougeL': {'tokenizer': 'cjk'}}`" in report
+    assert json.loads((rl / "results.json").read_text()) == json.loads((full / "results.json").read_text())
     assert main(["eval", "--dataset", str(own_file), "--model", str(rl / "model"), "--out", str(ev), *sets]) == 0
     assert json.loads((ev / "results.json").read_text())["model"]["num_samples"] == 4
     # A split column that puts trained inputs into the test split is refused.
