@@ -13,7 +13,7 @@ from rl_utils import SaysWord, say_dataset, say_env_kwargs, tiny_policy, tiny_to
 from agents.common.generation import SamplingConfig, generate
 from agents.q.config import ILQLConfig
 from agents.q.data import EpisodeBatch
-from agents.q.ilql import bellman_targets, cql_term, expectile_loss, ilql_loss
+from agents.q.ilql import ILQLHeads, bellman_targets, cql_term, expectile_loss, ilql_loss
 from agents.rl import default_config, load_trainer, make_trainer
 from instruct_env.error import ConfigError
 from instruct_env.tasks.prompts import PromptFormatter
@@ -111,18 +111,11 @@ def _mixed_dataset(path, tokenizer, n=300, seed=0):
 
 
 def _greedy_reward(model, tokenizer):
-    """Mean reward of greedy answers to "Say yes." and "Say no."."""
-    samples = say_dataset()
-    formatter = PromptFormatter()
-    ids = [tokenizer.encode(formatter.format(s), add_special_tokens=False) for s in samples]
-    width = max(map(len, ids))
-    input_ids = torch.tensor([[0] * (width - len(x)) + x for x in ids])
-    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-    gen = generate(model, input_ids, mask, 3, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                   SamplingConfig(temperature=0.0))
-    texts = [tokenizer.decode(t[: int(n)][t[: int(n)] != tokenizer.eos_token_id]) for t, n in
-             zip(gen.tokens, gen.lengths)]
-    return float(np.mean([SaysWord()(t, s) for t, s in zip(texts, samples)]))
+    """Task score of greedy answers to "Say yes." and "Say no." through the held-out evaluation (the pipeline's path)."""
+    from agents.common.evaluation import evaluate
+
+    return evaluate(model, tokenizer, say_dataset(), max_prompt_tokens=16, max_new_tokens=3, split="test",
+                    keep_records=False).overall["task"]
 
 
 def _trainer(tmp_path, tokenizer, **overrides):
@@ -174,9 +167,15 @@ def test_every_trainable_parameter_changes_and_targets_follow(tmp_path):
     before = [p.detach().clone() for p in params]
     targets = [p.detach().clone() for p in trainer.heads.q_target.parameters()]
     trainer.update_step()
-    trainer.update_step()  # the Q heads start at 0 with zero gradient into the LM; the second step moves it all
     assert all(not torch.equal(b, p) for b, p in zip(before, params))
     assert all(not torch.equal(t, p) for t, p in zip(targets, trainer.heads.q_target.parameters()))
+
+
+def test_twin_heads_start_apart():
+    heads = ILQLHeads(8, 5)
+    assert not torch.equal(heads.q[0].weight, heads.q[1].weight)  # equal heads would stay equal
+    assert all(torch.equal(t, o) for t, o in zip(heads.q_target.parameters(), heads.q.parameters()))
+    assert float(heads.q[0].weight.detach().abs().max()) < 0.01  # near zero: the decoding starts near the behaviour
 
 
 def test_checkpoint_resume_continues_identically(tmp_path):

@@ -138,13 +138,18 @@ def states_forward(lm: nn.Module, batch: EpisodeBatch) -> tuple[torch.Tensor, to
 
 
 class ILQLHeads(nn.Module):
-    """Two Q heads and their Polyak-averaged targets, each ``Linear(hidden, vocab)``, zero-initialised (Q = 0)."""
+    """Two Q heads and their Polyak-averaged targets, each ``Linear(hidden, vocab)``.
 
-    def __init__(self, hidden: int, vocab: int) -> None:
+    The heads start near zero (weights ``N(0, init_std^2)``, zero bias), so the decoding starts
+    close to the behaviour model, but not *at* zero: two heads started equal would get equal
+    gradients and stay equal, and their minimum would be no more pessimistic than either.
+    """
+
+    def __init__(self, hidden: int, vocab: int, init_std: float = 1e-3) -> None:
         super().__init__()
         self.q = nn.ModuleList(nn.Linear(hidden, vocab) for _ in range(2))
         for head in self.q:
-            nn.init.zeros_(head.weight)
+            nn.init.normal_(head.weight, std=init_std)
             nn.init.zeros_(head.bias)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
 
@@ -170,12 +175,15 @@ class ILQLDecoder(nn.Module):
     It has the LM's calling convention (``input_ids``, ``attention_mask``, ``position_ids``, the
     KV cache, ``use_cache``), so :func:`~agents.common.generation.generate`, the held-out evaluation
     and the pipeline decode with it as with any LM. ``beta = 0`` gives the LM's own logits unchanged.
+    (The V head is ``v_head``, not ``value_head``: code that takes ``.lm`` out of anything with a
+    ``value_head``, as it does for an :class:`~agents.common.model.ActorCritic`, must not strip the
+    perturbation off.)
     :meth:`save_pretrained` writes the LM (a plain Hugging Face folder) plus ``ilql_heads.pt``.
     """
 
     def __init__(self, lm: nn.Module, heads: ILQLHeads, value_head: nn.Linear, beta: float) -> None:
         super().__init__()
-        self.lm, self.heads, self.value_head, self.beta = lm, heads, value_head, float(beta)
+        self.lm, self.heads, self.v_head, self.beta = lm, heads, value_head, float(beta)
 
     @property
     def config(self):
@@ -190,7 +198,7 @@ class ILQLDecoder(nn.Module):
         if self.beta:
             hidden = out.hidden_states[-1]  # (B, T, H)
             q = torch.minimum(*self.heads.target(hidden))  # (B, T, V)
-            v = self.value_head(hidden.to(self.value_head.weight.dtype))  # (B, T, 1)
+            v = self.v_head(hidden.to(self.v_head.weight.dtype))  # (B, T, 1)
             out.logits = out.logits + self.beta * (q - v).to(out.logits.dtype)
         if use_cache and output_cache(out) is None:  # pragma: no cover - every causal LM returns one
             raise ConfigError("The LM returned no KV cache; ILQL decoding needs a causal LM with use_cache.")
@@ -199,7 +207,7 @@ class ILQLDecoder(nn.Module):
     def save_pretrained(self, directory, state_dict=None, **kwargs) -> None:
         """The LM as a Hugging Face folder, plus ``ilql_heads.pt`` (Q heads, V head, beta)."""
         self.lm.save_pretrained(directory, state_dict=state_dict, **kwargs)
-        torch.save({"heads": self.heads.state_dict(), "value_head": self.value_head.state_dict(), "beta": self.beta},
+        torch.save({"heads": self.heads.state_dict(), "value_head": self.v_head.state_dict(), "beta": self.beta},
                    Path(directory) / "ilql_heads.pt")
 
 
@@ -234,7 +242,9 @@ class ILQLTrainer(RLTrainer):
         device = select_device(config.device) if config.device is not None else next(policy.parameters()).device
         hidden = policy.value_head.in_features
         vocab = int(policy.lm.get_output_embeddings().out_features)
-        self.heads = ILQLHeads(hidden, vocab).to(device)
+        with torch.random.fork_rng(devices=[]):  # the heads' initial weights depend on the seed only
+            torch.manual_seed(config.seed)
+            self.heads = ILQLHeads(hidden, vocab).to(device)
         self.dataset = TransitionDataset()
         super().__init__(config, policy, tokenizer, env_kwargs, log_fn=log_fn, eval_fn=eval_fn)
         # Two parameter groups: the LM at lr, the V and Q heads at heads_lr.
