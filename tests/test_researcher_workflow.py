@@ -355,7 +355,10 @@ def test_own_file_sft_rl_sigint_resume_eval_end_to_end(own_file, tmp_path, monke
     sft, full, rl, ev = tmp_path / "sft", tmp_path / "full", tmp_path / "rl", tmp_path / "eval"
     assert main(["sft", "--dataset", str(own_file), "--out", str(sft), *sets]) == 0
     rl_args = ["rl", "--dataset", str(own_file), "--model", str(sft / "model")]
-    assert main([*rl_args, "--out", str(full), *sets]) == 0
+    assert main([*rl_args, "--out", str(full), *sets, "--set", "checkpoint_every=2"]) == 0
+    assert (full / "checkpoint" / "rl" / "trainer.pt").exists()  # periodic checkpoints
+    capsys.readouterr()
+    assert main(["rl", "--resume", str(full)]) == 2 and "that run finished" in capsys.readouterr().err
 
     log = RunLogger.log
 
@@ -388,6 +391,21 @@ def test_own_file_sft_rl_sigint_resume_eval_end_to_end(own_file, tmp_path, monke
     assert json.loads((rl / "results.json").read_text()) == json.loads((full / "results.json").read_text())
     assert main(["eval", "--dataset", str(own_file), "--model", str(rl / "model"), "--out", str(ev), *sets]) == 0
     assert json.loads((ev / "results.json").read_text())["model"]["num_samples"] == 4
+
+    # SFT stopped by SIGTERM starts again on --resume and ends where an uninterrupted SFT ends.
+    def terminate_in_sft(self, record, *, step, stage="train", kind="train"):
+        log(self, record, step=step, stage=stage, kind=kind)
+        if stage == "sft":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(RunLogger, "log", terminate_in_sft)
+    sft2 = tmp_path / "sft2"
+    assert main(["sft", "--dataset", str(own_file), "--out", str(sft2), *sets]) == 128 + signal.SIGTERM
+    assert "Stopped by SIGTERM during SFT" in capsys.readouterr().err
+    monkeypatch.setattr(RunLogger, "log", log)
+    assert main(["sft", "--resume", str(sft2)]) == 0
+    a, b = load_file(sft / "model" / "model.safetensors"), load_file(sft2 / "model" / "model.safetensors")
+    assert all(a[k].equal(b[k]) for k in a)
     # A split column that puts trained inputs into the test split is refused.
     rows = [json.loads(line) for line in own_file.read_text(encoding="utf-8").splitlines()]
     leaky = tmp_path / "leaky.jsonl"
