@@ -824,7 +824,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         progress.update(trainer.num_updates)
     else:
         # The starting point counts for the best checkpoint (checked once the trainer exists: ILQL's decoding
-        # needs its heads, which start at zero, so it starts as the SFT model).
+        # needs its heads, which start near zero, so it starts close to the SFT model).
         check(0, validate(policy), None)
     try:
         with run.stop.deferred():  # a signal lets the current update finish, then on_update stops the run
