@@ -415,3 +415,27 @@ def test_own_file_sft_rl_sigint_resume_eval_end_to_end(own_file, tmp_path, monke
                  "--set", "data.split_column=part", *sets]) != 0
     err = capsys.readouterr().err
     assert "of the 10 samples of the test split of" in err and "were trained on" in err
+
+
+# -- item 10: reward functions are checked when made; weights are not normalised --------------------
+
+
+def test_a_reward_function_without_kwargs_is_refused_when_made():
+    from instruct_env import rewards
+    from instruct_env.error import ConfigError
+
+    def two_args(completions, references):
+        return [0.0] * len(completions)
+
+    with pytest.raises(ConfigError, match=r"Reward function 'two_args' has the signature \(completions, "
+                                          r"references\).*def two_args\(completions, references, \*\*kwargs\)"):
+        rewards.make(two_args)
+    with pytest.raises(ConfigError, match="has the signature"):
+        gym.make("InstructEnv/Completion-v0", tasks=["copy"], reward=lambda c: [0.0] * len(c))
+
+    def fine(completions, references, **kwargs):
+        return [float(len(c)) for c in completions]
+
+    assert rewards.make(fine)(["ab"], [["x"]]).tolist() == [2.0]
+    both = rewards.make({"exact_match": 1.0, "token_f1": 1.0})  # summed as given: an exact answer scores 2
+    assert both(["a cat"], [["a cat"]]).tolist() == [2.0]

@@ -152,6 +152,32 @@ class Reward:
         return f"{type(self).__name__}()"
 
 
+def _check_signature(fn: Callable[..., Any], name: str) -> None:
+    """Refuse, when the reward is made, a function that could not be called as ``fn(completions, references, **kw)``.
+
+    The envs pass keyword arguments (``samples=...``, and more in later versions), so the function
+    must take ``**kwargs``; without it the first ``step`` would fail, far from where the reward was
+    made. A function whose signature cannot be read (some builtins) is accepted as is.
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return
+    kinds = [p.kind for p in params]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    fits = (inspect.Parameter.VAR_POSITIONAL in kinds or len(positional) >= 2) and \
+        all(p.default is not p.empty for p in positional[2:])
+    if not fits or inspect.Parameter.VAR_KEYWORD not in kinds:
+        shown = ", ".join(str(p) for p in params)
+        raise ConfigError(
+            f"Reward function {name!r} has the signature ({shown}); a reward is called as "
+            f"fn(completions, references, **kwargs) (the envs pass samples=... and other keywords). "
+            f"Define it as def {name}(completions, references, **kwargs)."
+        )
+
+
 class CallableReward(Reward):
     """Adapter that turns a plain function with the reward signature into a :class:`Reward`.
 
@@ -177,6 +203,7 @@ class CallableReward(Reward):
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         if not callable(fn):
             raise ConfigError(f"CallableReward needs a callable; got {type(fn).__name__}.")
+        _check_signature(fn, name if name is not None else getattr(fn, "__name__", type(fn).__name__))
         self.fn = fn
         self.name = name if name is not None else getattr(fn, "__name__", type(fn).__name__)
 
@@ -210,7 +237,8 @@ class WeightedReward(Reward):
     """A weighted sum of rewards that also reports each term.
 
     ``compute`` returns ``(total, components)`` where ``total = sum(weight * values)`` and
-    ``components`` maps each term's name to its unweighted values.
+    ``components`` maps each term's name to its unweighted values. The weights are used as
+    given, not normalised: make them sum to 1 to keep [0, 1] rewards in [0, 1].
 
     Args:
         terms: ``(reward, weight)`` pairs; reward names must be distinct, weights finite.

@@ -72,10 +72,12 @@ def make(spec: RewardSpec, **kwargs: Any) -> Reward:
               :class:`WeightedReward` whose components are keyed by name; a term's value may
               instead be a dict of its options with an optional ``"weight"`` (default 1.0), e.g.
               ``{"bleu": {"weight": 0.3, "tokenize": "zh"}, "rougeL": {"weight": 0.7, "tokenizer": "cjk"}}``
-              -- the form YAML configs and ``--set`` use;
+              -- the form YAML configs and ``--set`` use. The total is ``sum(weight * value)``
+              as given, not normalised: weights summing to 1 keep a [0, 1] reward in [0, 1];
             * a :class:`Reward` instance, returned as is;
-            * a plain function with the reward signature, wrapped in a :class:`CallableReward`
-              (``name=`` may be passed as keyword).
+            * a plain function with the reward signature, ``fn(completions, references, **kwargs)``,
+              wrapped in a :class:`CallableReward` (``name=`` may be passed as keyword); a function
+              that does not take two positional arguments and ``**kwargs`` is refused here.
         **kwargs: Constructor arguments, see above.
 
     Raises:
