@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="SFT training examples per task family (few-shot; default 64).")
         if name in ("pipeline", "rl"):
             sub.add_argument("--algo", choices=list(ALGORITHMS), help="RL algorithm (default: grpo).")
+            sub.add_argument("--updates", type=int, metavar="N",
+                             help="Run exactly N RL updates, with no time budget (the default stops after "
+                                  "rl.<algo>.time_budget_s seconds, so how far it gets depends on the machine).")
             sub.add_argument("--data", metavar="FILE|STORE_URL|rollouts",
                              help="Offline data of --algo ilql: a JSONL file (episodes or feedback export records), "
                                   "a feedback store (sqlite:///..., postgresql://... or a .db path), or 'rollouts' "
@@ -277,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_yaml(os.path.join(resume, "config.yaml")) if resume else load_yaml(args.config) if args.config \
             else {}
         config = build_config(PipelineConfig, data, _overrides(args))
+        if getattr(args, "updates", None) is not None:  # the algorithm's own fields, known once the config is
+            algo = config.rl.algo
+            config = build_config(PipelineConfig, data, _overrides(args) + [
+                f"rl.{algo}.total_updates={args.updates}", f"rl.{algo}.time_budget_s=none"])
         if getattr(args, "data", None) is not None and config.rl.algo != "ilql":
             raise ConfigError(f"--data is the offline data of --algo ilql; this run's algorithm is "
                               f"{config.rl.algo!r}. Drop --data or pass --algo ilql.")

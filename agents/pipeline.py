@@ -856,9 +856,14 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         "per_family": {f: window_means([h.get(f"reward/{f}", math.nan) for h in history]) for f in families},
     }
     first, last = run.rl_training["train"]
+    budget_hit = rl_config.time_budget_s is not None and trainer.num_updates < rl_config.total_updates
+    stopped_by = (f"stopped by the time budget of {rl_config.time_budget_s:.0f} s (rl.{cfg.rl.algo}.time_budget_s), so "
+                  "the number of updates depends on the machine's speed; --updates N fixes it" if budget_hit else
+                  f"the update count rl.{cfg.rl.algo}.total_updates={rl_config.total_updates}")
+    logger.info("RL ran %d updates: %s.", trainer.num_updates, stopped_by)
     run.sections["RL"] = (
-        f"{cfg.rl.algo.upper()}, {trainer.num_updates} updates in {trainer.elapsed:.0f} s, training reward "
-        f"`{env_kwargs['reward']}` {first:.3f} (first 10% of updates) -> {last:.3f} (last 10%). Validation {metric} "
+        f"{cfg.rl.algo.upper()}, {trainer.num_updates} updates ({stopped_by}) in {trainer.elapsed:.0f} s, training "
+        f"reward `{env_kwargs['reward']}` {first:.3f} (first 10% of updates) -> {last:.3f} (last 10%). Validation {metric} "
         f"({len(run.val)} samples) checked every {rl_config.eval_every} updates; best "
         f"{tracker.best_value:.3f} at update {tracker.best_step}"
         + (" (the SFT model: RL did not improve on it)" if tracker.best_step == 0 else "")

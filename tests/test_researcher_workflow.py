@@ -439,3 +439,13 @@ def test_a_reward_function_without_kwargs_is_refused_when_made():
     assert rewards.make(fine)(["ab"], [["x"]]).tolist() == [2.0]
     both = rewards.make({"exact_match": 1.0, "token_f1": 1.0})  # summed as given: an exact answer scores 2
     assert both(["a cat"], [["a cat"]]).tolist() == [2.0]
+
+
+def test_updates_flag_fixes_the_rl_length_and_the_report_says_which_rule_stopped_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "rl"
+    sets = [a for o in TINY for a in ("--set", o)]
+    assert main(["rl", "--updates", "1", "--out", str(out), *sets]) == 0
+    config = (out / "config.yaml").read_text()
+    assert "total_updates: 1\n" in config and "time_budget_s: null" in config
+    assert "1 updates (the update count rl.grpo.total_updates=1)" in (out / "report.md").read_text()
