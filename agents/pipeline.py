@@ -267,16 +267,31 @@ class ModelConfig:
         kind: ``"auto"``, ``"causal"`` or ``"seq2seq"`` (RL needs a causal model).
         default: Shape of the embedded default model.
         pretrain: Its pre-training.
+        lora_r: Rank of a LoRA adapter (``peft``, ``pip install 'instruct-env[peft]'``) that SFT and
+            RL train instead of every weight; 0 (the default) trains every weight. The RL stage's
+            KL reference is the model after SFT; the saved ``model/`` has the adapter merged in, so
+            ``--model <run>/model`` loads it like any model.
+        lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_r``).
+        lora_dropout: Dropout on the adapter's input.
+        lora_target_modules: Module names that get an adapter (e.g. ``[c_attn]`` for GPT-2,
+            ``[q_proj, v_proj]`` for Llama/Qwen2); ``None``: peft's default for the architecture.
     """
 
     name: str | None = None
     kind: str = "auto"
     default: DefaultModelConfig = field(default_factory=DefaultModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    lora_r: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "causal", "seq2seq"):
             raise ConfigError(f"model.kind must be 'auto', 'causal' or 'seq2seq'; got {self.kind!r}.")
+        if self.lora_r < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"model.lora_r must be >= 0 (0: no adapter), lora_alpha > 0 and 0 <= lora_dropout < 1; "
+                              f"got {self.lora_r}, {self.lora_alpha} and {self.lora_dropout}.")
 
 
 def _default_grpo() -> GRPOConfig:
@@ -931,7 +946,7 @@ def _save_interrupted(run: _Run, exc: Any, command: str) -> None:
         return
     run.save_state()  # finished stages and results; an RL checkpoint written before is kept
     if run.model is not None:
-        run.model.save_pretrained(run.out / "model")
+        _merged(run.model, copy_first=True).save_pretrained(run.out / "model")
         run.tokenizer.save_pretrained(run.out / "model")
     message = (f"Stopped by {exc.signal_name} {exc.where}; the model so far is in model/, the checkpoint in "
                f"checkpoint/. Resume with: instruct-env {_subcommand(run.stages)} --resume {run.out}")
@@ -945,6 +960,36 @@ def _save_interrupted(run: _Run, exc: Any, command: str) -> None:
 
 def _subcommand(stages: Sequence[str]) -> str:
     return {("sft", "rl"): "pipeline", ("sft",): "sft", ("rl",): "rl"}.get(tuple(stages), "eval")
+
+
+def _with_adapter(run: _Run, model: Any) -> Any:
+    """``model`` with a LoRA adapter of ``model.lora_*`` (only the adapter trains)."""
+    from instruct_env.error import require
+
+    peft = require("peft", "peft")
+    m = run.config.model
+    lora = peft.LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
+                           target_modules=m.lora_target_modules, task_type="CAUSAL_LM")
+    try:
+        model = peft.get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ConfigError(f"model.lora_*: peft could not add the adapter: {exc} Set model.lora_target_modules to "
+                          "module names of this model (e.g. [c_attn] for GPT-2, [q_proj, v_proj] for Llama).") from exc
+    trained, total = model.get_nb_trainable_parameters()
+    note = (f"LoRA adapter r={m.lora_r}, alpha={m.lora_alpha:g} on {sorted(model.peft_config['default'].target_modules)}: "
+            f"{trained:,} of {total:,} parameters train; model/ holds the weights with the adapter merged in.")
+    logger.info("%s", note)
+    run.sections["Adapter"] = note
+    return model
+
+
+def _merged(model: Any, copy_first: bool = False) -> Any:
+    """A PEFT model with its adapter merged into the base weights (a plain model is returned as is)."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    import copy
+
+    return (copy.deepcopy(model) if copy_first else model).merge_and_unload()
 
 
 def _resume_state(out: Path, stages: Sequence[str]) -> dict[str, Any]:
@@ -981,6 +1026,8 @@ def _train_and_evaluate(run: _Run):
         )
     labels = {"sft": "SFT", "rl": "SFT+RL" if "sft" in run.stages else "RL"}
     first = "zero-shot" if "sft" in run.stages else "before RL" if run.stages else "model"
+    if run.config.model.lora_r:
+        model = _with_adapter(run, model)
     run.model, run.tokenizer = model, tokenizer  # what an interruption saves
     if run.resumed is not None:
         run.restore(model)
@@ -1047,6 +1094,7 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
         raise
     finally:
         run.log.close()
+    model = _merged(model)  # a LoRA adapter is merged in: model/ loads like any model
     # A sharded model (distributed.strategy="fsdp") is gathered whole for the save; every rank takes part.
     final_state = dist.full_state_dict(model) if run.stages and dist.is_sharded(model) else None
     if not dist.is_main():  # the model is rank 0's too; rank 0 writes the model, results and report

@@ -449,3 +449,26 @@ def test_updates_flag_fixes_the_rl_length_and_the_report_says_which_rule_stopped
     config = (out / "config.yaml").read_text()
     assert "total_updates: 1\n" in config and "time_budget_s: null" in config
     assert "1 updates (the update count rl.grpo.total_updates=1)" in (out / "report.md").read_text()
+
+
+def test_lora_from_the_command_line_trains_only_the_adapter_and_saves_a_merged_model(tmp_path, monkeypatch):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from agents.common.config import build_config
+    from agents.common.pretrain import pretrained_default_model
+    from agents.pipeline import PipelineConfig
+    from instruct_env.tokenizer import builtin_tokenizer
+
+    monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sft"
+    options = TINY + ["model.lora_r=4", "model.lora_target_modules=[c_attn]", "sft.lr=1e-2", "sft.keep_best=false"]
+    assert main(["sft", "--out", str(out), *[a for o in options for a in ("--set", o)]]) == 0
+    assert "LoRA adapter r=4, alpha=16 on ['c_attn']" in (out / "report.md").read_text()
+    assert not (out / "model" / "adapter_config.json").exists()  # merged: a plain model folder
+    cfg = build_config(PipelineConfig, {}, options).model
+    start, _ = pretrained_default_model(builtin_tokenizer(), cfg.default, cfg.pretrain)
+    before, after = start.state_dict(), load_file(out / "model" / "model.safetensors")
+    assert after["transformer.wte.weight"].equal(before["transformer.wte.weight"])
+    assert after["transformer.h.0.mlp.c_fc.weight"].equal(before["transformer.h.0.mlp.c_fc.weight"])
+    assert not after["transformer.h.0.attn.c_attn.weight"].equal(before["transformer.h.0.attn.c_attn.weight"])
