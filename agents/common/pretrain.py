@@ -295,7 +295,8 @@ def encode_corpus(tokenizer: Any, corpus: list[str], limit: int) -> tuple[list[l
     """Token ids of every corpus text followed by EOS (cut at ``limit``), and the padding id."""
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    return [(list(tokenizer.encode(text, add_special_tokens=False)) + [eos])[:limit] for text in corpus], pad
+    encoded = tokenizer(list(corpus), add_special_tokens=False)["input_ids"]  # one batched call
+    return [(list(ids) + [eos])[:limit] for ids in encoded], pad
 
 
 def _save_atomically(path: Path, write) -> None:
