@@ -82,7 +82,7 @@ def test_tracker_tie_keeps_the_later_weights():
     assert tracker.restore_best(model) and float(model.weight[0, 0].detach()) == 2.0
 
 
-def test_rl_says_when_the_final_model_is_the_starting_one(tmp_path, monkeypatch, caplog):
+def test_rl_says_when_the_final_model_is_the_starting_one_and_which_rule_ended_it(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
     update = HeldOutTracker.update
 
@@ -91,10 +91,14 @@ def test_rl_says_when_the_final_model_is_the_starting_one(tmp_path, monkeypatch,
 
     monkeypatch.setattr(HeldOutTracker, "update", start_is_best)
     out = tmp_path / "run"
-    with caplog.at_level(logging.WARNING):
-        assert main(["rl", "--out", str(out), *[a for o in TINY for a in ("--set", o)]]) == 0
+    with caplog.at_level(logging.WARNING):  # also: --updates fixes RL's length (item 10), and the report says so
+        assert main(["rl", "--updates", "1", "--out", str(out), *[a for o in TINY for a in ("--set", o)]]) == 0
     assert "The final model is the STARTING model, unchanged by RL" in caplog.text
-    assert "The final model is the STARTING model" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "The final model is the STARTING model" in report
+    assert "1 updates (the update count rl.grpo.total_updates=1)" in report
+    config = (out / "config.yaml").read_text()
+    assert "total_updates: 1\n" in config and "time_budget_s: null" in config
 
 
 # -- item 5: text actions that do not fit are flagged, budgets per language are documented ----------
@@ -439,16 +443,6 @@ def test_a_reward_function_without_kwargs_is_refused_when_made():
     assert rewards.make(fine)(["ab"], [["x"]]).tolist() == [2.0]
     both = rewards.make({"exact_match": 1.0, "token_f1": 1.0})  # summed as given: an exact answer scores 2
     assert both(["a cat"], [["a cat"]]).tolist() == [2.0]
-
-
-def test_updates_flag_fixes_the_rl_length_and_the_report_says_which_rule_stopped_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("INSTRUCT_ENV_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "rl"
-    sets = [a for o in TINY for a in ("--set", o)]
-    assert main(["rl", "--updates", "1", "--out", str(out), *sets]) == 0
-    config = (out / "config.yaml").read_text()
-    assert "total_updates: 1\n" in config and "time_budget_s: null" in config
-    assert "1 updates (the update count rl.grpo.total_updates=1)" in (out / "report.md").read_text()
 
 
 def test_lora_from_the_command_line_trains_only_the_adapter_and_saves_a_merged_model(tmp_path, monkeypatch):
