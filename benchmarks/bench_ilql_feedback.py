@@ -1,6 +1,6 @@
 """ILQL learning from the feedback store, end to end, with simulated evaluators.
 
-1. Sample answers from an SFT model (the reduced Q-learning suite's seed-0 SFT model by default) to
+1. Sample answers from an SFT model (the reduced Q-learning suite's SFT model of ``--seed`` by default) to
    training prompts, 4 per prompt.
 2. Post each answer as a ``rating`` query (1..5) to a fresh SQLite feedback store; three simulated
    evaluators (:class:`~instruct_env.feedback.SimulatedOracle` on the task verifier, noise 0.1,
@@ -10,7 +10,7 @@
    ``(rating - 1) / 4``, the three ratings of an answer are averaged (see ``docs/q_learning.md``).
 4. The held-out test score before and after.
 
-Run: ``python -m benchmarks.bench_ilql_feedback [--sft-model DIR]``.
+Run: ``python -m benchmarks.bench_ilql_feedback [--seed N] [--sft-model DIR]``.
 """
 
 from __future__ import annotations
@@ -57,12 +57,15 @@ def main() -> None:
     from instruct_env.feedback.oracle import FeedbackItem
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sft-model", default="benchmarks/results/q_small/runs/seed0/sft/model")
+    parser.add_argument("--sft-model", default=None,
+                        help="SFT model folder (default: the reduced Q-learning suite's SFT model of --seed)")
     parser.add_argument("--answers", type=int, default=1024)
     parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/ilql_feedback")
     args = parser.parse_args()
+    if args.sft_model is None:
+        args.sft_model = f"benchmarks/results/q_small/runs/seed{args.seed}/sft/model"
     torch.set_num_threads(1)
     out = Path(args.out)
     shutil.rmtree(out / "run", ignore_errors=True)  # this script's own run folder, from an earlier run
@@ -102,7 +105,7 @@ def main() -> None:
         f"| SFT | {before.overall['task']:.3f} | {before.overall['exact_match']:.3f} |\n"
         f"| SFT + ILQL on the store's ratings | {after.overall['task']:.3f} | {after.overall['exact_match']:.3f} |\n\n"
         f"Sampling and rating took {collected:.0f} s, the RL stage and evaluations {result.wall_time_s:.0f} s "
-        f"(1 torch thread). Command: `python -m benchmarks.bench_ilql_feedback` (after `python -m "
+        f"(1 torch thread). Command: `python -m benchmarks.bench_ilql_feedback --seed {args.seed}` (after `python -m "
         f"benchmarks.q_suite`, which trains the SFT model). Measured on {provenance()}."
     )
     write_section("ILQL from the feedback store (simulated evaluators)", body)
