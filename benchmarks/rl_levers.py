@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "group_4x32": {"group_size": 4, "num_envs": 128},
     "group_16x8": {"group_size": 16, "num_envs": 128},
     "prompts_32x8": {"num_envs": 256},
+    "family_lr_1e-4": {"advantage_scale": "family", "lr": 1e-4},
 }
 
 
