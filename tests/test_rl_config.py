@@ -63,7 +63,7 @@ def test_defaults_are_valid_and_follow_the_papers():
 
 
 def test_make_trainer_rejects_unknown_algo_and_wrong_config():
-    with pytest.raises(UnknownNameError, match=r"Unknown RL algorithm 'ppo2'\. Did you mean 'ppo' or 'grpo'\? Known RL algorithms: a2c, grpo, ppo, reinforce, rloo\."):
+    with pytest.raises(UnknownNameError, match=r"Unknown RL algorithm 'ppo2'\. Did you mean 'ppo' or 'grpo'\? Known RL algorithms: a2c, grpo, ilql, ppo, reinforce, rloo, sql\."):
         make_trainer("ppo2", None, None, None, {})
     with pytest.raises(ConfigError, match=r"make_trainer\('ppo', \.\.\.\) needs a PPOConfig; got GRPOConfig"):
         make_trainer("ppo", GRPOConfig(), None, None, {})
