@@ -39,7 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     # the GRPO of the paper, as the main job had it before these levers
     "paper_grpo": {"advantage_scale": "group", "loss_aggregation": "grpo", "sampling": "uniform",
-                   "dynamic_sampling": False},
+                   "dynamic_sampling": False, "lr": 5e-5},
     # one lever changed at a time
     "group_std": {"advantage_scale": "group"},
     "family_std": {"advantage_scale": "family"},
@@ -62,6 +62,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "group_16x8": {"group_size": 16, "num_envs": 128},
     "prompts_32x8": {"num_envs": 256},
     "family_lr_1e-4": {"advantage_scale": "family", "lr": 1e-4},
+    "lr_5e-5": {"lr": 5e-5},
 }
 
 
