@@ -81,7 +81,7 @@ def zh_sentences(n: int, seed: int) -> list[list[str]]:
     return list(out.values())
 
 
-def zh_paraphrase(rng: random.Random, words: list[str]) -> list[str]:
+def edit_words(rng: random.Random, words: list[str], fillers, synonyms, lower_keys: bool = False) -> list[str]:
     """1-3 random edits of a word list: swap neighbours, delete, insert a filler, or use a synonym."""
     words = list(words)
     for _ in range(rng.randint(1, 3)):
@@ -92,10 +92,15 @@ def zh_paraphrase(rng: random.Random, words: list[str]) -> list[str]:
         elif op < 0.55 and len(words) > 5:
             del words[i]
         elif op < 0.75:
-            words.insert(i, rng.choice(ZH_FILLERS))
+            words.insert(i, rng.choice(fillers))
         else:
-            words[i] = ZH_SYNONYMS.get(words[i], words[i])
+            words[i] = synonyms.get(words[i].lower() if lower_keys else words[i], words[i])
     return words
+
+
+def zh_paraphrase(rng: random.Random, words: list[str]) -> list[str]:
+    """:func:`edit_words` with the Chinese fillers and synonyms."""
+    return edit_words(rng, words, ZH_FILLERS, ZH_SYNONYMS)
 
 
 def make_zh_batch(rng: random.Random, bases: list[list[str]]) -> tuple[list[str], list[list[str]]]:
@@ -135,20 +140,8 @@ def sentences() -> list[str]:
 
 
 def paraphrase(rng: random.Random, sentence: str) -> str:
-    """1-3 random edits: swap neighbours, delete a word, insert a filler, or use a synonym."""
-    words = sentence.split()
-    for _ in range(rng.randint(1, 3)):
-        i = rng.randrange(len(words))
-        op = rng.random()
-        if op < 0.3 and i + 1 < len(words):
-            words[i], words[i + 1] = words[i + 1], words[i]
-        elif op < 0.55 and len(words) > 5:
-            del words[i]
-        elif op < 0.75:
-            words.insert(i, rng.choice(FILLERS))
-        else:
-            words[i] = SYNONYMS.get(words[i].lower(), words[i])
-    return " ".join(words)
+    """:func:`edit_words` on an English sentence (synonyms looked up in lower case)."""
+    return " ".join(edit_words(rng, sentence.split(), FILLERS, SYNONYMS, lower_keys=True))
 
 
 def make_batch(rng: random.Random, bases: list[str]) -> tuple[list[str], list[list[str]]]:
