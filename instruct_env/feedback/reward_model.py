@@ -233,21 +233,23 @@ class RewardModel:
 
     def features(self, pairs: Sequence[Pair]) -> torch.Tensor:
         """Normalised features ``(N, D)`` of ``pairs`` (normalised with the first fit's statistics)."""
-        pairs = [tuple(p) for p in pairs]
+        pairs = [(prompt, completion) for prompt, completion in pairs]
         x = torch.as_tensor(np.asarray(self.featurizer(pairs), dtype=np.float32))
         if x.ndim != 2 or x.shape[0] != len(pairs):
             raise ConfigError(f"The featurizer returned shape {tuple(x.shape)} for {len(pairs)} pairs; expected (N, D).")
         self._build(x.shape[1])
-        if self.feature_mean is not None:
+        if self.feature_mean is not None and self.feature_std is not None:
             x = (x - self.feature_mean) / self.feature_std
         return x
 
-    def _build(self, dim: int) -> None:
+    def _build(self, dim: int) -> _Heads:
+        """The heads, built for ``dim`` features on first use."""
         if self.heads is None:
             generator = torch.Generator().manual_seed(self.config.seed)
             self.heads = _Heads(self.config.n_heads, dim, self.config.hidden, generator)
         elif self.heads.w1.shape[1] != dim:
             raise ConfigError(f"The featurizer gives {dim} features, but the heads were built for {self.heads.w1.shape[1]}.")
+        return self.heads
 
     # -- prediction ---------------------------------------------------------------------------
 
@@ -256,8 +258,9 @@ class RewardModel:
         """``(n_heads, N)`` quality logits of every head."""
         if not len(pairs):
             return np.zeros((self.config.n_heads, 0))
-        x = self.features(pairs)  # builds the heads on first use
-        return self.heads(x).numpy().astype(np.float64)
+        x = self.features(pairs)
+        heads = self._build(x.shape[1])
+        return heads(x).numpy().astype(np.float64)
 
     def predict(self, pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray]:
         """``(mean, std)`` over heads of ``sigma(r)`` for each pair: the reward and the disagreement."""
@@ -299,22 +302,22 @@ class RewardModel:
                 index.setdefault(pair, len(index))
         pairs = list(index)
         raw = torch.as_tensor(np.asarray(self.featurizer(pairs), dtype=np.float32))  # (U, D)
-        if not warm:
+        if not warm or self.feature_mean is None or self.feature_std is None:
             # Statistics of the first fit stay fixed, so warm-started heads see inputs on the same scale.
             self.heads = None
             self.feature_mean = raw.mean(0)
             self.feature_std = raw.std(0).clamp_min(1e-4) if len(pairs) > 1 else torch.ones(raw.shape[1])
-        self._build(raw.shape[1])
+        heads = self._build(raw.shape[1])
         x = (raw - self.feature_mean) / self.feature_std
         batch = _LabelBatch(labels, index)
         generator = np.random.default_rng([cfg.seed, self.n_fits])
         counts = batch.bootstrap(cfg.n_heads, cfg.bootstrap, generator)  # (n_heads, L)
         weights = torch.as_tensor(counts * batch.weight[None, :], dtype=torch.float32)
         weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-9)
-        optimizer = torch.optim.AdamW(self.heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        losses: dict[str, float] = {}
+        optimizer = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        losses: dict[str, torch.Tensor] = {}
         for _ in range(steps):
-            r = self.heads(x)  # (n_heads, U)
+            r = heads(x)  # (n_heads, U)
             per_label, losses = batch.losses(r)  # (n_heads, L)
             loss = (weights * per_label).sum()  # a weighted mean per head, summed over independent heads
             optimizer.zero_grad(set_to_none=True)
@@ -393,14 +396,14 @@ class RewardModel:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], featurizer: Featurizer) -> RewardModel:
+        """Rebuild a model from :meth:`state` output, scoring with ``featurizer``."""
         if state.get("format") != _FORMAT:
             raise ConfigError(f"Unknown reward-model file format {state.get('format')!r}; expected {_FORMAT}.")
         model = cls(featurizer, RewardModelConfig(**state["config"]))
         model.version, model.n_labels, model.n_fits = state["version"], state["n_labels"], state["n_fits"]
         model.feature_mean, model.feature_std = state["feature_mean"], state["feature_std"]
         if state["heads"] is not None:
-            model._build(state["dim"])
-            model.heads.load_state_dict(state["heads"])
+            model._build(state["dim"]).load_state_dict(state["heads"])
         return model
 
     @classmethod
@@ -556,7 +559,7 @@ class FeatureExtractor:
 
     def __call__(self, pairs: Sequence[Pair]) -> np.ndarray:
         """``(N, dim)`` float32 features of ``pairs``."""
-        pairs = [tuple(p) for p in pairs]
+        pairs = [(prompt, completion) for prompt, completion in pairs]
         with self._lock:
             missing = list(dict.fromkeys(p for p in pairs if p not in self._cache))
             if missing:

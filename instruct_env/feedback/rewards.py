@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -199,8 +199,8 @@ class ProxyReward(_InfoReward):
         completions, refs = check_inputs(completions, references)
         items = _items(completions, kwargs.get("samples"), self.name)
         model = self.model
-        version = self.version
-        if version >= 1:
+        version: int | None = self.version
+        if version is not None and version >= 1:
             mean, std = model.predict([item.pairs(self.formatter)[0] for item in items])
             values = mean - self.uncertainty_penalty * std
             source: str = self.name
@@ -221,7 +221,7 @@ class ProxyReward(_InfoReward):
         if self.oracle is not None and self.label_fraction > 0 and items:
             chosen = np.flatnonzero(self.rng.random(len(items)) < self.label_fraction)
             if len(chosen):
-                queued = [FeedbackItem.from_sample(items[i].sample, items[i].completions, selector="proxy",
+                queued = [FeedbackItem.from_sample(cast(Sample, items[i].sample), items[i].completions, selector="proxy",  # _items set it
                                                    score=None if math.isnan(std[i]) else float(std[i]))
                           for i in chosen]
                 ticket = self.oracle.ask(queued, self.kind, **self.kind_options)
