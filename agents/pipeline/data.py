@@ -1,0 +1,106 @@
+"""The samples of each split for the main job: built-in families, reasoning-gym datasets, or your own data."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from agents.pipeline.config import DataConfig, ReasoningGymTask
+from instruct_env.error import ConfigError
+
+__all__ = ["split_samples", "rl_env_kwargs"]
+
+#: Seed bases of the splits of a reasoning-gym task (the seed is ``base + data.seed``). reasoning-gym
+#: draws entry ``i`` from ``Random(seed + i)``, so nearby seeds would share entries: the bases are far apart.
+_RG_SPLIT_SEEDS = {"train": 0, "validation": 1_000_000_000, "test": 2_000_000_000}
+
+
+class _Concat:
+    """Read-only concatenation of indexable sample sources (built-in families, then reasoning-gym)."""
+
+    def __init__(self, parts: Sequence[Sequence[Any]]) -> None:
+        self.parts = list(parts)
+        self._ends = list(itertools.accumulate(len(p) for p in self.parts))
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __getitem__(self, index: int) -> Any:
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"Index {index} is out of range for a dataset of {len(self)} samples.")
+        part = bisect.bisect_right(self._ends, index)
+        return self.parts[part][index - (self._ends[part - 1] if part else 0)]
+
+
+def _reasoning_gym_split(task: ReasoningGymTask, data: DataConfig, split: str, size: int) -> list[Any]:
+    """``size`` entries of one split of ``task``, minus questions of the splits held out from it."""
+    from instruct_env.tasks import from_reasoning_gym
+
+    def generate(name: str, n: int) -> list[Any]:
+        return from_reasoning_gym(task.name, size=n, seed=_RG_SPLIT_SEEDS[name] + data.seed,
+                                  partial_credit=task.partial_credit, **task.options)
+
+    held_out = {"train": {"validation": data.val_size_per_task, "test": data.test_size_per_task},
+                "validation": {"test": data.test_size_per_task}, "test": {}}[split]
+    seen = {s.instruction for other, n in held_out.items() for s in generate(other, n)}
+    samples = [dataclasses.replace(s, id=f"rg:{s.id}/{split}", task=f"rg:{task.name}")
+               for s in generate(split, size) if s.instruction not in seen]
+    if not samples:
+        raise ConfigError(
+            f"reasoning-gym dataset {task.name!r} with options {task.options} has no {split} questions left after "
+            f"removing those of the held-out splits; widen its options (e.g. larger value ranges)."
+        )
+    return samples
+
+
+def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | None = None) -> Sequence[Any]:
+    """The samples of one split: the built-in families, then each reasoning-gym task (or ``data.dataset``'s split).
+
+    Args:
+        data: The data section (``tasks``, ``reasoning_gym``).
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        size_per_task: Samples per family (reasoning-gym tasks may yield fewer, see
+            :class:`ReasoningGymTask`).
+        seed: Seed of the built-in datasets (default ``data.seed``); reasoning-gym tasks always
+            use ``data.seed``, so that their held-out splits stay apart from every training set.
+
+    Returns:
+        A :class:`~instruct_env.tasks.BuiltinDataset` when there are no reasoning-gym tasks,
+        else an indexable sequence of :class:`~instruct_env.tasks.Sample`.
+    """
+    from instruct_env.tasks import BuiltinDataset
+
+    if data.dataset is not None:  # your own data: each split whole
+        from agents.common.own_data import load_own_data
+        from instruct_env.tasks.builtin import normalise_split
+
+        return load_own_data(data.dataset, data.fields, data.split_column).splits[normalise_split(split)]
+    seed = data.seed if seed is None else seed
+    builtin = BuiltinDataset(data.tasks, split=split, size_per_task=size_per_task, seed=seed)
+    if not data.reasoning_gym:
+        return builtin
+    return _Concat([builtin] + [_reasoning_gym_split(t, data, split, size_per_task) for t in data.reasoning_gym])
+
+
+
+def rl_env_kwargs(data: DataConfig) -> dict[str, Any]:
+    """Keyword arguments of the RL training environment (train split) for ``data``."""
+    kwargs: dict[str, Any] = {"split": "train", "reward": data.reward, "max_prompt_tokens": data.max_prompt_tokens,
+                              "template": data.template, "num_shots": data.num_shots, "sampling": data.sampling,
+                              "use_chat_template": data.use_chat_template}
+    if data.dataset is not None:
+        from agents.common.own_data import effective_reward
+
+        train = list(split_samples(data, "train", data.train_size_per_task))
+        return {**kwargs, "dataset": train, "reward": effective_reward(data.reward, train)[0]}
+    if data.reasoning_gym:
+        return {**kwargs, "dataset": split_samples(data, "train", data.train_size_per_task)}
+    return {**kwargs, "tasks": data.tasks,
+            "dataset_kwargs": {"size_per_task": data.train_size_per_task, "seed": data.seed}}
+

@@ -1,0 +1,685 @@
+"""Orchestration of the main job: load the model, run the stages, evaluate, save, write the report.
+
+See :mod:`agents.pipeline` for what a run writes and how long it takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agents.pipeline.config import PipelineConfig
+from agents.pipeline.data import rl_env_kwargs, split_samples
+from instruct_env.error import ConfigError, unknown_name
+
+__all__ = ["STAGES", "PipelineResult", "run_pipeline", "load_policy_model", "auto_threads"]
+
+logger = logging.getLogger(__name__)
+
+#: Training stages, in the order they run.
+STAGES = ("sft", "rl")
+
+
+@dataclass
+class PipelineResult:
+    """Where a run's outputs are, and its held-out numbers.
+
+    Attributes:
+        out_dir: The run folder.
+        report: ``report.md``; ``metrics``: ``metrics.jsonl``; ``plots``: name -> PNG.
+        results: ``stage -> EvalResult`` on the test split.
+        model_dir: The saved final model (``None`` for ``eval`` runs).
+        wall_time_s: Seconds from start to report.
+        stage_seconds: Seconds per part of the run.
+    """
+
+    out_dir: Path
+    report: Path
+    metrics: Path
+    plots: dict[str, Path]
+    results: dict[str, Any]
+    model_dir: Path | None
+    wall_time_s: float
+    stage_seconds: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _out_dir(config: PipelineConfig) -> Path:
+    if config.out:
+        path = Path(config.out)
+        if (path / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"The output folder {str(path)!r} already holds a run (metrics.jsonl); its records would mix with "
+                "this run's. Choose another --out, or delete that folder."
+            )
+    else:
+        path = Path("runs") / (config.name or datetime.now().strftime("%Y%m%d-%H%M%S"))
+        base, n = path, 1
+        while path.exists() and any(path.iterdir()):
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_policy_model(config: PipelineConfig, run_logger: Any = None):
+    """Load ``config.model`` and its tokenizer; returns ``(model, tokenizer, pretrain_info or None)``."""
+    from agents.common.device import select_device
+    from agents.common.model import load_model
+
+    device = select_device(config.device)
+    if config.model.name is None:
+        from agents.common.pretrain import pretrained_default_model
+        from instruct_env.tokenizer import builtin_tokenizer
+
+        tokenizer = builtin_tokenizer()
+        model, info = pretrained_default_model(tokenizer, config.model.default, config.model.pretrain,
+                                               device=device, run_logger=run_logger)
+        return model, tokenizer, info
+    from transformers import AutoTokenizer
+
+    from agents.common.model import check_local_path
+
+    check_local_path(config.model.name)  # a misspelled folder: say so now, not after a hub look-up
+    tokenizer = AutoTokenizer.from_pretrained(config.model.name)
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"The tokenizer of {config.model.name!r} has no EOS token; answers could never end.")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # our own fresh copy, nobody else holds it
+    model = load_model(config.model.name, kind=config.model.kind).to(device)
+    pretrain_info = None
+    info_file = Path(config.model.name) / "pretrain_info.json"
+    if info_file.exists():  # a model saved by an earlier run keeps its pre-training note
+        pretrain_info = json.loads(info_file.read_text())
+    return model, tokenizer, pretrain_info
+
+
+def auto_threads(idle: float | None = None) -> tuple[int, str]:
+    """Threads for torch when none are configured, and why (see :attr:`PipelineConfig.threads`).
+
+    Args:
+        idle: Idle cores (default: measured now with :func:`~agents.common.device.idle_cores`).
+    """
+    import os
+
+    from agents.common.device import idle_cores, usable_cores
+
+    if os.environ.get("INSTRUCT_ENV_THREADS"):
+        return int(os.environ["INSTRUCT_ENV_THREADS"]), "set by $INSTRUCT_ENV_THREADS"
+    # Processes of one data-parallel run on this machine share its cores.
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = max(1, usable_cores() // local)
+    idle = idle_cores() if idle is None else idle
+    if idle is None:
+        return cores, f"all {cores} usable core(s); idle cores could not be measured here"
+    threads = max(1, min(cores, round(idle / local)))
+    return threads, (f"{idle:.1f} of {usable_cores()} usable cores were idle at start"
+                     + (f", shared by {local} local processes" if local > 1 else ""))
+
+
+class _Run:
+    """One run's shared state: config, folder, logger, data, model, results."""
+
+    def __init__(self, config: PipelineConfig, stages: Sequence[str], resume: str | Path | None = None) -> None:
+        from agents.common import distributed as dist
+        from agents.common.config import save_yaml
+        from agents.common.device import configure_threads
+        from agents.common.interrupt import StopSignals
+        from agents.common.logging import RunLogger
+        from instruct_env.tasks import PromptFormatter
+
+        for stage in stages:
+            if stage not in STAGES:
+                raise unknown_name("pipeline stage", stage, STAGES)
+        self.start = time.perf_counter()
+        self.config = config
+        self.stages = [s for s in STAGES if s in stages]
+        self.threads, self.threads_why = ((config.threads, "set by threads/--threads") if config.threads is not None
+                                          else auto_threads())
+        configure_threads(self.threads)
+        logger.info("torch uses %d CPU thread(s): %s.", self.threads, self.threads_why)
+        # Data parallel (torchrun): rank 0 picks the folder and is the only rank that writes in it.
+        self.stop = StopSignals()  # SIGINT / SIGTERM: checkpoint between RL updates, see run_pipeline
+        self.resumed = _resume_state(Path(resume), self.stages) if resume is not None else None
+        self.last_checkpoint = time.perf_counter()
+        if resume is not None:
+            self.out = Path(resume)
+        else:
+            self.out = dist.broadcast_object(_out_dir(config) if dist.is_main() else None)
+        if dist.is_main() and resume is None:
+            save_yaml(config, self.out / "config.yaml")
+        self.log = RunLogger(self.out, rank=dist.rank(), progress=config.progress)
+        self.seconds: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self.sections: dict[str, str] = {}
+        self.results: dict[str, Any] = {}
+        self.rl_training: dict[str, Any] | None = None  # training-reward summary of a (non-feedback) RL stage
+        self.done: list[str] = []  # stages finished (and evaluated)
+        self.interrupted_at: str | None = None
+        self.model: Any = None
+        self.tokenizer: Any = None
+        data = config.data
+        demos = split_samples(data, "train", data.train_size_per_task) \
+            if data.num_shots else None
+        self.formatter = PromptFormatter(template=data.template, use_chat_template=data.use_chat_template,
+                                         num_shots=data.num_shots, demonstrations=demos)
+        self.test = list(split_samples(data, "test", data.test_size_per_task))
+        self.val = list(split_samples(data, "validation", data.val_size_per_task))
+        #: The validation metric RL keeps the best weights by, and the metrics' options (see _check_own_data).
+        self.metric, self.metric_options = config.eval.metric, dict(config.eval.metric_options)
+        if data.dataset is not None:
+            self._check_own_data()
+
+    def _check_own_data(self) -> None:
+        """Say how ``data.dataset`` was split and which reward RL uses; refuse to score trained inputs."""
+        from agents.common.own_data import effective_reward, load_own_data
+        from instruct_env.envs.core import auto_reward
+        from instruct_env.tasks.splits import check_disjoint
+
+        data = self.config.data
+        own = load_own_data(data.dataset, data.fields, data.split_column)
+        train = own.splits["train"]
+        check_disjoint(train, self.test, f"the test split of {data.dataset!r}")
+        check_disjoint(train, self.val, f"the validation split of {data.dataset!r}")
+        lines = [own.describe() + "."]
+        if self.config.eval.metric == "task" and getattr(self.val[0], "verifier", None) is None:
+            # No task verifier to score with: validate on ROUGE-L, told how to split the data's script.
+            reward, why = auto_reward(train)
+            self.metric = "rougeL"
+            if isinstance(reward, dict) and "rougeL" not in self.metric_options:
+                self.metric_options["rougeL"] = dict(reward["rougeL"])
+            lines.append(f"Validation metric rougeL{' (tokenizer=cjk)' if isinstance(reward, dict) else ''} instead "
+                         f"of eval.metric='task': the samples have no task verifier ({why}).")
+        if "rl" in self.stages:
+            reward, note = effective_reward(data.reward, train)
+            lines.append((note or f"RL reward {reward!r} (data.reward)") + ".")
+        name = self.config.model.name
+        trained = Path(name) / "trained_inputs.json" if name else None
+        if trained is not None and trained.is_file():  # a model saved by an earlier run on this data
+            check_disjoint(set(json.loads(trained.read_text())), self.test,
+                           f"the test split of {data.dataset!r} (the model {name!r} was trained on them)")
+            lines.append(f"None of the test inputs is among the {name!r} model's training inputs.")
+        for line in lines:
+            logger.info("%s", line)
+        self.sections["Data"] = " ".join(lines)
+
+    def timed(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    # -- checkpoints and resuming ------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoint"
+
+    def save_state(self, model: Any = None, rl: Any = "keep") -> None:
+        """Write what a resumed run needs besides the RL trainer's own checkpoint (rank 0 only).
+
+        ``checkpoint/pipeline.pkl`` holds the finished stages, their results and report sections;
+        ``checkpoint/weights.pt`` the model after the last finished stage (given as ``model``);
+        ``rl`` is the RL stage's own state (best-checkpoint tracker, rewards since the last check);
+        ``"keep"`` keeps the one saved before (if any).
+        """
+        import pickle
+
+        import torch
+
+        from agents.common import distributed as dist
+
+        if not dist.is_main():
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(rl, str):  # "keep"
+            rl = None
+            if (self.checkpoint_dir / "pipeline.pkl").exists():
+                with open(self.checkpoint_dir / "pipeline.pkl", "rb") as fh:
+                    rl = pickle.load(fh).get("rl")
+        if model is not None:
+            torch.save(model.state_dict(), self.checkpoint_dir / "weights.pt")
+        state = {"stages": self.stages, "done": list(self.done), "results": self.results, "sections": self.sections,
+                 "seconds": self.seconds, "warnings": self.warnings, "rl": rl,
+                 "finished": self.done == self.stages}
+        tmp = self.checkpoint_dir / "pipeline.pkl.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump(state, fh)
+        tmp.replace(self.checkpoint_dir / "pipeline.pkl")
+        self.last_checkpoint = time.perf_counter()
+
+    def restore(self, model: Any) -> None:
+        """Take up a resumed run's finished stages (and their model weights)."""
+        import torch
+
+        state = self.resumed
+        self.done, self.results = list(state["done"]), dict(state["results"])
+        self.sections, self.seconds, self.warnings = dict(state["sections"]), dict(state["seconds"]), \
+            list(state["warnings"])
+        if (self.checkpoint_dir / "weights.pt").exists():
+            model.load_state_dict(torch.load(self.checkpoint_dir / "weights.pt", map_location="cpu"))
+        logger.info("Resuming %s: finished stages %s; %s.", self.out, ", ".join(self.done) or "none",
+                    f"RL continues from its checkpoint at update {state['rl']['updates']}" if state.get("rl")
+                    else "the next stage starts from its beginning")
+
+    def checkpoint_due(self, update: int) -> bool:
+        """Whether ``checkpoint_every`` / ``checkpoint_minutes`` ask for a checkpoint after ``update``."""
+        every, minutes = self.config.checkpoint_every, self.config.checkpoint_minutes
+        return bool(every and update % every == 0) or \
+            (minutes is not None and time.perf_counter() - self.last_checkpoint >= 60 * minutes)
+
+    def evaluate(self, model: Any, tokenizer: Any, samples: list, split: str, desc: str):
+        from agents.common.evaluation import evaluate
+
+        return evaluate(model, tokenizer, samples, formatter=self.formatter,
+                        max_prompt_tokens=self.config.data.max_prompt_tokens,
+                        max_new_tokens=self.config.data.max_new_tokens, batch_size=self.config.eval.batch_size,
+                        split=split, progress=lambda it: self.log.progress(it, desc=desc, unit="batch"),
+                        metric_options=self.metric_options)
+
+    def test_eval(self, stage: str, model: Any, tokenizer: Any) -> None:
+        start = time.perf_counter()
+        result = self.evaluate(model, tokenizer, self.test, "test", f"test eval ({stage})")
+        self.results[stage] = result
+        self.log.log(result.flat(), step=0, stage=f"test/{stage}", kind="eval")
+        self.timed("evaluation", time.perf_counter() - start)
+        logger.info("%s on test: task %.3f, exact match %.3f", stage, result.overall["task"],
+                    result.overall["exact_match"])
+
+
+def _run_sft(run: _Run, model: Any, tokenizer: Any) -> None:
+    from agents.sft import SFTTrainer
+
+    sft_config, _ = run.config.stage_configs()
+    start = time.perf_counter()
+    data = run.config.data
+    own_data = {}
+    if data.reasoning_gym or data.dataset:  # the trainer's own data is the built-in suite only
+        own_data = {"train_data": split_samples(data, "train", sft_config.num_examples, seed=sft_config.seed),
+                    "val_data": split_samples(data, "validation", sft_config.val_examples, seed=sft_config.seed)}
+    trainer = SFTTrainer(model, tokenizer, sft_config, tasks=data.tasks, formatter=run.formatter,
+                         run_logger=run.log, **own_data)
+    result = trainer.train()
+    run.timed("sft", time.perf_counter() - start)
+    run.warnings.extend(result.notes)
+    run.sections["SFT"] = (
+        f"{result.num_train} training examples ({sft_config.num_examples} per task family), {result.steps} steps "
+        f"({result.epochs:.1f} epochs) in {result.elapsed_s:.0f} s, stopped by {result.stopped_by.replace('_', ' ')}. "
+        f"Validation loss per response token: {result.initial_val_loss:.3f} before, {result.best_val_loss:.3f} "
+        f"best (step {result.best_step}{', whose weights were restored' if result.restored else ''})."
+    )
+
+
+def _run_rl(run: _Run, model: Any, tokenizer: Any):
+    """RL from ``model`` (trained in place); returns the trained policy's language model."""
+    import numpy as np
+
+    from agents.common.evaluation import HeldOutTracker
+    from agents.common.interrupt import Interrupted
+    from agents.common.model import ActorCritic
+    from agents.common.report import window_means
+    from agents.rl import make_trainer
+
+    cfg = run.config
+    _, rl_config = cfg.stage_configs()
+    metric = run.metric
+    policy = ActorCritic(model)
+    policy.freeze_reference()  # the KL reference is the model RL starts from (the SFT model)
+    if cfg.feedback.mode:
+        return _run_feedback_rl(run, policy, tokenizer, rl_config)
+    tracker = HeldOutTracker(metric)
+    rewards_since_eval: list[float] = []
+    trainer = None
+
+    def decoding(policy_: Any) -> Any:
+        """What is evaluated, kept and returned: the LM, or ILQL's decoding (the LM perturbed by its Q and V heads)."""
+        return trainer.decoder() if trainer is not None and hasattr(trainer, "decoder") else policy_.lm
+
+    def validate(policy_: Any) -> dict[str, float]:
+        result = run.evaluate(decoding(policy_), tokenizer, run.val, "validation", "validation check")
+        return {f"val_{m}": result.overall[m] for m in dict.fromkeys(("task", "exact_match", "length", metric))}
+
+    def on_update(metrics: dict[str, Any]) -> None:
+        step = int(metrics["update"])
+        train = {k: v for k, v in metrics.items() if not k.startswith("val_") and k != "update"}
+        run.log.log(train, step=step, stage="rl")
+        rewards_since_eval.append(float(metrics.get("reward_mean", math.nan)))
+        progress.update(1)
+        progress.set_postfix(reward=f"{metrics.get('reward_mean', math.nan):.3f}")
+        if f"val_{metric}" in metrics:
+            check(step, metrics, float(np.nanmean(rewards_since_eval)))
+            rewards_since_eval.clear()
+        if run.checkpoint_due(step):
+            save_checkpoint()
+        run.stop.check()  # SIGINT/SIGTERM during this update: stop here, between updates
+
+    def save_checkpoint() -> None:
+        trainer.save(run.checkpoint_dir / "rl")
+        run.save_state(rl={"tracker": tracker, "rewards_since_eval": list(rewards_since_eval),
+                           "updates": trainer.num_updates})
+
+    def check(step: int, values: dict[str, Any], train_reward: float | None) -> None:
+        run.log.log({"task": values["val_task"], "exact_match": values["val_exact_match"],
+                     "length": values["val_length"], "train_reward": train_reward}, step=step, stage="rl", kind="eval")
+        tracker.update(step, float(values[f"val_{metric}"]), train_reward,
+                       model=decoding(policy) if cfg.eval.keep_best else None)
+
+    start = time.perf_counter()
+    env_kwargs = rl_env_kwargs(cfg.data)
+    budget = rl_config.time_budget_s
+    progress = run.log.progress(total=rl_config.total_updates if budget is None else None,
+                                desc=f"RL ({cfg.rl.algo}, {budget:.0f} s)" if budget else f"RL ({cfg.rl.algo})",
+                                unit="update")
+    trainer = make_trainer(cfg.rl.algo, rl_config, policy, tokenizer, env_kwargs, log_fn=on_update,
+                           eval_fn=validate)
+    resumed = run.resumed.get("rl") if run.resumed is not None else None
+    if resumed is not None:  # continue the interrupted stage from its checkpoint: weights, optimizer, RNGs, env
+        trainer.load_state(run.checkpoint_dir / "rl")
+        tracker.__dict__.update(resumed["tracker"].__dict__)
+        rewards_since_eval[:] = resumed["rewards_since_eval"]
+        progress.update(trainer.num_updates)
+    else:
+        # The starting point counts for the best checkpoint (checked once the trainer exists: ILQL's decoding
+        # needs its heads, which start near zero, so it starts close to the SFT model).
+        check(0, validate(policy), None)
+    try:
+        with run.stop.deferred():  # a signal lets the current update finish, then on_update stops the run
+            history = trainer.train()
+    except Interrupted:
+        save_checkpoint()
+        run.interrupted_at = f"after RL update {trainer.num_updates}"
+        raise
+    finally:
+        progress.close()
+    if history and f"val_{metric}" not in history[-1]:  # a last check on the final weights
+        check(trainer.num_updates, validate(policy), float(np.nanmean(rewards_since_eval)))
+    restored = cfg.eval.keep_best and tracker.best_step != trainer.num_updates and \
+        tracker.restore_best(decoding(policy))
+    if restored and tracker.best_step == 0:
+        message = (f"The final model is the STARTING model, unchanged by RL: no validation check after update 0 "
+                   f"beat its {metric} {tracker.best_value:.3f}, so eval.keep_best restored its weights after "
+                   f"{trainer.num_updates} updates. Set eval.keep_best=false to keep RL's last weights.")
+        logger.warning(message)
+        run.warnings.append(message)
+    run.timed("rl", time.perf_counter() - start)
+    run.warnings.extend(tracker.warnings)
+    rewards = [h.get("reward_mean", math.nan) for h in history]
+    families = sorted({k.split("/", 1)[1] for h in history for k in h if k.startswith("reward/")})
+    run.rl_training = {
+        "reward": env_kwargs["reward"],
+        "updates": trainer.num_updates,
+        "train": window_means(rewards),
+        "per_family": {f: window_means([h.get(f"reward/{f}", math.nan) for h in history]) for f in families},
+    }
+    first, last = run.rl_training["train"]
+    budget_hit = rl_config.time_budget_s is not None and trainer.num_updates < rl_config.total_updates
+    stopped_by = (f"stopped by the time budget of {rl_config.time_budget_s:.0f} s (rl.{cfg.rl.algo}.time_budget_s), so "
+                  "the number of updates depends on the machine's speed; --updates N fixes it" if budget_hit else
+                  f"the update count rl.{cfg.rl.algo}.total_updates={rl_config.total_updates}")
+    logger.info("RL ran %d updates: %s.", trainer.num_updates, stopped_by)
+    run.sections["RL"] = (
+        f"{cfg.rl.algo.upper()}, {trainer.num_updates} updates ({stopped_by}) in {trainer.elapsed:.0f} s, training "
+        f"reward `{env_kwargs['reward']}` {first:.3f} (first 10% of updates) -> {last:.3f} (last 10%). Validation {metric} "
+        f"({len(run.val)} samples) checked every {rl_config.eval_every} updates; best "
+        f"{tracker.best_value:.3f} at update {tracker.best_step}"
+        + (" (the SFT model: RL did not improve on it)" if tracker.best_step == 0 else "")
+        + (", whose weights were restored." if restored else ".")
+    )
+    return decoding(policy)
+
+
+
+def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
+    """The RL stage with rewards from (simulated) people: alternate feedback and RL rounds."""
+    from agents.feedback_loop import run_feedback_loop
+
+    cfg, fb = run.config, run.config.feedback
+    data = cfg.data
+    train = split_samples(data, "train", data.train_size_per_task)
+    start = time.perf_counter()
+    records = run_feedback_loop(
+        policy, tokenizer, rounds=fb.rounds, feedback=fb.mode, store_url=fb.store, algo=cfg.rl.algo,
+        config=fb.loop, rl_config=rl_config, train_data=train, val_data=run.val, workdir=run.out / "feedback",
+        log_fn=lambda record: run.log.log(record, step=int(record.get("round", 0)), stage="feedback"),
+    )
+    run.timed("rl (feedback rounds)", time.perf_counter() - start)
+    direct = fb.loop.rl_reward == "direct"
+    rows = ["| round | answers | labels | reward-model version | RM held-out accuracy | "
+            + ("answers used as RL rewards | " if direct else "") + "validation task score |",
+            "|---:|---:|---:|---:|---:|" + ("---:|" if direct else "") + "---:|"]
+    for r in records:
+        rows.append(f"| {r.round} | {r.answers} | {r.labels_used} | {r.rm_version} | {r.rm_heldout_accuracy:.3f} | "
+                    + (f"{r.rl_judgements} | " if direct else "") + f"{r.val_task:.3f} |")
+    how = (f": {cfg.rl.algo.upper()} rewarded by their {fb.loop.direct_kind} of every completion it samples (the "
+           "online reward model is refitted and measured alongside)" if direct else
+           f" through an online reward model ({cfg.rl.algo.upper()} on its proxy reward)")
+    run.sections["Feedback rounds"] = (
+        f"Rewards from {fb.mode} evaluators{how}. {len(records) - 1} rounds; round 0 is the starting policy.\n\n"
+        + "\n".join(rows)
+    )
+    return policy.lm
+
+
+def _save_interrupted(run: _Run, exc: Any, command: str) -> None:
+    """After a SIGINT/SIGTERM: the state to resume from, the model so far and the report so far."""
+    from agents.common import distributed as dist
+    from agents.common.config import to_dict
+    from agents.common.report import write_report
+
+    exc.out = run.out
+    exc.where = run.interrupted_at or "during " + next(
+        (s.upper() for s in run.stages if s not in run.done), "the evaluation")
+    if not dist.is_main():
+        return
+    run.save_state()  # finished stages and results; an RL checkpoint written before is kept
+    if run.model is not None:
+        _merged(run.model, copy_first=True).save_pretrained(run.out / "model")
+        run.tokenizer.save_pretrained(run.out / "model")
+    message = (f"Stopped by {exc.signal_name} {exc.where}; the model so far is in model/, the checkpoint in "
+               f"checkpoint/. Resume with: instruct-env {_subcommand(run.stages)} --resume {run.out}")
+    exc.message = message
+    run.warnings.append(message)
+    if run.results:
+        write_report(run.out / "report.md", run.results, config=to_dict(run.config),
+                     summary=[f"Command: `{command}`", f"INTERRUPTED: {message}"], pretrain_note=None,
+                     sections=run.sections, warnings=run.warnings, plots={})
+
+
+def _subcommand(stages: Sequence[str]) -> str:
+    return {("sft", "rl"): "pipeline", ("sft",): "sft", ("rl",): "rl"}.get(tuple(stages), "eval")
+
+
+def _with_adapter(run: _Run, model: Any) -> Any:
+    """``model`` with a LoRA adapter of ``model.lora_*`` (only the adapter trains)."""
+    from instruct_env.error import require
+
+    peft = require("peft", "peft")
+    m = run.config.model
+    lora = peft.LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
+                           target_modules=m.lora_target_modules, task_type="CAUSAL_LM")
+    try:
+        model = peft.get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ConfigError(f"model.lora_*: peft could not add the adapter: {exc} Set model.lora_target_modules to "
+                          "module names of this model (e.g. [c_attn] for GPT-2, [q_proj, v_proj] for Llama).") from exc
+    trained, total = model.get_nb_trainable_parameters()
+    note = (f"LoRA adapter r={m.lora_r}, alpha={m.lora_alpha:g} on {sorted(model.peft_config['default'].target_modules)}: "
+            f"{trained:,} of {total:,} parameters train; model/ holds the weights with the adapter merged in.")
+    logger.info("%s", note)
+    run.sections["Adapter"] = note
+    return model
+
+
+def _merged(model: Any, copy_first: bool = False) -> Any:
+    """A PEFT model with its adapter merged into the base weights (a plain model is returned as is)."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    import copy
+
+    return (copy.deepcopy(model) if copy_first else model).merge_and_unload()
+
+
+def _resume_state(out: Path, stages: Sequence[str]) -> dict[str, Any]:
+    """The saved state of the interrupted run in ``out`` (see :meth:`_Run.save_state`)."""
+    import pickle
+
+    path = out / "checkpoint" / "pipeline.pkl"
+    if not path.exists():
+        raise ConfigError(f"--resume {str(out)!r}: no checkpoint there (expected {path}, written when a run is stopped "
+                          "by Ctrl-C/SIGTERM or every checkpoint_every RL updates). Start a new run instead.")
+    with open(path, "rb") as fh:
+        state = pickle.load(fh)
+    if list(state["stages"]) != list(stages):
+        raise ConfigError(f"--resume {str(out)!r}: that run's stages were {state['stages']}, this command runs "
+                          f"{list(stages)}. Resume it with the command that started it.")
+    if state["finished"]:
+        raise ConfigError(f"--resume {str(out)!r}: that run finished; there is nothing to resume.")
+    return state
+
+
+def _train_and_evaluate(run: _Run):
+    """Load the model, evaluate it, run the stages (each followed by an evaluation)."""
+    from agents.common import distributed as dist
+    start = time.perf_counter()
+    if not dist.is_main():
+        dist.barrier()  # rank 0 pre-trains / downloads into the cache first; the others then read it
+    model, tokenizer, pretrain_info = load_policy_model(run.config, run.log)
+    if dist.is_main():
+        dist.barrier()
+    run.timed("model (load or pre-train)", time.perf_counter() - start)
+    if "rl" in run.stages and getattr(model.config, "is_encoder_decoder", False):
+        raise ConfigError(
+            "RL needs a causal (decoder-only) model, but this one is encoder-decoder. Run 'instruct-env sft' for it, "
+            "or pass a causal model with --model."
+        )
+    labels = {"sft": "SFT", "rl": "SFT+RL" if "sft" in run.stages else "RL"}
+    first = "zero-shot" if "sft" in run.stages else "before RL" if run.stages else "model"
+    if run.config.model.lora_r:
+        model = _with_adapter(run, model)
+    run.model, run.tokenizer = model, tokenizer  # what an interruption saves
+    if run.resumed is not None:
+        run.restore(model)
+    if first not in run.results:
+        run.test_eval(first, model, tokenizer)
+    for stage in run.stages:
+        if stage in run.done:
+            continue
+        if stage == "sft":  # an interrupted SFT starts again from its beginning (same seed, same result)
+            _run_sft(run, model, tokenizer)
+        else:
+            model = _run_rl(run, model, tokenizer)
+        run.test_eval(labels[stage], model, tokenizer)
+        run.done.append(stage)
+        run.save_state(model)
+    if run.rl_training is not None:
+        run.sections["Did RL improve the model?"] = _rl_effect(run, before=list(run.results)[-2],
+                                                               after=list(run.results)[-1])
+    return model, tokenizer, pretrain_info
+
+
+def _rl_effect(run: _Run, before: str, after: str) -> str:
+    """The report's answer to "did RL improve the model?" (training reward and held-out score)."""
+    from agents.common.evaluation import paired_bootstrap
+    from agents.common.report import rl_effect_section
+
+    a, b = run.results[before], run.results[after]
+    return rl_effect_section(updates=run.rl_training["updates"], reward_name=run.rl_training.get("reward", run.config.data.reward),
+                             train=run.rl_training["train"], per_family=run.rl_training["per_family"],
+                             heldout=(a.overall["task"], b.overall["task"]),
+                             change=paired_bootstrap(a, b, "task", seed=run.config.seed), before=before, after=after,
+                             samples=b.num_samples)
+
+
+def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = STAGES,
+                 command: str = "instruct-env pipeline", resume: str | Path | None = None) -> PipelineResult:
+    """Run ``stages`` (``"sft"``, ``"rl"``, both, or none for a plain evaluation) and write the report.
+
+    The test split is evaluated before training (``zero-shot``) and after every stage.
+
+    SIGINT (Ctrl-C) or SIGTERM during RL lets the current update finish; anywhere else the run
+    stops at once. Either way the run folder gets a resumable checkpoint (``checkpoint/``), the
+    model so far (``model/``) and the report so far, and
+    :class:`~agents.common.interrupt.Interrupted` is raised (its ``out`` is the run folder).
+    ``resume=<run folder>`` continues such a run: finished stages are kept, an interrupted RL
+    stage continues from its checkpoint (the same weights, optimizer, RNG and environment state,
+    so the result equals an uninterrupted run's), an interrupted SFT starts again (same seed, same
+    result). ``config`` should then be the run's own ``config.yaml``.
+    """
+    from agents.common import distributed as dist
+    from agents.common.config import to_dict
+    from agents.common.device import select_device
+    from agents.common.interrupt import Interrupted
+    from agents.common.logging import read_metrics
+    from agents.common.plots import plot_metrics
+    from agents.common.report import write_report
+
+    config = config if config is not None else PipelineConfig()
+    run = _Run(config, stages, resume)
+    try:
+        with run.stop:
+            model, tokenizer, pretrain_info = _train_and_evaluate(run)
+    except Interrupted as exc:
+        _save_interrupted(run, exc, command)
+        raise
+    finally:
+        run.log.close()
+    model = _merged(model)  # a LoRA adapter is merged in: model/ loads like any model
+    # A sharded model (distributed.strategy="fsdp") is gathered whole for the save; every rank takes part.
+    final_state = dist.full_state_dict(model) if run.stages and dist.is_sharded(model) else None
+    if not dist.is_main():  # the model is rank 0's too; rank 0 writes the model, results and report
+        return PipelineResult(out_dir=run.out, report=run.out / "report.md", metrics=run.log.path, plots={},
+                              results=run.results, model_dir=run.out / "model" if run.stages else None,
+                              wall_time_s=time.perf_counter() - run.start, stage_seconds=dict(run.seconds),
+                              warnings=list(run.warnings))
+    model_dir = None
+    if run.stages:
+        model_dir = run.out / "model"
+        model.save_pretrained(model_dir, state_dict=final_state)  # None: the model's own (whole) weights
+        tokenizer.save_pretrained(model_dir)
+        if config.data.dataset is not None:  # what it was trained on, so that a later eval can refuse those inputs
+            from instruct_env.tasks.splits import input_key
+
+            keys = {input_key(s) for s in split_samples(config.data, "train", config.data.train_size_per_task)}
+            earlier = Path(config.model.name) / "trained_inputs.json" if config.model.name else None
+            if earlier is not None and earlier.is_file():
+                keys |= set(json.loads(earlier.read_text()))
+            (model_dir / "trained_inputs.json").write_text(json.dumps(sorted(keys)))
+        if pretrain_info is not None:
+            info = pretrain_info if isinstance(pretrain_info, dict) else dataclasses.asdict(pretrain_info)
+            (model_dir / "pretrain_info.json").write_text(json.dumps(info, indent=2))
+    final = run.results[list(run.results)[-1]]
+    with open(run.out / "completions.jsonl", "w", encoding="utf-8") as fh:
+        for record in final.records:
+            fh.write(json.dumps(record) + "\n")
+    (run.out / "results.json").write_text(json.dumps({k: v.to_dict() for k, v in run.results.items()}, indent=2))
+    plots = plot_metrics(read_metrics(run.log.path), run.out / "plots", stages=("pretrain", "sft", "rl"))
+    wall = time.perf_counter() - run.start
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in run.seconds.items())
+    summary = [
+        f"Command: `{command}`",
+        f"Run folder: `{run.out}`; metrics: `metrics.jsonl`"
+        + (", TensorBoard: `tensorboard/`" if (run.out / "tensorboard").is_dir() else "")
+        + (f"; final model: `{model_dir.name}/`" if model_dir else ""),
+        f"Model: {config.model.name or 'embedded default (pre-trained on the task suite, see below)'}; "
+        f"device {select_device(config.device)}, {run.threads} CPU thread(s) ({run.threads_why}); seed {config.seed}",
+        f"Wall time {wall:.0f} s ({timing})",
+    ]
+    if run.metric_options:  # the report's bleu / rougeL / exact match were computed with these
+        summary.append("Evaluation metric options: " + "; ".join(
+            f"{name}({', '.join(f'{k}={v!r}' for k, v in opts.items())})"
+            for name, opts in run.metric_options.items()))
+    note = None
+    if pretrain_info is not None:
+        note = pretrain_info.describe() if hasattr(pretrain_info, "describe") else (
+            f"The model descends from the embedded default, pre-trained by instruct-env on the task suite's "
+            f"TRAIN split with one phrasing per family held out ({pretrain_info.get('steps')} steps).")
+    report = write_report(run.out / "report.md", run.results, config=to_dict(config), summary=summary,
+                          pretrain_note=note, sections=run.sections, warnings=run.warnings, plots=plots)
+    return PipelineResult(out_dir=run.out, report=report, metrics=run.log.path, plots=plots, results=run.results,
+                          model_dir=model_dir, wall_time_s=time.perf_counter() - run.start,
+                          stage_seconds=dict(run.seconds), warnings=list(run.warnings))
