@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from agents.common.trainer import RLConfig, check_positive_int, check_range
+from agents.common.rl_config import RLConfig
+from instruct_env._validation import check_int, check_positive, check_probability, check_range
 from instruct_env.error import ConfigError
 
 __all__ = ["ActorCriticConfig", "PPOConfig", "A2CConfig"]
@@ -40,19 +41,19 @@ class ActorCriticConfig(RLConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
-        check_positive_int(owner, "num_envs", self.num_envs)
-        check_positive_int(owner, "n_steps", self.n_steps)
-        check_positive_int(owner, "num_minibatches", self.num_minibatches)
+        check_int(f"{owner}.num_envs", self.num_envs)
+        check_int(f"{owner}.n_steps", self.n_steps)
+        check_int(f"{owner}.num_minibatches", self.num_minibatches)
         if self.num_minibatches > self.num_envs:
             raise ConfigError(
                 f"{owner}: num_minibatches={self.num_minibatches} is more than num_envs={self.num_envs}; a rollout "
                 f"may hold only num_envs episode segments, one per slot. Lower num_minibatches to at most "
                 f"{self.num_envs} or raise num_envs."
             )
-        check_range(owner, "gamma", self.gamma, 0.0, 1.0)
-        check_range(owner, "lam", self.lam, 0.0, 1.0)
-        check_range(owner, "vf_coef", self.vf_coef, 0.0, math.inf)
-        check_range(owner, "ent_coef", self.ent_coef, 0.0, math.inf)
+        check_probability(f"{owner}.gamma", self.gamma)
+        check_probability(f"{owner}.lam", self.lam)
+        check_range(f"{owner}.vf_coef", self.vf_coef, 0.0, math.inf)
+        check_range(f"{owner}.ent_coef", self.ent_coef, 0.0, math.inf)
 
 
 @dataclass
@@ -76,15 +77,13 @@ class PPOConfig(ActorCriticConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
-        check_positive_int(owner, "update_epochs", self.update_epochs)
-        check_range(owner, "clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True,
+        check_int(f"{owner}.update_epochs", self.update_epochs)
+        check_range(f"{owner}.clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True,
                     hint=" Typical values are 0.1-0.3.")
         if self.clip_range_vf is not None:
-            check_range(owner, "clip_range_vf", self.clip_range_vf, 0.0, math.inf, low_open=True,
-                        hint=" Use None for an unclipped value loss.")
+            check_positive(f"{owner}.clip_range_vf", self.clip_range_vf, hint=" Use None for an unclipped value loss.")
         if self.target_kl is not None:
-            check_range(owner, "target_kl", self.target_kl, 0.0, math.inf, low_open=True,
-                        hint=" Use None to never stop early.")
+            check_positive(f"{owner}.target_kl", self.target_kl, hint=" Use None to never stop early.")
 
 
 @dataclass

@@ -114,7 +114,9 @@ def convert(value: Any, tp: Any, name: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         choices = typing.get_args(tp)
-        if value in choices:
+        if value in choices or isinstance(value, str) and all(isinstance(c, str) for c in choices):
+            # An unknown word is left to the dataclass, whose own check names the field and the choices
+            # in its words ("did you mean ..."); from_dict checks afterwards that one did.
             return value
         raise ConfigError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}.")
     if origin in (list, tuple, dict):
@@ -215,11 +217,25 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, *, prefix: str = "") ->
             value = _merge(to_dict(_field_default(fields[key])), value)
         kwargs[key] = convert(value, hints[key], path)
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except ConfigError as exc:
         if prefix:
             raise ConfigError(f"{prefix}: {exc}") from exc
         raise
+    for key in kwargs:
+        _check_literal(getattr(obj, key), hints[key], f"{prefix}.{key}" if prefix else str(key))
+    return obj
+
+
+def _check_literal(value: Any, tp: Any, name: str) -> None:
+    """Raise :class:`ConfigError` when ``tp`` is a ``Literal`` (or one or ``None``) that does not hold ``value``."""
+    options = typing.get_args(tp) if _is_union(tp) else (tp,)
+    literals = [o for o in options if typing.get_origin(o) is typing.Literal]
+    if not literals or value is None and type(None) in options:
+        return
+    choices = [c for o in literals for c in typing.get_args(o)]
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}.")
 
 
 def _field_default(f: dataclasses.Field) -> Any:

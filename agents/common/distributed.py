@@ -50,7 +50,6 @@ import inspect
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -58,6 +57,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from agents.common.distributed_config import STRATEGIES, DistributedConfig, as_distributed_config
 from instruct_env.error import ConfigError, suggest
 
 __all__ = ["STRATEGIES", "DistributedConfig", "as_distributed_config", "check_strategy", "wrap_module", "unwrap",
@@ -68,56 +68,6 @@ __all__ = ["STRATEGIES", "DistributedConfig", "as_distributed_config", "check_st
            "full_optimizer_state_dict", "load_full_optimizer_state_dict", "unsharded_copy"]
 
 T = TypeVar("T")
-
-#: How data-parallel ranks average gradients (see :class:`DistributedConfig`).
-STRATEGIES = ("ddp", "allreduce", "fsdp")
-
-
-@dataclass
-class DistributedConfig:
-    """How the ranks of a data-parallel run average their gradients (ignored in a single process).
-
-    Set it with e.g. ``--set sft.distributed.strategy=allreduce`` or
-    ``--set rl.grpo.distributed.strategy=ddp``.
-
-    Attributes:
-        strategy: ``"ddp"``: the trained module is wrapped in
-            :class:`~torch.nn.parallel.DistributedDataParallel`, which all-reduces gradient
-            buckets during the backward pass (overlapping communication with computation).
-            ``"allreduce"``: one all-reduce of all gradients after the backward pass (no wrapper).
-            ``"fsdp"``: fully sharded data parallel (FSDP2) for models that do not fit on one
-            device: parameters, gradients and optimizer state are sharded over the ranks (the
-            frozen KL reference copy stays whole). Works on NCCL (GPUs) and gloo (CPU).
-
-    >>> DistributedConfig().strategy
-    'ddp'
-    >>> DistributedConfig(strategy="dpp")
-    Traceback (most recent call last):
-    ...
-    instruct_env.error.ConfigError: DistributedConfig.strategy must be one of 'ddp', 'allreduce', 'fsdp'; got 'dpp'. Did you mean 'ddp' or 'fsdp'?
-    """
-
-    strategy: str = "ddp"
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"DistributedConfig.strategy must be one of {', '.join(map(repr, STRATEGIES))}; "
-                              f"got {self.strategy!r}.{suggest(str(self.strategy), STRATEGIES)}")
-
-
-def as_distributed_config(value: DistributedConfig | Mapping[str, Any], owner: str) -> DistributedConfig:
-    """``value`` as a :class:`DistributedConfig` (a mapping, e.g. from a saved checkpoint, is converted)."""
-    if isinstance(value, DistributedConfig):
-        return value
-    if isinstance(value, Mapping):
-        unknown = sorted(set(value) - {"strategy"})
-        if unknown:
-            raise ConfigError(f"{owner}.distributed has no field(s) {', '.join(map(repr, unknown))}; "
-                              "its only field is 'strategy'.")
-        return DistributedConfig(**value)
-    raise ConfigError(f"{owner}.distributed must be a DistributedConfig (e.g. DistributedConfig(strategy='ddp')); "
-                      f"got {value!r}.")
-
 
 def is_distributed() -> bool:
     """True when a process group with more than one process is initialised."""

@@ -24,11 +24,9 @@ strategy and process count.
 from __future__ import annotations
 
 import dataclasses
-import math
 import pickle
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,7 +35,8 @@ import torch
 
 from agents.common import distributed as dist
 from agents.common.device import select_device
-from agents.common.kl import KL_ESTIMATORS, KLController
+from agents.common.kl import KLController
+from agents.common.rl_config import RLConfig, check_positive_int, check_range
 from instruct_env.error import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,116 +46,6 @@ __all__ = ["RLConfig", "RLTrainer", "check_positive_int", "check_range"]
 
 LogFn = Callable[[dict[str, Any]], None]
 EvalFn = Callable[[Any], Mapping[str, Any]]
-
-
-def check_positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}; got {value!r}.")
-
-
-def check_range(owner: str, name: str, value: Any, low: float, high: float, *, low_open: bool = False,
-                high_open: bool = False, hint: str = "") -> None:
-    """Raise :class:`ConfigError` unless ``low <(=) value <(=) high``."""
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if ok:
-        ok = math.isfinite(value) or (high == math.inf and value == math.inf)
-        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ConfigError(f"{owner}.{name} must be a number in {interval}; got {value!r}.{hint}")
-
-
-@dataclass
-class RLConfig:
-    """Fields shared by every RL trainer config (each algorithm adds its own).
-
-    Attributes:
-        lr: Adam learning rate.
-        total_updates: Updates :meth:`RLTrainer.train` runs (one update = one batch of
-            experience and the optimisation on it).
-        time_budget_s: Stop :meth:`RLTrainer.train` before the next update once this many
-            seconds have been spent in updates (``eval_fn`` calls included; ``None``: no limit).
-        eval_every: Call ``eval_fn`` every this many updates (0: never).
-        seed: Seeds the environment, the sampling generator and minibatch shuffling.
-        device: ``None`` keeps the policy where it is; otherwise the policy is moved there
-            (``"auto"``, ``"cpu"``, ``"cuda"``...).
-        temperature: The policy is ``softmax(logits / temperature)`` in rollouts *and* in
-            the loss, so importance ratios stay exact. Must be > 0.
-        max_new_tokens: Completion budget; passed to the environment.
-        kl_coef: beta, the weight of KL(policy || reference); the starting value when adaptive.
-        kl_target: Target KL in nats per generated token for the adaptive controller
-            (Ziegler et al., 2019); ``None`` keeps ``kl_coef`` fixed.
-        kl_horizon: Horizon of the adaptive controller, in samples (tokens for actor-critic,
-            completions for the policy-gradient trainers).
-        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see :mod:`agents.common.kl`).
-        kl_in: ``"reward"`` (subtract beta * KL from the reward, as Ziegler/InstructGPT) or
-            ``"loss"`` (add beta * KL to the loss, as GRPO).
-        max_grad_norm: Clip the global gradient norm (``None``: no clipping).
-        adam_eps: Adam's epsilon (1e-5 as in CleanRL's PPO).
-        distributed: How ranks average gradients in a data-parallel run
-            (:class:`~agents.common.distributed.DistributedConfig`; ignored in a single process).
-    """
-
-    lr: float = 1e-4
-    total_updates: int = 100
-    time_budget_s: float | None = None
-    eval_every: int = 0
-    seed: int = 0
-    device: str | None = None
-    temperature: float = 1.0
-    max_new_tokens: int = 32
-    kl_coef: float = 0.05
-    kl_target: float | None = None
-    kl_horizon: float = 10_000.0
-    kl_estimator: str = "k1"
-    kl_in: str = "reward"
-    max_grad_norm: float | None = 1.0
-    adam_eps: float = 1e-5
-    distributed: dist.DistributedConfig = field(default_factory=dist.DistributedConfig)
-
-    def __post_init__(self) -> None:
-        owner = type(self).__name__
-        self.distributed = dist.as_distributed_config(self.distributed, owner)
-        check_range(owner, "lr", self.lr, 0.0, 1.0, low_open=True, hint=" Typical values are 1e-6 to 1e-3.")
-        check_positive_int(owner, "total_updates", self.total_updates)
-        if self.time_budget_s is not None:
-            check_range(owner, "time_budget_s", self.time_budget_s, 0.0, math.inf, low_open=True,
-                        hint=" Use None for no time limit.")
-        check_positive_int(owner, "eval_every", self.eval_every, minimum=0)
-        check_positive_int(owner, "seed", self.seed, minimum=0)
-        if self.device is not None and not isinstance(self.device, str):
-            raise ConfigError(f"{owner}.device must be None or a device string such as 'cpu' or 'cuda'; "
-                              f"got {self.device!r}.")
-        check_range(owner, "temperature", self.temperature, 0.0, math.inf, low_open=True,
-                    hint=" RL needs a stochastic policy; for greedy decoding evaluate with temperature 0 instead.")
-        check_positive_int(owner, "max_new_tokens", self.max_new_tokens)
-        check_range(owner, "kl_coef", self.kl_coef, 0.0, math.inf, hint=" Use 0 to disable the KL penalty.")
-        if self.kl_target is not None:
-            check_range(owner, "kl_target", self.kl_target, 0.0, math.inf, low_open=True,
-                        hint=" Use None for a fixed kl_coef.")
-            if self.kl_coef == 0:
-                raise ConfigError(
-                    f"{owner}: kl_target={self.kl_target} with kl_coef=0 cannot work: the adaptive controller "
-                    "scales beta multiplicatively, so it would stay 0. Set kl_coef to a starting value "
-                    "(e.g. 0.05) or kl_target=None."
-                )
-        check_range(owner, "kl_horizon", self.kl_horizon, 0.0, math.inf, low_open=True)
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ConfigError(f"{owner}.kl_estimator must be one of {sorted(KL_ESTIMATORS)}; "
-                              f"got {self.kl_estimator!r}.")
-        if self.kl_in not in ("reward", "loss"):
-            raise ConfigError(f"{owner}.kl_in must be 'reward' or 'loss'; got {self.kl_in!r}.")
-        if self.kl_in == "loss" and self.kl_estimator == "k1" and self.kl_coef > 0:
-            raise ConfigError(
-                f"{owner}: kl_in='loss' with kl_estimator='k1' does not penalise KL: the gradient of the "
-                "sampled k1 = logp - logp_ref is zero in expectation. Use kl_estimator='k3' (as GRPO) or 'k2', "
-                "or put k1 in the reward with kl_in='reward'."
-            )
-        if self.max_grad_norm is not None:
-            check_range(owner, "max_grad_norm", self.max_grad_norm, 0.0, math.inf, low_open=True,
-                        hint=" Use None for no clipping.")
-        check_range(owner, "adam_eps", self.adam_eps, 0.0, 1.0, low_open=True)
 
 
 class RLTrainer:

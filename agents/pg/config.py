@@ -6,10 +6,21 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from agents.common.trainer import RLConfig, check_positive_int, check_range
+from agents.common.rl_config import KLEstimator, KLIn, RLConfig
+from instruct_env._validation import check_choice, check_int, check_range
 from instruct_env.error import ConfigError
 
-__all__ = ["PolicyGradientConfig", "ReinforceConfig", "GRPOConfig", "RLOOConfig"]
+__all__ = ["PolicyGradientConfig", "ReinforceConfig", "GRPOConfig", "RLOOConfig", "Baseline", "AdvantageScale",
+           "LossAggregation", "ImportanceRatio"]
+
+#: :attr:`ReinforceConfig.baseline`.
+Baseline = Literal["moving_average", "batch_mean", "none"]
+#: :attr:`GRPOConfig.advantage_scale`.
+AdvantageScale = Literal["group", "batch", "family", "none"]
+#: :attr:`GRPOConfig.loss_aggregation`.
+LossAggregation = Literal["grpo", "dapo", "dr_grpo"]
+#: :attr:`GRPOConfig.importance_ratio`.
+ImportanceRatio = Literal["token", "sequence"]
 
 
 @dataclass
@@ -31,9 +42,9 @@ class PolicyGradientConfig(RLConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
-        check_positive_int(owner, "num_envs", self.num_envs)
-        check_positive_int(owner, "group_size", self.group_size)
-        check_positive_int(owner, "num_minibatches", self.num_minibatches)
+        check_int(f"{owner}.num_envs", self.num_envs)
+        check_int(f"{owner}.group_size", self.group_size)
+        check_int(f"{owner}.num_minibatches", self.num_minibatches)
         if self.num_envs % self.group_size:
             fix = max(self.group_size, self.num_envs // self.group_size * self.group_size)
             raise ConfigError(
@@ -66,16 +77,13 @@ class ReinforceConfig(PolicyGradientConfig):
         baseline_decay: Decay of the moving average (its weight on the past).
     """
 
-    baseline: str = "moving_average"
+    baseline: Baseline = "moving_average"
     baseline_decay: float = 0.9
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.baseline not in ("moving_average", "batch_mean", "none"):
-            raise ConfigError(
-                f"ReinforceConfig.baseline must be 'moving_average', 'batch_mean' or 'none'; got {self.baseline!r}."
-            )
-        check_range("ReinforceConfig", "baseline_decay", self.baseline_decay, 0.0, 1.0, high_open=True)
+        check_choice("ReinforceConfig.baseline", self.baseline, Baseline, or_words=True)
+        check_range("ReinforceConfig.baseline_decay", self.baseline_decay, 0.0, 1.0, high_open=True)
 
 
 @dataclass
@@ -121,14 +129,14 @@ class GRPOConfig(PolicyGradientConfig):
 
     group_size: int = 8
     kl_coef: float = 0.04
-    kl_estimator: str = "k3"
-    kl_in: str = "loss"
+    kl_estimator: KLEstimator = "k3"
+    kl_in: KLIn = "loss"
     update_epochs: int = 1
     clip_range: float = 0.2
     adv_eps: float = 1e-4
-    advantage_scale: Literal["group", "batch", "family", "none"] = "group"
-    loss_aggregation: Literal["grpo", "dapo", "dr_grpo"] = "grpo"
-    importance_ratio: Literal["token", "sequence"] = "token"
+    advantage_scale: AdvantageScale = "group"
+    loss_aggregation: LossAggregation = "grpo"
+    importance_ratio: ImportanceRatio = "token"
     dynamic_sampling: bool = False
     max_sampling_rounds: int = 3
     overlong_buffer: int = 0
@@ -137,24 +145,21 @@ class GRPOConfig(PolicyGradientConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_groups(self, "advantages are relative to the other completions of the same prompt")
-        check_positive_int("GRPOConfig", "update_epochs", self.update_epochs)
-        check_range("GRPOConfig", "clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True,
+        check_int("GRPOConfig.update_epochs", self.update_epochs)
+        check_range("GRPOConfig.clip_range", self.clip_range, 0.0, 1.0, low_open=True, high_open=True,
                     hint=" Typical values are 0.1-0.3.")
-        check_range("GRPOConfig", "adv_eps", self.adv_eps, 0.0, 1.0, low_open=True)
-        for name, allowed in (("advantage_scale", ("group", "batch", "family", "none")),
-                              ("loss_aggregation", ("grpo", "dapo", "dr_grpo")),
-                              ("importance_ratio", ("token", "sequence"))):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"GRPOConfig.{name} must be one of {', '.join(map(repr, allowed))}; "
-                                  f"got {getattr(self, name)!r}.")
-        check_positive_int("GRPOConfig", "max_sampling_rounds", self.max_sampling_rounds)
-        check_positive_int("GRPOConfig", "overlong_buffer", self.overlong_buffer, minimum=0)
+        check_range("GRPOConfig.adv_eps", self.adv_eps, 0.0, 1.0, low_open=True)
+        check_choice("GRPOConfig.advantage_scale", self.advantage_scale, AdvantageScale)
+        check_choice("GRPOConfig.loss_aggregation", self.loss_aggregation, LossAggregation)
+        check_choice("GRPOConfig.importance_ratio", self.importance_ratio, ImportanceRatio)
+        check_int("GRPOConfig.max_sampling_rounds", self.max_sampling_rounds)
+        check_int("GRPOConfig.overlong_buffer", self.overlong_buffer, minimum=0)
         if self.overlong_buffer > self.max_new_tokens:
             raise ConfigError(
                 f"GRPOConfig.overlong_buffer={self.overlong_buffer} is longer than max_new_tokens="
                 f"{self.max_new_tokens}; use at most max_new_tokens (typically a quarter of it)."
             )
-        check_range("GRPOConfig", "overlong_penalty", self.overlong_penalty, 0.0, math.inf)
+        check_range("GRPOConfig.overlong_penalty", self.overlong_penalty, 0.0, math.inf)
 
 
 @dataclass

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
-from agents.common.trainer import RLConfig, check_positive_int, check_range
+from agents.common.rl_config import RLConfig
+from instruct_env._validation import check_choice, check_int, check_positive, check_probability, check_range
 from instruct_env.error import ConfigError
 
-__all__ = ["ILQLConfig", "SoftQConfig"]
+__all__ = ["ILQLConfig", "SoftQConfig", "PathConsistency"]
+
+#: :attr:`SoftQConfig.pcl`.
+PathConsistency = Literal["single", "multi", "both"]
 
 
 @dataclass
@@ -71,21 +76,21 @@ class ILQLConfig(RLConfig):
         if not isinstance(self.data, str) or not self.data.strip():
             raise ConfigError(f"{owner}.data must name a JSONL file, a feedback store URL or 'rollouts'; "
                               f"got {self.data!r}.")
-        check_positive_int(owner, "rollout_episodes", self.rollout_episodes)
-        check_positive_int(owner, "rollout_group_size", self.rollout_group_size)
-        check_positive_int(owner, "batch_size", self.batch_size)
+        check_int(f"{owner}.rollout_episodes", self.rollout_episodes)
+        check_int(f"{owner}.rollout_group_size", self.rollout_group_size)
+        check_int(f"{owner}.batch_size", self.batch_size)
         if self.heads_lr is not None:
-            check_range(owner, "heads_lr", self.heads_lr, 0.0, 1.0, low_open=True, hint=" Use None for lr.")
-        check_range(owner, "gamma", self.gamma, 0.0, 1.0)
-        check_range(owner, "tau", self.tau, 0.0, 1.0, low_open=True, high_open=True,
+            check_range(f"{owner}.heads_lr", self.heads_lr, 0.0, 1.0, low_open=True, hint=" Use None for lr.")
+        check_probability(f"{owner}.gamma", self.gamma)
+        check_range(f"{owner}.tau", self.tau, 0.0, 1.0, low_open=True, high_open=True,
                     hint=" The paper uses 0.7-0.9; 0.5 is plain SARSA.")
         for name in ("cql_coef", "v_coef", "awac_coef", "awac_beta", "beta"):
-            check_range(owner, name, getattr(self, name), 0.0, math.inf)
-        check_range(owner, "awac_max_weight", self.awac_max_weight, 0.0, math.inf, low_open=True)
-        check_range(owner, "polyak", self.polyak, 0.0, 1.0, low_open=True,
+            check_range(f"{owner}.{name}", getattr(self, name), 0.0, math.inf)
+        check_positive(f"{owner}.awac_max_weight", self.awac_max_weight)
+        check_range(f"{owner}.polyak", self.polyak, 0.0, 1.0, low_open=True,
                     hint=" 1 copies the heads after every step; the paper uses 0.005.")
-        check_positive_int(owner, "monitor_every", self.monitor_every, minimum=0)
-        check_positive_int(owner, "monitor_envs", self.monitor_envs)
+        check_int(f"{owner}.monitor_every", self.monitor_every, minimum=0)
+        check_int(f"{owner}.monitor_envs", self.monitor_envs)
         if self.kl_target is not None or self.kl_coef:
             raise ConfigError(f"{owner}: ILQL has no KL penalty (kl_coef={self.kl_coef}, kl_target={self.kl_target}); "
                               "it stays near the data through the CQL term and the behaviour model it perturbs. "
@@ -129,21 +134,20 @@ class SoftQConfig(RLConfig):
     gamma: float = 1.0
     alpha: float = 1.0
     reward_scale: float = 10.0
-    pcl: str = "both"
+    pcl: PathConsistency = "both"
     polyak: float = 0.01
 
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
         for name in ("num_envs", "n_steps", "buffer_episodes", "batch_size", "gradient_steps"):
-            check_positive_int(owner, name, getattr(self, name))
-        check_positive_int(owner, "learning_starts", self.learning_starts, minimum=0)
+            check_int(f"{owner}.{name}", getattr(self, name))
+        check_int(f"{owner}.learning_starts", self.learning_starts, minimum=0)
         if self.learning_starts > self.buffer_episodes:
             raise ConfigError(f"{owner}: learning_starts={self.learning_starts} exceeds buffer_episodes="
                               f"{self.buffer_episodes}, so learning would never start. Lower learning_starts.")
-        check_range(owner, "gamma", self.gamma, 0.0, 1.0)
-        check_range(owner, "alpha", self.alpha, 0.0, math.inf, low_open=True)
-        check_range(owner, "reward_scale", self.reward_scale, 0.0, math.inf, low_open=True)
-        if self.pcl not in ("single", "multi", "both"):
-            raise ConfigError(f"{owner}.pcl must be 'single', 'multi' or 'both'; got {self.pcl!r}.")
-        check_range(owner, "polyak", self.polyak, 0.0, 1.0, low_open=True)
+        check_probability(f"{owner}.gamma", self.gamma)
+        check_positive(f"{owner}.alpha", self.alpha)
+        check_positive(f"{owner}.reward_scale", self.reward_scale)
+        check_choice(f"{owner}.pcl", self.pcl, PathConsistency, or_words=True)
+        check_range(f"{owner}.polyak", self.polyak, 0.0, 1.0, low_open=True)

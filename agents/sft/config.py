@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from agents.common.distributed import DistributedConfig, as_distributed_config
+from agents.common.distributed_config import DistributedConfig, as_distributed_config
+from instruct_env._validation import check_choice, choices_of
 from instruct_env.error import ConfigError
 
-__all__ = ["SFTConfig", "SCHEDULES"]
+__all__ = ["SFTConfig", "SCHEDULES", "Schedule"]
 
 #: Learning-rate shapes after the linear warm-up.
-SCHEDULES = ("cosine", "linear", "constant")
+Schedule = Literal["cosine", "linear", "constant"]
+SCHEDULES: tuple[str, ...] = choices_of(Schedule)
 
 
 @dataclass
@@ -58,7 +61,7 @@ class SFTConfig:
     epochs: int = 15
     max_steps: int | None = None
     lr: float = 3e-4
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     warmup_ratio: float = 0.05
     batch_size: int = 32
     grad_accum: int = 1
@@ -94,13 +97,7 @@ class SFTConfig:
             raise ConfigError(f"SFTConfig.max_steps must be >= 1 or None (no step limit); got {self.max_steps}.")
         if not self.lr > 0:
             raise ConfigError(f"SFTConfig.lr must be > 0; got {self.lr}.")
-        if self.schedule not in SCHEDULES:
-            from instruct_env.error import suggest
-
-            raise ConfigError(
-                f"SFTConfig.schedule must be one of {', '.join(map(repr, SCHEDULES))}; got {self.schedule!r}."
-                f"{suggest(self.schedule, SCHEDULES)}"
-            )
+        check_choice("SFTConfig.schedule", self.schedule, Schedule)
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"SFTConfig.warmup_ratio must be in [0, 1); got {self.warmup_ratio}.")
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.min_delta < 0:
