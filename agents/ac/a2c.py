@@ -30,8 +30,10 @@ class A2CTrainer(ActorCriticTrainer):
 
     algo = "a2c"
     config_class = A2CConfig
+    config: A2CConfig
 
     def optimize(self, segments: list[Segment]) -> dict[str, Any]:
+        """Take one gradient step on the whole rollout (minibatch gradients accumulated); return the losses."""
         cfg, buf = self.config, self.buffer
         advantages = self.advantages_for_update()  # (n_steps * N,)
         returns, ref_logprobs = buf.returns.reshape(-1), buf.ref_logprobs.reshape(-1)
@@ -44,6 +46,7 @@ class A2CTrainer(ActorCriticTrainer):
                 batch = buf.pack(part)
                 mask, idx = batch.token_mask.float(), batch.index  # (B, K)
                 scores = self.score(batch)
+                assert scores.values is not None  # scored with the policy, an ActorCritic: it has values
 
                 # Sums divided by the rollout's token count: accumulated over minibatches, full-batch means.
                 pg_loss = -(advantages[idx] * scores.logprobs * mask).sum() / n_tokens

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.ac.config import ActorCriticConfig
 from agents.common import distributed as dist
 from agents.common.buffer import Segment, SegmentBatch, TokenRolloutBuffer
 from agents.common.device import autocast
@@ -47,12 +48,14 @@ class ActorCriticTrainer(RLTrainer):
     """Collects fixed-length rollouts in a token vector env; subclasses define the optimisation."""
 
     env_id = "InstructEnv/Token-v0"
+    config: ActorCriticConfig
 
     def _make_env(self, env_kwargs: dict[str, Any]):
         return gym.make_vec(self.env_id, num_envs=self.config.num_envs, vectorization_mode="vector_entry_point",
                             **env_kwargs)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The LM's trainable parameters and the value head's."""
         return super().trainable_parameters() + list(self.policy.value_head.parameters())
 
     def _trained_module(self) -> torch.nn.Module:
@@ -84,7 +87,8 @@ class ActorCriticTrainer(RLTrainer):
         """Take ``n_steps`` env steps in every slot, storing them in ``self.buffer``."""
         cfg, buf = self.config, self.buffer
         buf.reset()
-        returns, lengths = [], []
+        returns: list[float] = []
+        lengths: list[int] = []
         with dist.gathered(self.policy):  # a sharded policy is gathered once for the whole rollout
             for _ in range(cfg.n_steps):
                 logp_all = F.log_softmax(self.actor.logits.float() / cfg.temperature, dim=-1)  # (N, V)
@@ -117,6 +121,7 @@ class ActorCriticTrainer(RLTrainer):
         }
 
     def minibatches(self, segments: list[Segment], shuffle: bool) -> list[list[Segment]]:
+        """Split ``segments`` into ``num_minibatches`` groups, in a random order if ``shuffle``."""
         order = self.np_rng.permutation(len(segments)) if shuffle else np.arange(len(segments))
         n = min(self.config.num_minibatches, len(segments))
         return [[segments[i] for i in part] for part in np.array_split(order, n)]
@@ -186,4 +191,5 @@ class ActorCriticTrainer(RLTrainer):
         return metrics
 
     def optimize(self, segments: list[Segment]) -> dict[str, Any]:
+        """Learn from the rollout's ``segments`` (whose advantages are computed); return the loss metrics."""
         raise NotImplementedError

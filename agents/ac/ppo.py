@@ -33,8 +33,10 @@ class PPOTrainer(ActorCriticTrainer):
 
     algo = "ppo"
     config_class = PPOConfig
+    config: PPOConfig
 
     def optimize(self, segments: list[Segment]) -> dict[str, Any]:
+        """Run ``update_epochs`` clipped-objective passes over minibatches of ``segments``; return the mean losses."""
         cfg, buf = self.config, self.buffer
         advantages = self.advantages_for_update()  # (n_steps * N,)
         returns, old_values = buf.returns.reshape(-1), buf.values.reshape(-1)
@@ -66,6 +68,7 @@ class PPOTrainer(ActorCriticTrainer):
                 pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
 
                 values = scores.values  # (B, K)
+                assert values is not None  # scored with the policy, an ActorCritic: it has values
                 if cfg.clip_range_vf is None:
                     value_loss = 0.5 * masked_mean((values - ret) ** 2, mask)
                 else:

@@ -50,12 +50,15 @@ import inspect
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule
 
 from agents.common.distributed_config import STRATEGIES, DistributedConfig, as_distributed_config
 from instruct_env.error import ConfigError, suggest
@@ -187,16 +190,18 @@ def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     params = [p for p in parameters if p.requires_grad]
     if not params:
         return
+    grads = []
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params]).to(_device())
+        grads.append(p.grad)
+    flat = torch.cat([g.reshape(-1) for g in grads]).to(_device())
     dist.all_reduce(flat)
     flat /= world_size()
     offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
         offset += n
 
 
@@ -299,7 +304,7 @@ def _blocks(module: nn.Module, skip: Sequence[nn.Module] = ()) -> list[nn.Module
     return blocks
 
 
-def _fsdp_modules(module: nn.Module) -> list[nn.Module]:
+def _fsdp_modules(module: nn.Module) -> list[FSDPModule]:
     from torch.distributed.fsdp import FSDPModule
 
     return [m for m in module.modules() if isinstance(m, FSDPModule)]
@@ -398,7 +403,9 @@ def maybe_no_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
             for part in parts:
                 part.set_requires_gradient_sync(True, recurse=False)
         return
-    if sync or unwrap(module) is module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    if sync or not isinstance(module, DistributedDataParallel):  # only a DDP wrapper all-reduces in backward
         yield
         return
     with module.no_sync():
@@ -421,7 +428,8 @@ def gathered(module: nn.Module) -> Iterator[nn.Module]:
     if not parts:
         yield module
         return
-    inner = {id(m) for part in parts for m in part.modules() if m is not part}
+    # Every FSDP module is also the nn.Module it was made from (fully_shard changes its class in place).
+    inner = {id(m) for part in parts for m in cast(nn.Module, part).modules() if m is not part}
     for part in parts:
         part.set_reshard_after_forward(False, recurse=False)
         part.unshard()
@@ -442,7 +450,7 @@ def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float | N
     ``max_norm=None`` only measures. Parameters without a gradient are skipped.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
-    groups = [[g for g in grads if isinstance(g, DTensor)], [g for g in grads if not isinstance(g, DTensor)]]
+    groups: list[list[torch.Tensor]] = [[g for g in grads if isinstance(g, DTensor)], [g for g in grads if not isinstance(g, DTensor)]]
     squares = 0.0
     for group in groups:
         if group:
@@ -493,7 +501,8 @@ def unsharded_copy(module: nn.Module) -> nn.Module:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.fsdp import FSDPModule
 
-    base = next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))  # the class before sharding
+    # The class before sharding (fully_shard puts FSDPModule in front of it in the MRO).
+    base = next(c for c in type(module).__mro__ if issubclass(c, nn.Module) and not issubclass(c, FSDPModule))
     config = getattr(module, "config", None)
     if config is None:
         raise ConfigError(f"Cannot copy the sharded {base.__name__}: only models built from a config (Hugging Face "
@@ -502,8 +511,9 @@ def unsharded_copy(module: nn.Module) -> nn.Module:
     state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
     copy_ = base(config.__class__.from_dict(config.to_dict()))
     copy_.load_state_dict(state, assign=True)  # the gathered tensors, with their device and dtype
-    if hasattr(copy_, "tie_weights"):
-        copy_.tie_weights()
+    tie_weights = getattr(copy_, "tie_weights", None)  # Hugging Face models share input and output embeddings
+    if tie_weights is not None:
+        tie_weights()
     return copy_
 
 
@@ -538,7 +548,7 @@ def load_full_optimizer_state_dict(optimizer: torch.optim.Optimizer, state: Mapp
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     if not any(isinstance(p, DTensor) for p in params):
-        optimizer.load_state_dict(state)
+        optimizer.load_state_dict(dict(state))
         return
     sharded: dict[Any, dict[str, Any]] = {}
     for index, values in state["state"].items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ import torch.nn.functional as F
 from agents.common.distributed import unwrap
 from agents.common.model import lm_forward, output_cache, position_ids_from_mask
 from instruct_env.error import ConfigError
+
+if TYPE_CHECKING:
+    from transformers.cache_utils import DynamicCache
 
 __all__ = ["SamplingConfig", "sample_tokens", "generate", "Generation", "trim_left_padding", "SlotActor"]
 
@@ -180,13 +184,15 @@ class SlotActor:
         # With SDPA attention the boolean (B, 1, q, S) mask is passed ready-made (the model
         # would otherwise rebuild it from the 2-D mask on every forward).
         self._mask_4d = _uses_sdpa(policy)
-        self.cache = None  # a transformers Cache whose layers write into the buffers below
+        # A transformers DynamicCache whose layers write into the buffers below (None until ``start``).
+        self.cache: DynamicCache | None = None
         self._window = _Window()
-        self._mask: torch.Tensor | None = None  # (N, C) bool, True on each slot's live columns
+        # The per-slot buffers below are empty until ``start`` allocates them.
+        self._mask = torch.zeros(0, 0, dtype=torch.bool)  # (N, C) bool, True on each slot's live columns
         self._row_start = np.zeros(0, dtype=np.int64)  # (N,) first live column of each slot
-        self.next_pos: torch.Tensor | None = None  # (N,)
-        self.logits: torch.Tensor | None = None  # (N, V) next-token logits per slot
-        self.values: torch.Tensor | None = None  # (N,) value of the current state per slot
+        self.next_pos = torch.zeros(0, dtype=torch.long)  # (N,)
+        self.logits = torch.zeros(0, 0)  # (N, V) next-token logits per slot
+        self.values = torch.zeros(0)  # (N,) value of the current state per slot
 
     @property
     def mask(self) -> torch.Tensor:
@@ -282,7 +288,7 @@ class SlotActor:
         logits, values, fresh = self._forward(ids, mask, pos)
         rows_t = torch.as_tensor(rows, device=device)
         width, end = ids.shape[1], self._window.end
-        for big, small in zip(self.cache.layers, _full_attention_layers(fresh)):
+        for big, small in zip(self._cache_layers(), _full_attention_layers(fresh)):
             big.write_rows(rows_t, end - width, small.keys, small.values)
         self._mask[rows_t] = False
         self._mask[rows_t, end - width: end] = mask.bool()
@@ -290,6 +296,12 @@ class SlotActor:
         self.next_pos[rows_t] = pos[:, -1] + 1
         self.logits[rows_t] = logits[:, -1]
         self.values[rows_t] = values[:, -1]
+
+    def _cache_layers(self) -> list:
+        """The in-place layers of the slot cache (allocated by ``start``)."""
+        if self.cache is None:
+            raise RuntimeError("SlotActor.start() must be called before the cache is used.")
+        return self.cache.layers
 
     def _move_left(self) -> None:
         """Copy the live columns to fresh buffers ``slack`` columns wider, ending at column ``max(P, live)``."""
@@ -300,7 +312,7 @@ class SlotActor:
         mask = self._mask.new_zeros(self._mask.shape[0], capacity)
         mask[:, new_start: new_end] = self._mask[:, w.start: w.end]
         self._mask = mask
-        for layer in self.cache.layers:
+        for layer in self._cache_layers():
             layer.move(w.start, w.end, new_start, capacity)
         self._row_start -= w.start - new_start
         w.start, w.end = new_start, new_end
@@ -367,7 +379,9 @@ def _is_full_attention(cache) -> bool:
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    if not layers:
+        return False
+    return all(type(layer) is DynamicLayer for layer in layers)
 
 
 def _in_place_cache(cache, capacity: int, offset: int, window: _Window):

@@ -6,12 +6,15 @@ import contextlib
 import copy
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from instruct_env.error import ConfigError, require
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "DefaultModelConfig",
@@ -146,7 +149,8 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def _cache_kwarg(model: nn.Module) -> str:
     # transformers 5 renamed ``past_key_values`` to ``cache`` (the old name warns).
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrappers
+    get_base_model = getattr(model, "get_base_model", None)  # peft wrappers
+    base = get_base_model() if get_base_model is not None else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
@@ -189,7 +193,7 @@ class ActorCritic(nn.Module):
         peft_config: Optional ``peft`` config (e.g. ``peft.LoraConfig``).
     """
 
-    def __init__(self, lm: nn.Module, peft_config: Any = None) -> None:
+    def __init__(self, lm: PreTrainedModel, peft_config: Any = None) -> None:
         super().__init__()
         if peft_config is not None:
             peft = require("peft", "peft")
@@ -204,6 +208,7 @@ class ActorCritic(nn.Module):
 
     @property
     def config(self):
+        """The LM's Hugging Face config."""
         return self.lm.config
 
     def forward(self, input_ids, attention_mask, position_ids=None, cache=None, use_cache=False):

@@ -38,6 +38,7 @@ from agents.common.generation import SamplingConfig, generate
 from agents.common.kl import kl_estimate
 from agents.common.scoring import TokenScores, score_tokens
 from agents.common.trainer import RLTrainer
+from agents.pg.config import PolicyGradientConfig
 
 __all__ = ["PolicyGradientTrainer", "CompletionBatch", "family_means"]
 
@@ -78,6 +79,7 @@ class PolicyGradientTrainer(RLTrainer):
     """Samples whole completions and learns from their rewards; subclasses give the advantages."""
 
     env_id = "InstructEnv/Completion-v0"
+    config: PolicyGradientConfig
     #: (answers that used the whole max_new_tokens budget, answers) over the current update's rollouts
     _length_limited: tuple[int, int] = (0, 0)
 
@@ -116,6 +118,7 @@ class PolicyGradientTrainer(RLTrainer):
                                tasks=tasks)
 
     def minibatches(self, n: int, shuffle: bool) -> list[np.ndarray]:
+        """Split row indices ``0..n-1`` into ``num_minibatches`` groups, in a random order if ``shuffle``."""
         order = self.np_rng.permutation(n) if shuffle else np.arange(n)
         return np.array_split(order, min(self.config.num_minibatches, n))
 
@@ -228,12 +231,16 @@ class PolicyGradientTrainer(RLTrainer):
         beta = self.kl_ctl.value
         rewards = self.shaped_rewards(batch)
         if cfg.kl_in == "reward" and use_reference:  # Ahmadian et al. (2024): r(x, y) - beta * KL summed over y's tokens
+            # kl_in == "reward" is never fused: both were scored above.
+            assert batch.old_logprobs is not None and batch.ref_logprobs is not None
             kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K)
             rewards = rewards - beta * (kl * batch.token_mask.float()).sum(1)
         advantages = self.advantages(rewards, batch.tasks)
         losses = self.optimize(batch, advantages)  # in the fused case this also fills old_logprobs/entropy
         mask = batch.token_mask.float()
+        assert batch.entropy is not None  # filled with the old log-probs, by the scoring pass or by optimize
         if use_reference:
+            assert batch.old_logprobs is not None and batch.ref_logprobs is not None
             kl = kl_estimate(cfg.kl_estimator, batch.old_logprobs, batch.ref_logprobs)  # (N, K), before the step
         else:
             kl = torch.full_like(mask, math.nan)

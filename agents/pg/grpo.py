@@ -41,6 +41,7 @@ class GRPOTrainer(PolicyGradientTrainer):
 
     algo = "grpo"
     config_class = GRPOConfig
+    config: GRPOConfig
 
     # ----------------------------------------------------------------- experience
     def collect(self) -> CompletionBatch:
@@ -87,6 +88,7 @@ class GRPOTrainer(PolicyGradientTrainer):
 
     # ----------------------------------------------------------------- advantages and loss
     def advantages(self, rewards: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
+        """(N,) rewards centred on their group's mean and divided by the ``advantage_scale`` std."""
         cfg = self.config
         r = rewards.view(-1, cfg.group_size)  # (prompts, G)
         centred = r - r.mean(1, keepdim=True)
@@ -101,6 +103,7 @@ class GRPOTrainer(PolicyGradientTrainer):
         return (centred / (scale + cfg.adv_eps)).reshape(-1)
 
     def optimize(self, batch: CompletionBatch, advantages: torch.Tensor) -> dict[str, Any]:
+        """``update_epochs`` passes of the clipped loss over shuffled minibatches; return the mean losses."""
         cfg = self.config
         stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "kl_loss", "approx_kl", "clip_fraction",
                                                          "grad_norm")}
@@ -192,7 +195,9 @@ def concat_batches(batches: list[CompletionBatch], pad_id: int) -> CompletionBat
     def pad(t: torch.Tensor, value: int) -> torch.Tensor:
         return torch.nn.functional.pad(t, (0, K - t.shape[1]), value=value)
 
-    tasks = [t for b in batches for t in b.tasks] if all(b.tasks is not None for b in batches) else None
+    task_lists = [b.tasks for b in batches]
+    tasks = ([t for ts in task_lists if ts is not None for t in ts]
+             if all(ts is not None for ts in task_lists) else None)
     return CompletionBatch(
         context_ids=torch.cat([b.context_ids for b in batches]), context_mask=torch.cat([b.context_mask for b in batches]),
         tokens=torch.cat([pad(b.tokens, pad_id) for b in batches]),

@@ -23,12 +23,14 @@ class ReinforceTrainer(PolicyGradientTrainer):
 
     algo = "reinforce"
     config_class = ReinforceConfig
+    config: ReinforceConfig
 
     def _start(self) -> None:
         super()._start()
         self.baseline: float | None = None
 
     def advantages(self, rewards: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
+        """(N,) rewards minus the configured baseline (and update the moving average)."""
         cfg = self.config
         batch_mean = dist.all_reduce_mean(float(rewards.mean()))  # the global batch's mean (equal shards)
         if cfg.baseline == "none":

@@ -23,8 +23,10 @@ class RLOOTrainer(PolicyGradientTrainer):
 
     algo = "rloo"
     config_class = RLOOConfig
+    config: RLOOConfig
 
     def advantages(self, rewards: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
+        """(N,) rewards minus the mean reward of the other completions of the same prompt."""
         k = self.config.group_size
         r = rewards.view(-1, k)  # (prompts, k)
         baseline = (r.sum(1, keepdim=True) - r) / (k - 1)  # (prompts, k) leave-one-out mean

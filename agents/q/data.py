@@ -49,12 +49,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from instruct_env.error import ConfigError, DataFormatError
+
+if TYPE_CHECKING:
+    from instruct_env.envs.completion_env import CompletionVectorEnv
 
 __all__ = [
     "Episode",
@@ -90,9 +93,11 @@ class Episode:
 
     @property
     def total_reward(self) -> float:
+        """The sum of the episode's rewards."""
         return float(self.rewards.sum())
 
     def to_json(self) -> dict[str, Any]:
+        """The episode as a JSON-ready record (the format :func:`load_offline_data` reads)."""
         return {"prompt_ids": self.prompt_ids.tolist(), "completion_ids": self.tokens.tolist(),
                 "rewards": self.rewards.tolist(), "done": bool(self.done)}
 
@@ -164,6 +169,7 @@ class TransitionDataset:
 
     @property
     def num_transitions(self) -> int:
+        """The number of (state, token) transitions: tokens over all episodes."""
         return sum(len(e.tokens) for e in self.episodes)
 
     def rewards(self) -> np.ndarray:
@@ -239,6 +245,7 @@ class EpisodeReplayBuffer:
         return len(self._episodes)
 
     def add(self, episode: Episode) -> None:
+        """Store ``episode``, replacing the oldest one once the buffer is full."""
         if len(self._episodes) < self.capacity:
             self._episodes.append(episode)
         else:
@@ -250,9 +257,11 @@ class EpisodeReplayBuffer:
         return TransitionDataset(self._episodes).sample(rng, n)
 
     def state(self) -> dict[str, Any]:
+        """The buffer's contents and write position, for a checkpoint (:meth:`load` restores them)."""
         return {"episodes": list(self._episodes), "next": self._next}
 
     def load(self, state: Mapping[str, Any]) -> None:
+        """Restore the contents saved by :meth:`state`."""
         self._episodes, self._next = list(state["episodes"]), int(state["next"])
 
 
@@ -327,7 +336,12 @@ def episodes_from_feedback(records: Iterable[Mapping[str, Any] | tuple[str, Mapp
     Args:
         records: Export records, or ``(where, record)`` pairs (``where`` names the file and line in errors).
         tokenizer: Encodes the prompts and completions.
-        low, high: The rating scale (ratings map to ``(rating - low) / (high - low)``).
+        low: The lowest rating of the scale (ratings map to ``(rating - low) / (high - low)``).
+        high: The highest rating of the scale.
+
+    Returns:
+        One episode per distinct (prompt, completion), rewarded at its last token with the mean of
+        its outcomes (scores, ratings, win rate).
     """
     if not high > low:
         raise ConfigError(f"The rating scale needs low < high; got low={low}, high={high}.")
@@ -444,7 +458,8 @@ def episodes_from_completion_env(env: Any, act: Callable[[dict[str, np.ndarray]]
     Each completion ends at its first EOS (kept) or at the budget; its reward is the env's.
     """
     obs, _ = env.reset(seed=seed)
-    eos, out = env.setup.eos_token_id, []
+    eos = env.setup.eos_token_id
+    out: list[Episode] = []
     while len(out) < num_episodes:
         completions = np.asarray(act(obs), dtype=np.int64)
         prompts = [ids[m.astype(bool)].copy() for ids, m in zip(obs["input_ids"], obs["attention_mask"])]
@@ -476,8 +491,10 @@ def sample_episodes(lm: Any, tokenizer: Any, env_kwargs: Mapping[str, Any], num_
     if batch_size % group_size:
         raise ConfigError(f"batch_size={batch_size} must be a multiple of group_size={group_size}.")
     kwargs = {**env_kwargs, "tokenizer": tokenizer, "max_new_tokens": max_new_tokens}
-    env = gym.make_vec("InstructEnv/Completion-v0", num_envs=batch_size, vectorization_mode="vector_entry_point",
-                       group_size=group_size, **kwargs)
+    # The id's vector entry point is CompletionVectorEnv.
+    env = cast("CompletionVectorEnv", gym.make_vec("InstructEnv/Completion-v0", num_envs=batch_size,
+                                                   vectorization_mode="vector_entry_point",
+                                                   group_size=group_size, **kwargs))
     device = next(lm.parameters()).device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)

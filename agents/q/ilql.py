@@ -32,7 +32,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -48,6 +48,9 @@ from agents.common.trainer import RLTrainer
 from agents.q.config import ILQLConfig
 from agents.q.data import EpisodeBatch, TransitionDataset, load_offline_data, pack_episodes, sample_episodes
 from instruct_env.error import ConfigError, DataFormatError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["ILQLTrainer", "ILQLHeads", "ILQLDecoder", "ILQLLoss", "ilql_loss", "expectile_loss", "cql_term",
            "bellman_targets", "states_forward", "load_ilql_decoder"]
@@ -106,11 +109,13 @@ def ilql_loss(q_all: tuple[torch.Tensor, ...], target_q_all: tuple[torch.Tensor,
     v, v_next = values[:, :-1], values[:, 1:]  # (B, K): V(s_t), V(s_{t+1})
     y = bellman_targets(batch.rewards, v_next, batch.dones, cfg.gamma)  # (B, K)
     q_taken = [q.gather(-1, actions[..., None]).squeeze(-1) for q in q_all]  # each (B, K)
-    q_loss = sum(masked_mean((q - y) ** 2, mask) for q in q_taken)
+    q_terms = [masked_mean((q - y) ** 2, mask) for q in q_taken]
+    q_loss = sum(q_terms[1:], q_terms[0])
     with torch.no_grad():
         q_hat = torch.minimum(*[q.gather(-1, actions[..., None]).squeeze(-1) for q in target_q_all])  # (B, K)
     v_loss = masked_mean(expectile_loss(q_hat - v, cfg.tau), mask)
-    cql_loss = sum(masked_mean(cql_term(q, actions), mask) for q in q_all)
+    cql_terms = [masked_mean(cql_term(q, actions), mask) for q in q_all]
+    cql_loss = sum(cql_terms[1:], cql_terms[0])
     logp = F.log_softmax(logits, dim=-1).gather(-1, actions[..., None]).squeeze(-1)  # (B, K) log pi(a_t | s_t)
     with torch.no_grad():
         advantage = q_hat - v
@@ -147,19 +152,26 @@ class ILQLHeads(nn.Module):
 
     def __init__(self, hidden: int, vocab: int, init_std: float = 1e-3) -> None:
         super().__init__()
-        self.q = nn.ModuleList(nn.Linear(hidden, vocab) for _ in range(2))
-        for head in self.q:
+        self.vocab = vocab
+        heads = [nn.Linear(hidden, vocab) for _ in range(2)]
+        for head in heads:
             nn.init.normal_(head.weight, std=init_std)
             nn.init.zeros_(head.bias)
+        self.q = nn.ModuleList(heads)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
 
+    def _dtype(self) -> torch.dtype:
+        return next(self.q.parameters()).dtype  # the first head's weight
+
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        h = hidden.to(self.q[0].weight.dtype)
+        """The Q values of the two online heads, each (..., V), from hidden states (..., H)."""
+        h = hidden.to(self._dtype())
         return tuple(head(h) for head in self.q)
 
     @torch.no_grad()
     def target(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        h = hidden.to(self.q[0].weight.dtype)
+        """The Q values of the two target heads, each (..., V), from hidden states (..., H)."""
+        h = hidden.to(self._dtype())
         return tuple(head(h) for head in self.q_target)
 
     @torch.no_grad()
@@ -181,16 +193,18 @@ class ILQLDecoder(nn.Module):
     :meth:`save_pretrained` writes the LM (a plain Hugging Face folder) plus ``ilql_heads.pt``.
     """
 
-    def __init__(self, lm: nn.Module, heads: ILQLHeads, value_head: nn.Linear, beta: float) -> None:
+    def __init__(self, lm: PreTrainedModel, heads: ILQLHeads, value_head: nn.Linear, beta: float) -> None:
         super().__init__()
         self.lm, self.heads, self.v_head, self.beta = lm, heads, value_head, float(beta)
 
     @property
     def config(self):
+        """The LM's Hugging Face config."""
         return self.lm.config
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, past_key_values=None,
                 use_cache=False, output_hidden_states=False, **kwargs):
+        """The LM's output for ``input_ids`` with the ILQL-perturbed ``logits`` (hidden states always included)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         out = lm_forward(self.lm, input_ids, attention_mask, position_ids,
@@ -235,6 +249,7 @@ class ILQLTrainer(RLTrainer):
 
     algo = "ilql"
     config_class = ILQLConfig
+    config: ILQLConfig
     env_id = "InstructEnv/Completion-v0"
 
     def __init__(self, config: ILQLConfig, policy, tokenizer, env_kwargs=None, log_fn=None, eval_fn=None) -> None:
@@ -259,6 +274,7 @@ class ILQLTrainer(RLTrainer):
                             **env_kwargs)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The LM's trainable parameters, the V head's and the online Q heads'."""
         return super().trainable_parameters() + list(self.policy.value_head.parameters()) + \
             list(self.heads.q.parameters())
 
@@ -275,7 +291,7 @@ class ILQLTrainer(RLTrainer):
         else:
             self.dataset = load_offline_data(cfg.data, self.tokenizer, formatter=self.env.setup.formatter)
             self.data_reward_calls = 0
-        vocab = self.heads.q[0].out_features
+        vocab = self.heads.vocab
         for i, e in enumerate(self.dataset.episodes):
             if int(e.tokens.max()) >= vocab or int(e.prompt_ids.max()) >= vocab:
                 raise DataFormatError(f"{cfg.data}: episode {i + 1} has token ids >= the model's vocabulary size "

@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import gymnasium as gym
 import numpy as np
@@ -91,7 +91,8 @@ def soft_q_loss(q_all: torch.Tensor, target_q_all: torch.Tensor, batch: EpisodeB
         target_q_all: The target network's, (B, K + 1, V).
         batch: Actions, mask and dones, (B, K).
         rewards: (B, K) rewards (the env's, possibly KL-shaped).
-        gamma, alpha: Discount and entropy temperature.
+        gamma: The discount.
+        alpha: The entropy temperature.
         pcl: ``"single"``, ``"multi"`` or ``"both"``.
     """
     actions, mask, dones = batch.tokens, batch.token_mask.float(), batch.dones  # (B, K)
@@ -118,11 +119,21 @@ def soft_q_loss(q_all: torch.Tensor, target_q_all: torch.Tensor, batch: EpisodeB
                      q_mean=masked_mean(q_taken.detach(), mask), v_mean=masked_mean(v.detach(), mask))
 
 
+class _RunningEpisodes(TypedDict):
+    """The episodes in flight, one row per slot (an answer has at most ``max_new_tokens`` = T tokens)."""
+
+    prompts: list[np.ndarray]  # N prompts' token ids
+    tokens: np.ndarray  # (N, T) the answer's tokens so far
+    rewards: np.ndarray  # (N, T) their rewards
+    lengths: np.ndarray  # (N,) tokens so far
+
+
 class SoftQTrainer(RLTrainer):
     """Soft Q-learning (Guo et al., 2022) of the policy's LM, token by token, from a replay buffer."""
 
     algo = "sql"
     config_class = SoftQConfig
+    config: SoftQConfig
     env_id = "InstructEnv/Token-v0"
 
     def __init__(self, config: SoftQConfig, policy, tokenizer, env_kwargs=None, log_fn=None, eval_fn=None) -> None:
@@ -140,8 +151,9 @@ class SoftQTrainer(RLTrainer):
         self._obs, _ = self.env.reset(seed=self.seed)
         N, T = self.config.num_envs, self.config.max_new_tokens
         # The episodes in flight, one row per slot: prompt, tokens and rewards so far (an answer has <= T tokens).
-        self._running = {"prompts": [self._prompt(n) for n in range(N)], "tokens": np.zeros((N, T), dtype=np.int64),
-                         "rewards": np.zeros((N, T), dtype=np.float32), "lengths": np.zeros(N, dtype=np.int64)}
+        self._running: _RunningEpisodes = {
+            "prompts": [self._prompt(n) for n in range(N)], "tokens": np.zeros((N, T), dtype=np.int64),
+            "rewards": np.zeros((N, T), dtype=np.float32), "lengths": np.zeros(N, dtype=np.int64)}
         self.actor = SlotActor(self.policy, self.env.setup.max_prompt_tokens)
         with autocast(self.device):
             self.actor.start(self._obs)
@@ -168,7 +180,8 @@ class SoftQTrainer(RLTrainer):
         """``n_steps`` Boltzmann-exploring env steps in every slot; finished episodes go to the replay buffer."""
         cfg, run = self.config, self._running
         slots = np.arange(cfg.num_envs)
-        returns, lengths = [], []
+        returns: list[float] = []
+        lengths: list[int] = []
         for _ in range(cfg.n_steps):
             probs = F.softmax(self.actor.logits.float() / cfg.temperature, dim=-1)  # (N, V)
             actions = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)  # (N,)
@@ -186,7 +199,7 @@ class SoftQTrainer(RLTrainer):
                 self.replay.add(episode)
                 returns.append(episode.total_reward)
                 lengths.append(k)
-                run["prompts"][n], run["lengths"][n] = self._prompt(n), 0
+                run["prompts"][n], run["lengths"][n] = self._prompt(int(n)), 0
             with autocast(self.device):
                 self.actor.advance(actions, finished, next_obs)
         return {"reward_mean": float(np.mean(returns)) if returns else float("nan"), "episodes": len(returns),
