@@ -26,7 +26,7 @@ import dataclasses
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from gymnasium import spaces
@@ -44,6 +44,9 @@ from agents.common.model import (
 )
 from instruct_env.error import ConfigError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 __all__ = ["LMActorCriticPolicy", "DEFAULT_SB3_MODEL", "align_right"]
 
 #: Shape of the model built when neither ``model`` nor ``model_name_or_path`` is given
@@ -55,7 +58,7 @@ DEFAULT_SB3_MODEL = DefaultModelConfig(n_layer=2, n_embd=64, n_head=4, n_positio
 class _ModelSpec:
     """What the policy was asked to wrap (kept to rebuild it on ``load``)."""
 
-    model: nn.Module | None
+    model: PreTrainedModel | None
     model_name_or_path: str | None
     model_config: DefaultModelConfig | None
     tokenizer: Any
@@ -99,7 +102,8 @@ def align_right(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[
 
 
 def _accepts(model: nn.Module, name: str) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrappers
+    get_base_model = getattr(model, "get_base_model", None)  # peft wrappers
+    base = get_base_model() if get_base_model is not None else model
     return name in inspect.signature(base.forward).parameters
 
 
@@ -155,13 +159,17 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             default model's tokenizer or ``n_positions`` does not fit the env.
     """
 
+    # The spaces that _check_spaces accepts (SB3 declares them as any Space).
+    observation_space: spaces.Dict
+    action_space: spaces.Discrete
+
     def __init__(
         self,
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Schedule,
         *,
-        model: nn.Module | None = None,
+        model: PreTrainedModel | None = None,
         model_name_or_path: str | None = None,
         model_config: DefaultModelConfig | None = None,
         tokenizer: Any = None,
@@ -189,7 +197,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
 
     # --- construction -------------------------------------------------------------------
 
-    def _make_lm(self) -> nn.Module:
+    def _make_lm(self) -> PreTrainedModel:
         spec = self._spec
         if spec.model is not None:
             return spec.model
@@ -204,7 +212,9 @@ class LMActorCriticPolicy(ActorCriticPolicy):
                 f"has {self.action_space.n} actions. Pass the env's tokenizer "
                 f"(policy_kwargs={{'tokenizer': env.unwrapped.tokenizer}}) or a model."
             )
-        width = self.observation_space["input_ids"].shape[0]
+        ids_space = self.observation_space["input_ids"]
+        assert ids_space.shape is not None  # a 1-D Box, checked by _check_spaces
+        width = ids_space.shape[0]
         config = spec.model_config or DEFAULT_SB3_MODEL
         if spec.model_config is None and config.n_positions < width:
             config = dataclasses.replace(config, n_positions=width)
@@ -229,7 +239,8 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         self._n_actions = int(self.action_space.n)
         self._logits_to_keep = _accepts(self.actor_critic.lm, "logits_to_keep")
         params = [p for p in self.actor_critic.parameters() if p.requires_grad]
-        self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self.optimizer_kwargs)
+        # SB3 types optimizer_class as type[Optimizer], whose own __init__ has no lr; every concrete one has.
+        self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _check_vocabulary(self, vocab: int) -> None:
         """Refuse a model whose token ids may not mean the env's (see the class's Raises)."""
@@ -273,6 +284,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
 
     def _logits_and_values(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits (B, n_actions) and values (B, 1) for a batch of token observations."""
+        obs = _token_obs(obs)
         input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]
         if input_ids.is_floating_point():  # SB3 may store observations as floats; ids are exact below 2**24
             input_ids = input_ids.round()
@@ -292,7 +304,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         values = head(hidden.to(head.weight.dtype))  # (B, 1)
         return logits, values
 
-    def _distribution(self, logits: torch.Tensor) -> Distribution:
+    def _distribution(self, logits: torch.Tensor) -> CategoricalDistribution:
         assert isinstance(self.action_dist, CategoricalDistribution)
         return self.action_dist.proba_distribution(action_logits=logits / self._temperature)
 
@@ -324,6 +336,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         truncated episode; returning 0 removes a bias of ``gamma * V(s_final)`` on the final
         reward -- a prediction on states the critic never trains on -- and a forward pass.
         """
+        obs = _token_obs(obs)
         full = obs["attention_mask"][:, -1] > 0.5  # (B,) completion budget used up
         values = torch.zeros(full.shape[0], 1, device=full.device)
         if bool(full.all()):
@@ -348,11 +361,21 @@ def _saved_tokenizer(path: str | None) -> Any:
         return None
 
 
+def _token_obs(obs: PyTorchObs) -> dict[str, torch.Tensor]:
+    """``obs`` as the dict of tensors that token observations are (``input_ids``, ``attention_mask``)."""
+    if not isinstance(obs, dict):
+        raise ConfigError(f"Expected a dict observation with 'input_ids' and 'attention_mask'; got {type(obs).__name__}.")
+    return obs
+
+
+def _is_1d_box(space: spaces.Space) -> bool:
+    return isinstance(space, spaces.Box) and len(space.shape) == 1
+
+
 def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
     keys = ("input_ids", "attention_mask")
     if not (isinstance(observation_space, spaces.Dict) and all(k in observation_space.spaces for k in keys)
-            and all(isinstance(observation_space[k], spaces.Box) and len(observation_space[k].shape) == 1
-                    for k in keys)):
+            and all(_is_1d_box(observation_space[k]) for k in keys)):
         raise ConfigError(
             f"LMActorCriticPolicy needs a Dict observation with 1-D 'input_ids' and 'attention_mask' boxes (as "
             f"InstructEnv/Token-v0 gives); got {observation_space}."

@@ -29,18 +29,20 @@ Set ``buffer_size`` to what fits (see ``docs/q_learning.md``).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
-from torch import nn
 
 from agents.common.model import DefaultModelConfig, position_ids_from_mask
-from agents.sb3 import LMActorCriticPolicy, _accepts, _check_spaces, _ModelSpec, align_right
+from agents.sb3 import LMActorCriticPolicy, _accepts, _check_spaces, _ModelSpec, _token_obs, align_right
 from instruct_env.error import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["LMQPolicy", "LMQNetwork"]
 
@@ -55,7 +57,7 @@ class LMQNetwork(BasePolicy):
 
     action_space: spaces.Discrete
 
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Discrete, lm: nn.Module) -> None:
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Discrete, lm: PreTrainedModel) -> None:
         super().__init__(observation_space, action_space)
         self.lm = lm
         self._n_actions = int(action_space.n)
@@ -63,6 +65,7 @@ class LMQNetwork(BasePolicy):
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
         """``(B, n_actions)`` Q-values."""
+        obs = _token_obs(obs)
         input_ids, attention_mask = obs["input_ids"], obs["attention_mask"]
         if input_ids.is_floating_point():  # ids are exact in float32 below 2**24
             input_ids = input_ids.round()
@@ -100,11 +103,13 @@ class LMQPolicy(DQNPolicy):
         ConfigError: not token spaces, two model sources, or a model that does not fit the env.
     """
 
-    q_net: LMQNetwork
-    q_net_target: LMQNetwork
+    # SB3 declares them as its MLP QNetwork; these are the LM networks make_q_net returns.
+    q_net: LMQNetwork  # type: ignore[assignment]
+    q_net_target: LMQNetwork  # type: ignore[assignment]
+    action_space: spaces.Discrete  # checked by _check_spaces
 
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, *,
-                 model: nn.Module | None = None, model_name_or_path: str | None = None,
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Discrete, lr_schedule: Schedule, *,
+                 model: PreTrainedModel | None = None, model_name_or_path: str | None = None,
                  model_config: DefaultModelConfig | None = None, tokenizer: Any = None, seed: int | None = None,
                  **kwargs: Any) -> None:
         _check_spaces(observation_space, action_space)
@@ -118,7 +123,7 @@ class LMQPolicy(DQNPolicy):
             kwargs.pop(unused, None)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
-    def make_q_net(self) -> LMQNetwork:
+    def make_q_net(self) -> LMQNetwork:  # type: ignore[override]  # an LM network, not SB3's MLP QNetwork
         """The online network on the first call (the LM), a deep copy of it on the second (the target)."""
         if getattr(self, "q_net", None) is None:
             # The model-building rules (sources, vocabulary and width checks) are LMActorCriticPolicy's.
