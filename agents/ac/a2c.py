@@ -11,6 +11,7 @@ from agents.ac.config import A2CConfig
 from agents.common import distributed as dist
 from agents.common.buffer import Segment
 from agents.common.kl import kl_estimate
+from agents.rl import A2C
 
 __all__ = ["A2CTrainer"]
 
@@ -28,7 +29,7 @@ class A2CTrainer(ActorCriticTrainer):
         loss       = pg_loss - ent_coef * entropy + vf_coef * value_loss [+ beta * KL if kl_in == "loss"]
     """
 
-    algo = "a2c"
+    algo = A2C.name
     config_class = A2CConfig
     config: A2CConfig
 

@@ -13,6 +13,7 @@ from agents.common import distributed as dist
 from agents.common.buffer import Segment
 from agents.common.kl import kl_estimate
 from agents.common.scoring import masked_mean
+from agents.rl import PPO
 
 __all__ = ["PPOTrainer"]
 
@@ -31,7 +32,7 @@ class PPOTrainer(ActorCriticTrainer):
         loss       = pg_loss - ent_coef * entropy + vf_coef * value_loss [+ beta * KL if kl_in == "loss"]
     """
 
-    algo = "ppo"
+    algo = PPO.name
     config_class = PPOConfig
     config: PPOConfig
 

@@ -12,6 +12,7 @@ from agents.common.kl import kl_estimate
 from agents.common.scoring import masked_mean
 from agents.pg.base import CompletionBatch, PolicyGradientTrainer
 from agents.pg.config import GRPOConfig
+from agents.rl import GRPO
 
 __all__ = ["GRPOTrainer", "overlong_penalty", "concat_batches"]
 
@@ -39,7 +40,7 @@ class GRPOTrainer(PolicyGradientTrainer):
     REINFORCE step.
     """
 
-    algo = "grpo"
+    algo = GRPO.name
     config_class = GRPOConfig
     config: GRPOConfig
 

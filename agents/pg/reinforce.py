@@ -9,6 +9,7 @@ import torch
 from agents.common import distributed as dist
 from agents.pg.base import PolicyGradientTrainer
 from agents.pg.config import ReinforceConfig
+from agents.rl import REINFORCE
 
 __all__ = ["ReinforceTrainer"]
 
@@ -21,7 +22,7 @@ class ReinforceTrainer(PolicyGradientTrainer):
     or 0. Rewards include ``-beta * KL`` when ``kl_in == "reward"``.
     """
 
-    algo = "reinforce"
+    algo = REINFORCE.name
     config_class = ReinforceConfig
     config: ReinforceConfig
 

@@ -6,6 +6,7 @@ import torch
 
 from agents.pg.base import PolicyGradientTrainer
 from agents.pg.config import RLOOConfig
+from agents.rl import RLOO
 
 __all__ = ["RLOOTrainer"]
 
@@ -21,7 +22,7 @@ class RLOOTrainer(PolicyGradientTrainer):
     an unbiased baseline (it does not depend on ``y_i``). The KL penalty is in the reward by default.
     """
 
-    algo = "rloo"
+    algo = RLOO.name
     config_class = RLOOConfig
     config: RLOOConfig
 

@@ -47,6 +47,7 @@ from agents.common.scoring import masked_mean
 from agents.common.trainer import RLTrainer
 from agents.q.config import ILQLConfig
 from agents.q.data import EpisodeBatch, TransitionDataset, load_offline_data, pack_episodes, sample_episodes
+from agents.rl import ILQL
 from instruct_env.error import ConfigError, DataFormatError
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ class ILQLTrainer(RLTrainer):
     After training, :meth:`decoder` is the policy to evaluate or deploy.
     """
 
-    algo = "ilql"
+    algo = ILQL.name
     config_class = ILQLConfig
     config: ILQLConfig
     env_id = "InstructEnv/Completion-v0"

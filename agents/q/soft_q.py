@@ -52,6 +52,7 @@ from agents.common.trainer import RLTrainer
 from agents.q.config import SoftQConfig
 from agents.q.data import Episode, EpisodeBatch, EpisodeReplayBuffer, pack_episodes
 from agents.q.ilql import _single_process, states_forward
+from agents.rl import SOFT_Q
 
 __all__ = ["SoftQTrainer", "SoftQLoss", "soft_q_loss", "soft_values", "discounted_suffix_sums"]
 
@@ -131,7 +132,7 @@ class _RunningEpisodes(TypedDict):
 class SoftQTrainer(RLTrainer):
     """Soft Q-learning (Guo et al., 2022) of the policy's LM, token by token, from a replay buffer."""
 
-    algo = "sql"
+    algo = SOFT_Q.name
     config_class = SoftQConfig
     config: SoftQConfig
     env_id = "InstructEnv/Token-v0"
