@@ -307,7 +307,7 @@ def test_chat_turns_are_stored_once_and_turns_are_capped(tmp_path, monkeypatch):
     path = tmp_path / "c.db"
     store = FeedbackStore(path, synchronous="NORMAL")
     ann, _ = store.add_evaluator("ann")
-    monkeypatch.setattr(store_module, "MAX_CHAT_TURNS", 30)
+    monkeypatch.setattr(store_module.chat, "MAX_CHAT_TURNS", 30)
     turns = []
     for turn in range(30):  # 30 turns of 3,000 + 1,000 characters: 120,000 typed
         conversation = None if not turns else turns[0].conversation
@@ -426,14 +426,14 @@ def test_a_database_locked_elsewhere_answers_503_fast_and_health_says_so(tmp_pat
 def test_a_read_only_database_is_refused_at_start(tmp_path, monkeypatch):
     path = tmp_path / "ro.db"
     FeedbackStore(path).close()
-    connect = store_module._SQLite.connect
+    connect = store_module.backends._SQLite.connect
 
     def read_only(self):  # what a file the server's user may only read behaves like
         conn = connect(self)
         conn.execute("PRAGMA query_only = ON")
         return conn
 
-    monkeypatch.setattr(store_module._SQLite, "connect", read_only)
+    monkeypatch.setattr(store_module.backends._SQLite, "connect", read_only)
     with pytest.raises(StoreUnavailable, match="Cannot open the feedback store for writing: .*is read-only"):
         create_app(str(path))
 

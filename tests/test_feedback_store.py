@@ -185,7 +185,7 @@ def test_a_failed_write_leaves_nothing_behind(db, monkeypatch):
     def broken(events):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(store_module, "replay", broken)  # fails after the event row is inserted
+    monkeypatch.setattr(store_module.core, "replay", broken)  # fails after the event row is inserted
     with pytest.raises(RuntimeError, match="disk on fire"):
         store.submit(ann.id, q, {"thumb": "up"})
     monkeypatch.undo()
