@@ -117,11 +117,13 @@ class TokenRolloutBuffer:
         self.pos = 0
 
     def reset(self) -> None:
+        """Empty the buffer for the next rollout."""
         self._contexts.clear()
         self.pos = 0
 
     @property
     def full(self) -> bool:
+        """Whether all ``n_steps`` steps of the rollout are stored."""
         return self.pos == self.n_steps
 
     def add(self, obs: dict[str, np.ndarray], actions, logprobs, values, rewards, dones) -> None:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
 
 __all__ = ["Interrupted", "StopSignals"]
 
@@ -46,7 +48,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._deferring = False
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

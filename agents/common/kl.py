@@ -89,6 +89,7 @@ class KLController:
 
     @property
     def adaptive(self) -> bool:
+        """Whether beta adapts to a target KL (else it stays fixed)."""
         return self.target is not None
 
     def update(self, kl: float, n_steps: int) -> float:
@@ -99,7 +100,9 @@ class KLController:
         return self.value
 
     def state_dict(self) -> dict[str, Any]:
+        """The current beta and the settings, for a checkpoint."""
         return {"value": self.value, "target": self.target, "horizon": self.horizon}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
         self.value, self.target, self.horizon = float(state["value"]), state["target"], float(state["horizon"])

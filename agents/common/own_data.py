@@ -38,6 +38,7 @@ class OwnData:
     how: str
 
     def sizes(self) -> dict[str, int]:
+        """The number of samples in each split."""
         return {name: len(samples) for name, samples in self.splits.items()}
 
     def describe(self) -> str:

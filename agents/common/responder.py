@@ -162,6 +162,7 @@ class PolicyResponder:
         return self.formatter.encode(Sample("chat", "chat", message, ""), self.tokenizer, self.max_prompt_tokens)[0]
 
     def __call__(self, messages: list[dict[str, str]]) -> str:
+        """The model's reply to the chat ``messages`` (``role``/``content`` dicts), EOS and spaces stripped."""
         import torch
 
         from agents.common.generation import generate

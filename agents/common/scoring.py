@@ -40,6 +40,10 @@ def score_tokens(model, context_ids: torch.Tensor, context_mask: torch.Tensor, t
     Args:
         model: An :class:`~agents.common.model.ActorCritic` (values returned) or a causal LM,
             either possibly inside a :class:`~torch.nn.parallel.DistributedDataParallel` wrapper.
+        context_ids: (B, C) left-padded context token ids.
+        context_mask: (B, C) 1 on real context tokens.
+        tokens: (B, K) the scored tokens, right-padded.
+        token_mask: (B, K) 1 on real tokens.
         temperature: The policy is ``softmax(logits / temperature)``, the same distribution
             the rollout sampled from (so the first PPO ratio is exactly 1).
     """

@@ -13,7 +13,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -113,7 +113,15 @@ def collate_seq2seq(examples: Sequence[Example], pad_id: int) -> dict[str, torch
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def take_per_task(samples: Sequence[Sample], n: int) -> list[Sample]:
+class SampleSource(Protocol):
+    """Samples by index: a sequence of them or a dataset such as :class:`~instruct_env.tasks.BuiltinDataset`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Sample: ...
+
+
+def take_per_task(samples: SampleSource, n: int) -> list[Sample]:
     """The first ``n`` samples of each task, in the source's order (few-shot selection)."""
     counts: dict[str, int] = {}
     chosen = []
@@ -125,7 +133,7 @@ def take_per_task(samples: Sequence[Sample], n: int) -> list[Sample]:
     return chosen
 
 
-def _template(family: Any, phrasing: int, variant: str) -> str | None:
+def _template(family: Any, phrasing: int, variant: str | None) -> str | None:
     templates = getattr(family, "instructions", None)
     if not templates or not 0 <= phrasing < len(templates):
         return None
@@ -177,9 +185,12 @@ def paraphrase(sample: Sample, rng: np.random.Generator) -> Sample:
     """
     if not can_paraphrase(sample):
         return sample
-    family = sample.verifier
+    # A built-in task family, used by duck typing: can_paraphrase checked its templates.
+    family: Any = sample.verifier
     phrasing, variant = sample.metadata["phrasing"], sample.metadata.get("variant")
-    fields = _fields_of(_template(family, phrasing, variant), sample.instruction)
+    template = _template(family, phrasing, variant)
+    fields = _fields_of(template, sample.instruction) if template is not None else None
+    assert fields is not None  # can_paraphrase matched the instruction to its template
     choices = [p for p in range(len(family.instructions)) if p != phrasing]
     new = choices[int(rng.integers(len(choices)))]
     metadata = dict(sample.metadata)

@@ -32,6 +32,7 @@ from agents.sft.config import SFTConfig
 from agents.sft.data import (
     IGNORE_INDEX,
     Example,
+    SampleSource,
     can_paraphrase,
     collate_causal,
     collate_seq2seq,
@@ -73,7 +74,8 @@ def response_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
     reads the labels shifted right (teacher forcing) and ``logits[:, t]`` predicts ``labels[:, t]``.
     """
     labels = batch["labels"]
-    core = dist.unwrap(model)  # the model itself when ``model`` is its DDP wrapper
+    # The Hugging Face model itself when ``model`` is its DDP wrapper (causal or encoder-decoder, as ``model``).
+    core: Any = dist.unwrap(model)
     if getattr(core.config, "is_encoder_decoder", False):
         decoder_inputs = core.prepare_decoder_input_ids_from_labels(labels=labels)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -156,8 +158,8 @@ class SFTTrainer:
         tokenizer: Any,
         config: SFTConfig | None = None,
         *,
-        train_data: Sequence[Sample] | None = None,
-        val_data: Sequence[Sample] | None = None,
+        train_data: SampleSource | None = None,
+        val_data: SampleSource | None = None,
         tasks: Sequence[str] | None = None,
         formatter: Any = None,
         run_logger: Any = None,
