@@ -17,7 +17,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_report", "write_report", "results_table", "window_means", "rl_effect_section"]
+__all__ = [
+    "render_report",
+    "write_report",
+    "results_table",
+    "window_means",
+    "rl_effect_section",
+    "sft_section",
+    "rl_stop_reason",
+    "rl_section",
+    "kept_starting_model_warning",
+    "feedback_rounds_section",
+    "adapter_note",
+    "interrupted_message",
+    "run_summary",
+    "pretrain_note",
+]
 
 
 def _fmt(value: Any) -> str:
@@ -98,7 +113,8 @@ def rl_effect_section(*, updates: int, reward_name: str, train: tuple[float, flo
         per_family: ``family -> (first 10%, last 10%)`` training reward.
         heldout: Held-out task score before and after RL (``None``: not evaluated).
         change: ``(change, low, high)`` of the held-out task score with its 95% bootstrap interval.
-        before, after: Names of the two evaluated stages (e.g. ``"SFT"``, ``"SFT+RL"``).
+        before: Name of the stage evaluated before RL (e.g. ``"SFT"``).
+        after: Name of the stage evaluated after RL (e.g. ``"SFT+RL"``).
         samples: Number of held-out samples.
     """
     first, last = train
@@ -125,6 +141,160 @@ def rl_effect_section(*, updates: int, reward_name: str, train: tuple[float, flo
         for family, (a, b) in sorted(per_family.items(), key=lambda kv: -(kv[1][1] - kv[1][0])):
             lines.append(f"| {family} | {_fmt(a)} | {_fmt(b)} | {_fmt_signed(b - a)} |")
     return "\n".join(lines)
+
+
+def sft_section(result: Any, per_family: int) -> str:
+    """The report's SFT section from the trainer's result (an :class:`~agents.sft.trainer.SFTResult`).
+
+    Args:
+        result: What :meth:`SFTTrainer.train` returned.
+        per_family: Training examples asked for per task family (``sft.num_examples``).
+    """
+    return (
+        f"{result.num_train} training examples ({per_family} per task family), {result.steps} steps "
+        f"({result.epochs:.1f} epochs) in {result.elapsed_s:.0f} s, stopped by {result.stopped_by.replace('_', ' ')}. "
+        f"Validation loss per response token: {result.initial_val_loss:.3f} before, {result.best_val_loss:.3f} "
+        f"best (step {result.best_step}{', whose weights were restored' if result.restored else ''})."
+    )
+
+
+def rl_stop_reason(algo: str, updates: int, total_updates: int, time_budget_s: float | None) -> str:
+    """Why an RL stage stopped after ``updates`` updates: its time budget or its update count.
+
+    >>> rl_stop_reason("grpo", 40, 40, None)
+    'the update count rl.grpo.total_updates=40'
+    """
+    if time_budget_s is not None and updates < total_updates:
+        return (f"stopped by the time budget of {time_budget_s:.0f} s (rl.{algo}.time_budget_s), so the number of "
+                "updates depends on the machine's speed; --updates N fixes it")
+    return f"the update count rl.{algo}.total_updates={total_updates}"
+
+
+def rl_section(*, algo: str, updates: int, stopped_by: str, elapsed_s: float, reward_name: Any,
+               train: tuple[float, float], metric: str, val_samples: int, eval_every: int, best_value: float,
+               best_step: int | None, restored: bool) -> str:
+    """The report's RL section: updates, training reward and the validation checks.
+
+    Args:
+        algo: The RL algorithm (``rl.algo``).
+        updates: Updates run.
+        stopped_by: Why it stopped (see :func:`rl_stop_reason`).
+        elapsed_s: Seconds of training.
+        reward_name: The training reward as configured (a name or a mapping).
+        train: Mean training reward over the first and the last 10% of updates.
+        metric: The validation metric the best weights were chosen by.
+        val_samples: Validation samples per check.
+        eval_every: Updates between validation checks.
+        best_value: The best validation value.
+        best_step: The update it was reached at (0: the weights RL started from).
+        restored: The best weights were restored at the end.
+    """
+    first, last = train
+    return (
+        f"{algo.upper()}, {updates} updates ({stopped_by}) in {elapsed_s:.0f} s, training "
+        f"reward `{reward_name}` {first:.3f} (first 10% of updates) -> {last:.3f} (last 10%). Validation {metric} "
+        f"({val_samples} samples) checked every {eval_every} updates; best "
+        f"{best_value:.3f} at update {best_step}"
+        + (" (the SFT model: RL did not improve on it)" if best_step == 0 else "")
+        + (", whose weights were restored." if restored else ".")
+    )
+
+
+def kept_starting_model_warning(metric: str, best_value: float, updates: int) -> str:
+    """The warning when ``eval.keep_best`` ended RL with the weights it started from."""
+    return (f"The final model is the STARTING model, unchanged by RL: no validation check after update 0 "
+            f"beat its {metric} {best_value:.3f}, so eval.keep_best restored its weights after "
+            f"{updates} updates. Set eval.keep_best=false to keep RL's last weights.")
+
+
+def feedback_rounds_section(records: Sequence[Any], *, mode: str | None, algo: str, direct: bool,
+                            direct_kind: str) -> str:
+    """The report's section on the feedback + RL rounds: one table row per round.
+
+    Args:
+        records: The per-round records of :func:`agents.feedback_loop.run_feedback_loop` (round 0 first).
+        mode: ``feedback.mode`` (``"simulated"`` or ``"human"``).
+        algo: The RL algorithm.
+        direct: RL was rewarded by the evaluators' answers themselves (``loop.rl_reward="direct"``).
+        direct_kind: What those answers are (``loop.direct_kind``).
+    """
+    rows = ["| round | answers | labels | reward-model version | RM held-out accuracy | "
+            + ("answers used as RL rewards | " if direct else "") + "validation task score |",
+            "|---:|---:|---:|---:|---:|" + ("---:|" if direct else "") + "---:|"]
+    for r in records:
+        rows.append(f"| {r.round} | {r.answers} | {r.labels_used} | {r.rm_version} | {r.rm_heldout_accuracy:.3f} | "
+                    + (f"{r.rl_judgements} | " if direct else "") + f"{r.val_task:.3f} |")
+    how = (f": {algo.upper()} rewarded by their {direct_kind} of every completion it samples (the "
+           "online reward model is refitted and measured alongside)" if direct else
+           f" through an online reward model ({algo.upper()} on its proxy reward)")
+    return (f"Rewards from {mode} evaluators{how}. {len(records) - 1} rounds; round 0 is the starting policy.\n\n"
+            + "\n".join(rows))
+
+
+def adapter_note(*, r: int, alpha: float, targets: Sequence[str], trained: int, total: int) -> str:
+    """The report's note on a LoRA adapter: its shape and how many parameters train.
+
+    >>> adapter_note(r=4, alpha=16.0, targets=["c_attn"], trained=10, total=1000)[:42]
+    "LoRA adapter r=4, alpha=16 on ['c_attn']: "
+    """
+    return (f"LoRA adapter r={r}, alpha={alpha:g} on {sorted(targets)}: "
+            f"{trained:,} of {total:,} parameters train; model/ holds the weights with the adapter merged in.")
+
+
+def interrupted_message(*, signal_name: str, where: str, subcommand: str, out: str | os.PathLike) -> str:
+    """What a run stopped by a signal says: where it stopped, what it saved, how to resume."""
+    return (f"Stopped by {signal_name} {where}; the model so far is in model/, the checkpoint in "
+            f"checkpoint/. Resume with: instruct-env {subcommand} --resume {out}")
+
+
+def run_summary(*, command: str, out: Path, model_dir: Path | None, model_name: str | None, device: Any,
+                threads: int, threads_why: str, seed: int, wall_s: float, seconds: Mapping[str, float],
+                metric_options: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The bullet points at the top of the report: command, folder, model, device, time, metric options.
+
+    Args:
+        command: The command line that started the run.
+        out: The run folder (its ``tensorboard/`` is named when it exists).
+        model_dir: The saved final model (``None``: none was saved).
+        model_name: ``model.name`` (``None``: the embedded default).
+        device: The torch device used.
+        threads: CPU threads torch used.
+        threads_why: Why that many.
+        seed: The training seed.
+        wall_s: Seconds from start to report.
+        seconds: Seconds per part of the run.
+        metric_options: Options the evaluation metrics were computed with (``metric -> options``).
+    """
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+    summary = [
+        f"Command: `{command}`",
+        f"Run folder: `{out}`; metrics: `metrics.jsonl`"
+        + (", TensorBoard: `tensorboard/`" if (out / "tensorboard").is_dir() else "")
+        + (f"; final model: `{model_dir.name}/`" if model_dir else ""),
+        f"Model: {model_name or 'embedded default (pre-trained on the task suite, see below)'}; "
+        f"device {device}, {threads} CPU thread(s) ({threads_why}); seed {seed}",
+        f"Wall time {wall_s:.0f} s ({timing})",
+    ]
+    if metric_options:  # the report's bleu / rougeL / exact match were computed with these
+        summary.append("Evaluation metric options: " + "; ".join(
+            f"{name}({', '.join(f'{k}={v!r}' for k, v in opts.items())})"
+            for name, opts in metric_options.items()))
+    return summary
+
+
+def pretrain_note(info: Any) -> str | None:
+    """How the model was pre-trained: ``info.describe()``, or a note from a saved ``pretrain_info.json``.
+
+    Args:
+        info: A pre-training record with ``describe()``, the dict a saved model keeps, or ``None``
+            (the model was not pre-trained by instruct-env: no note).
+    """
+    if info is None:
+        return None
+    if hasattr(info, "describe"):
+        return info.describe()
+    return (f"The model descends from the embedded default, pre-trained by instruct-env on the task suite's "
+            f"TRAIN split with one phrasing per family held out ({info.get('steps')} steps).")
 
 
 def _fmt_signed(value: float) -> str:

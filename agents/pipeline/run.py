@@ -293,6 +293,7 @@ class _Run:
 
 
 def _run_sft(run: _Run, model: Any, tokenizer: Any) -> None:
+    from agents.common.report import sft_section
     from agents.sft import SFTTrainer
 
     sft_config, _ = run.config.stage_configs()
@@ -307,12 +308,7 @@ def _run_sft(run: _Run, model: Any, tokenizer: Any) -> None:
     result = trainer.train()
     run.timed("sft", time.perf_counter() - start)
     run.warnings.extend(result.notes)
-    run.sections["SFT"] = (
-        f"{result.num_train} training examples ({sft_config.num_examples} per task family), {result.steps} steps "
-        f"({result.epochs:.1f} epochs) in {result.elapsed_s:.0f} s, stopped by {result.stopped_by.replace('_', ' ')}. "
-        f"Validation loss per response token: {result.initial_val_loss:.3f} before, {result.best_val_loss:.3f} "
-        f"best (step {result.best_step}{', whose weights were restored' if result.restored else ''})."
-    )
+    run.sections["SFT"] = sft_section(result, sft_config.num_examples)
 
 
 def _run_rl(run: _Run, model: Any, tokenizer: Any):
@@ -322,7 +318,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
     from agents.common.evaluation import HeldOutTracker
     from agents.common.interrupt import Interrupted
     from agents.common.model import ActorCritic
-    from agents.common.report import window_means
+    from agents.common.report import kept_starting_model_warning, rl_section, rl_stop_reason, window_means
     from agents.rl import make_trainer
 
     cfg = run.config
@@ -401,9 +397,7 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
     restored = cfg.eval.keep_best and tracker.best_step != trainer.num_updates and \
         tracker.restore_best(decoding(policy))
     if restored and tracker.best_step == 0:
-        message = (f"The final model is the STARTING model, unchanged by RL: no validation check after update 0 "
-                   f"beat its {metric} {tracker.best_value:.3f}, so eval.keep_best restored its weights after "
-                   f"{trainer.num_updates} updates. Set eval.keep_best=false to keep RL's last weights.")
+        message = kept_starting_model_warning(metric, tracker.best_value, trainer.num_updates)
         logger.warning(message)
         run.warnings.append(message)
     run.timed("rl", time.perf_counter() - start)
@@ -416,26 +410,20 @@ def _run_rl(run: _Run, model: Any, tokenizer: Any):
         "train": window_means(rewards),
         "per_family": {f: window_means([h.get(f"reward/{f}", math.nan) for h in history]) for f in families},
     }
-    first, last = run.rl_training["train"]
-    budget_hit = rl_config.time_budget_s is not None and trainer.num_updates < rl_config.total_updates
-    stopped_by = (f"stopped by the time budget of {rl_config.time_budget_s:.0f} s (rl.{cfg.rl.algo}.time_budget_s), so "
-                  "the number of updates depends on the machine's speed; --updates N fixes it" if budget_hit else
-                  f"the update count rl.{cfg.rl.algo}.total_updates={rl_config.total_updates}")
+    stopped_by = rl_stop_reason(cfg.rl.algo, trainer.num_updates, rl_config.total_updates, rl_config.time_budget_s)
     logger.info("RL ran %d updates: %s.", trainer.num_updates, stopped_by)
-    run.sections["RL"] = (
-        f"{cfg.rl.algo.upper()}, {trainer.num_updates} updates ({stopped_by}) in {trainer.elapsed:.0f} s, training "
-        f"reward `{env_kwargs['reward']}` {first:.3f} (first 10% of updates) -> {last:.3f} (last 10%). Validation {metric} "
-        f"({len(run.val)} samples) checked every {rl_config.eval_every} updates; best "
-        f"{tracker.best_value:.3f} at update {tracker.best_step}"
-        + (" (the SFT model: RL did not improve on it)" if tracker.best_step == 0 else "")
-        + (", whose weights were restored." if restored else ".")
-    )
+    run.sections["RL"] = rl_section(
+        algo=cfg.rl.algo, updates=trainer.num_updates, stopped_by=stopped_by, elapsed_s=trainer.elapsed,
+        reward_name=env_kwargs["reward"], train=run.rl_training["train"], metric=metric, val_samples=len(run.val),
+        eval_every=rl_config.eval_every, best_value=tracker.best_value, best_step=tracker.best_step,
+        restored=bool(restored))
     return decoding(policy)
 
 
 
 def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
     """The RL stage with rewards from (simulated) people: alternate feedback and RL rounds."""
+    from agents.common.report import feedback_rounds_section
     from agents.feedback_loop import run_feedback_loop
 
     cfg, fb = run.config, run.config.feedback
@@ -448,20 +436,8 @@ def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
         log_fn=lambda record: run.log.log(record, step=int(record.get("round", 0)), stage="feedback"),
     )
     run.timed("rl (feedback rounds)", time.perf_counter() - start)
-    direct = fb.loop.rl_reward == "direct"
-    rows = ["| round | answers | labels | reward-model version | RM held-out accuracy | "
-            + ("answers used as RL rewards | " if direct else "") + "validation task score |",
-            "|---:|---:|---:|---:|---:|" + ("---:|" if direct else "") + "---:|"]
-    for r in records:
-        rows.append(f"| {r.round} | {r.answers} | {r.labels_used} | {r.rm_version} | {r.rm_heldout_accuracy:.3f} | "
-                    + (f"{r.rl_judgements} | " if direct else "") + f"{r.val_task:.3f} |")
-    how = (f": {cfg.rl.algo.upper()} rewarded by their {fb.loop.direct_kind} of every completion it samples (the "
-           "online reward model is refitted and measured alongside)" if direct else
-           f" through an online reward model ({cfg.rl.algo.upper()} on its proxy reward)")
-    run.sections["Feedback rounds"] = (
-        f"Rewards from {fb.mode} evaluators{how}. {len(records) - 1} rounds; round 0 is the starting policy.\n\n"
-        + "\n".join(rows)
-    )
+    run.sections["Feedback rounds"] = feedback_rounds_section(
+        records, mode=fb.mode, algo=cfg.rl.algo, direct=fb.loop.rl_reward == "direct", direct_kind=fb.loop.direct_kind)
     return policy.lm
 
 
@@ -469,7 +445,7 @@ def _save_interrupted(run: _Run, exc: Any, command: str) -> None:
     """After a SIGINT/SIGTERM: the state to resume from, the model so far and the report so far."""
     from agents.common import distributed as dist
     from agents.common.config import to_dict
-    from agents.common.report import write_report
+    from agents.common.report import interrupted_message, write_report
 
     exc.out = run.out
     exc.where = run.interrupted_at or "during " + next(
@@ -480,8 +456,8 @@ def _save_interrupted(run: _Run, exc: Any, command: str) -> None:
     if run.model is not None:
         _merged(run.model, copy_first=True).save_pretrained(run.out / "model")
         run.tokenizer.save_pretrained(run.out / "model")
-    message = (f"Stopped by {exc.signal_name} {exc.where}; the model so far is in model/, the checkpoint in "
-               f"checkpoint/. Resume with: instruct-env {_subcommand(run.stages)} --resume {run.out}")
+    message = interrupted_message(signal_name=exc.signal_name, where=exc.where, subcommand=_subcommand(run.stages),
+                                  out=run.out)
     exc.message = message
     run.warnings.append(message)
     if run.results:
@@ -496,6 +472,7 @@ def _subcommand(stages: Sequence[str]) -> str:
 
 def _with_adapter(run: _Run, model: Any) -> Any:
     """``model`` with a LoRA adapter of ``model.lora_*`` (only the adapter trains)."""
+    from agents.common.report import adapter_note
     from instruct_env.error import require
 
     peft = require("peft", "peft")
@@ -508,8 +485,8 @@ def _with_adapter(run: _Run, model: Any) -> Any:
         raise ConfigError(f"model.lora_*: peft could not add the adapter: {exc} Set model.lora_target_modules to "
                           "module names of this model (e.g. [c_attn] for GPT-2, [q_proj, v_proj] for Llama).") from exc
     trained, total = model.get_nb_trainable_parameters()
-    note = (f"LoRA adapter r={m.lora_r}, alpha={m.lora_alpha:g} on {sorted(model.peft_config['default'].target_modules)}: "
-            f"{trained:,} of {total:,} parameters train; model/ holds the weights with the adapter merged in.")
+    note = adapter_note(r=m.lora_r, alpha=m.lora_alpha, targets=model.peft_config["default"].target_modules,
+                        trained=trained, total=total)
     logger.info("%s", note)
     run.sections["Adapter"] = note
     return model
@@ -616,7 +593,7 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
     from agents.common.interrupt import Interrupted
     from agents.common.logging import read_metrics
     from agents.common.plots import plot_metrics
-    from agents.common.report import write_report
+    from agents.common.report import pretrain_note, run_summary, write_report
 
     config = config if config is not None else PipelineConfig()
     run = _Run(config, stages, resume)
@@ -658,28 +635,13 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
             fh.write(json.dumps(record) + "\n")
     (run.out / "results.json").write_text(json.dumps({k: v.to_dict() for k, v in run.results.items()}, indent=2))
     plots = plot_metrics(read_metrics(run.log.path), run.out / "plots", stages=("pretrain", "sft", "rl"))
-    wall = time.perf_counter() - run.start
-    timing = ", ".join(f"{k} {v:.0f} s" for k, v in run.seconds.items())
-    summary = [
-        f"Command: `{command}`",
-        f"Run folder: `{run.out}`; metrics: `metrics.jsonl`"
-        + (", TensorBoard: `tensorboard/`" if (run.out / "tensorboard").is_dir() else "")
-        + (f"; final model: `{model_dir.name}/`" if model_dir else ""),
-        f"Model: {config.model.name or 'embedded default (pre-trained on the task suite, see below)'}; "
-        f"device {select_device(config.device)}, {run.threads} CPU thread(s) ({run.threads_why}); seed {config.seed}",
-        f"Wall time {wall:.0f} s ({timing})",
-    ]
-    if run.metric_options:  # the report's bleu / rougeL / exact match were computed with these
-        summary.append("Evaluation metric options: " + "; ".join(
-            f"{name}({', '.join(f'{k}={v!r}' for k, v in opts.items())})"
-            for name, opts in run.metric_options.items()))
-    note = None
-    if pretrain_info is not None:
-        note = pretrain_info.describe() if hasattr(pretrain_info, "describe") else (
-            f"The model descends from the embedded default, pre-trained by instruct-env on the task suite's "
-            f"TRAIN split with one phrasing per family held out ({pretrain_info.get('steps')} steps).")
+    summary = run_summary(command=command, out=run.out, model_dir=model_dir, model_name=config.model.name,
+                          device=select_device(config.device), threads=run.threads, threads_why=run.threads_why,
+                          seed=config.seed, wall_s=time.perf_counter() - run.start, seconds=run.seconds,
+                          metric_options=run.metric_options)
     report = write_report(run.out / "report.md", run.results, config=to_dict(config), summary=summary,
-                          pretrain_note=note, sections=run.sections, warnings=run.warnings, plots=plots)
+                          pretrain_note=pretrain_note(pretrain_info), sections=run.sections, warnings=run.warnings,
+                          plots=plots)
     return PipelineResult(out_dir=run.out, report=report, metrics=run.log.path, plots=plots, results=run.results,
                           model_dir=model_dir, wall_time_s=time.perf_counter() - run.start,
                           stage_seconds=dict(run.seconds), warnings=list(run.warnings))
