@@ -28,7 +28,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from agents.rl import ALGORITHMS  # the algorithm table only (light); each trainer is imported when used
+# The algorithm table only (no torch): each trainer is imported when used.
+from agents.rl import ALGORITHMS, DEFAULT_ALGORITHM, ILQL
 
 __all__ = ["main", "build_parser"]
 
@@ -56,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command",
                                      metavar="{pipeline,sft,rl,eval,pretrain,serve,add-evaluator}", required=True)
+    _add_pretrain(commands)
+    _add_feedback_commands(commands)
+    for name in ("pipeline", "sft", "rl", "eval"):
+        _add_run_command(commands, name)
+    return parser
+
+
+def _add_pretrain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pretrain = commands.add_parser(
         "pretrain", help="Pre-train the embedded default model to the end and write it with a manifest.",
         description="Pre-train the embedded default model (model.default, model.pretrain settings) for all its "
@@ -68,12 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Override a field, e.g. --set model.pretrain.steps=2000 (repeatable).")
     pretrain.add_argument("--device", help="auto, cpu (default), cuda, cuda:N or mps.")
     pretrain.add_argument("--threads", type=int, help="CPU threads for torch (default: the idle cores).")
+
+
+def _add_feedback_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    store_help = ("Feedback store: a SQLite file path, sqlite:///path.db, or postgresql://user:password@host/dbname "
+                  "(pip install 'instruct-env[postgres]').")
     serve = commands.add_parser("serve", help="Run the human-feedback server and evaluator pages.",
                                 description="Run the human-feedback server (REST API + evaluator pages) on a "
                                             "feedback store. Binds 127.0.0.1 unless --host says otherwise.")
-    serve.add_argument("--store", required=True, metavar="URL_OR_PATH",
-                       help="Feedback store: a SQLite file path, sqlite:///path.db, or "
-                            "postgresql://user:password@host/dbname (pip install 'instruct-env[postgres]').")
+    serve.add_argument("--store", required=True, metavar="URL_OR_PATH", help=store_help)
     serve.add_argument("--host", default="127.0.0.1", help="Interface to bind (default 127.0.0.1).")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000).")
     serve.add_argument("--min-evaluators", type=int, default=3, help="Answers wanted per item (default 3).")
@@ -99,62 +111,68 @@ def build_parser() -> argparse.ArgumentParser:
                                              "(FeedbackStore.reset_token).")
     revoke.add_argument("--store", required=True, metavar="URL_OR_PATH", help="Feedback store.")
     revoke.add_argument("name", help="Evaluator name.")
-    for name in ("pipeline", "sft", "rl", "eval"):
-        sub = commands.add_parser(name, help=_DESCRIPTIONS[name], description=_DESCRIPTIONS[name])
-        sub.add_argument("--config", metavar="FILE.yaml", help="YAML configuration file (see --print-config).")
-        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                         help="Override one configuration field, e.g. --set sft.lr=1e-4 (repeatable).")
-        sub.add_argument("--model", metavar="NAME_OR_PATH",
-                         help="Hugging Face model name or local folder (default: the embedded default model, "
-                              "pre-trained on the task suite and cached).")
-        sub.add_argument("--out", metavar="DIR", help="Output folder (default: runs/<name or timestamp>).")
-        sub.add_argument("--name", help="Run name (the default output folder is runs/<name>).")
-        sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-        sub.add_argument("--threads", type=int, help="CPU threads for torch (default: the cores other processes leave idle).")
-        sub.add_argument("--seed", type=int, help="Training seed.")
-        sub.add_argument("--tasks", help="Comma-separated built-in task families (default: the twelve English "
-                                              "families; opt-in ones such as zh_chars must be named).")
-        sub.add_argument("--dataset", metavar="FILE|FOLDER|hf:NAME",
-                         help="Your own data instead of the built-in suite: a JSON/JSONL/CSV/TSV file, a folder saved "
-                              "with datasets' save_to_disk, or hf:NAME[:CONFIG]; split 80/10/10 by a hash of each "
-                              "input unless --set data.split_column=COLUMN (map columns with --set "
-                              "'data.fields={instruction: q, references: a}').")
-        if name in ("pipeline", "sft"):
-            sub.add_argument("--num-examples", type=int, metavar="N",
-                             help="SFT training examples per task family (few-shot; default 64).")
-        if name in ("pipeline", "rl"):
-            sub.add_argument("--algo", choices=list(ALGORITHMS), help="RL algorithm (default: grpo).")
-            sub.add_argument("--updates", type=int, metavar="N",
-                             help="Run exactly N RL updates, with no time budget (the default stops after "
-                                  "rl.<algo>.time_budget_s seconds, so how far it gets depends on the machine).")
-            sub.add_argument("--data", metavar="FILE|STORE_URL|rollouts",
-                             help="Offline data of --algo ilql: a JSONL file (episodes or feedback export records), "
-                                  "a feedback store (sqlite:///..., postgresql://... or a .db path), or 'rollouts' "
-                                  "(the default: samples of the starting model, scored by the reward).")
-        if name == "pipeline":
-            sub.add_argument("--feedback", choices=("simulated", "human"),
-                             help="Rewards from simulated evaluators or people (through an online reward "
-                                  "model, or directly with --set feedback.loop.rl_reward=direct) instead of the "
-                                  "automatic reward; see feedback.* settings.")
-        if name in ("pipeline", "sft", "rl"):
-            sub.add_argument("--resume", metavar="RUN_DIR",
-                             help="Continue a run stopped by Ctrl-C/SIGTERM (or checkpointed with --set "
-                                  "checkpoint_every=N) from RUN_DIR/checkpoint, with RUN_DIR/config.yaml; the "
-                                  "result equals an uninterrupted run's.")
-            sub.add_argument("--nproc", type=int, metavar="N",
-                             help="Data-parallel processes on this machine: re-launches this command with "
-                                  "torch.distributed.run (for several nodes, call torchrun yourself).")
-        sub.add_argument("--no-progress", action="store_true", help="No progress bars.")
-        sub.add_argument("--print-config", action="store_true",
-                         help="Print the resolved configuration as YAML and exit.")
-    return parser
+
+
+def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> None:
+    """``pipeline``, ``sft``, ``rl`` or ``eval``: the flags of the main job's stages ``name`` runs."""
+    sub = commands.add_parser(name, help=_DESCRIPTIONS[name], description=_DESCRIPTIONS[name])
+    sub.add_argument("--config", metavar="FILE.yaml", help="YAML configuration file (see --print-config).")
+    sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                     help="Override one configuration field, e.g. --set sft.lr=1e-4 (repeatable).")
+    sub.add_argument("--model", metavar="NAME_OR_PATH",
+                     help="Hugging Face model name or local folder (default: the embedded default model, "
+                          "pre-trained on the task suite and cached).")
+    sub.add_argument("--out", metavar="DIR", help="Output folder (default: runs/<name or timestamp>).")
+    sub.add_argument("--name", help="Run name (the default output folder is runs/<name>).")
+    sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+    sub.add_argument("--threads", type=int, help="CPU threads for torch (default: the cores other processes leave idle).")
+    sub.add_argument("--seed", type=int, help="Training seed.")
+    sub.add_argument("--tasks", help="Comma-separated built-in task families (default: the twelve English "
+                                     "families; opt-in ones such as zh_chars must be named).")
+    sub.add_argument("--dataset", metavar="FILE|FOLDER|hf:NAME",
+                     help="Your own data instead of the built-in suite: a JSON/JSONL/CSV/TSV file, a folder saved "
+                          "with datasets' save_to_disk, or hf:NAME[:CONFIG]; split 80/10/10 by a hash of each "
+                          "input unless --set data.split_column=COLUMN (map columns with --set "
+                          "'data.fields={instruction: q, references: a}').")
+    if name in ("pipeline", "sft"):
+        sub.add_argument("--num-examples", type=int, metavar="N",
+                         help="SFT training examples per task family (few-shot; default 64).")
+    if name in ("pipeline", "rl"):
+        _add_rl_flags(sub)
+    if name == "pipeline":
+        sub.add_argument("--feedback", choices=("simulated", "human"),
+                         help="Rewards from simulated evaluators or people (through an online reward "
+                              "model, or directly with --set feedback.loop.rl_reward=direct) instead of the "
+                              "automatic reward; see feedback.* settings.")
+    if name in ("pipeline", "sft", "rl"):
+        sub.add_argument("--resume", metavar="RUN_DIR",
+                         help="Continue a run stopped by Ctrl-C/SIGTERM (or checkpointed with --set "
+                              "checkpoint_every=N) from RUN_DIR/checkpoint, with RUN_DIR/config.yaml; the "
+                              "result equals an uninterrupted run's.")
+        sub.add_argument("--nproc", type=int, metavar="N",
+                         help="Data-parallel processes on this machine: re-launches this command with "
+                              "torch.distributed.run (for several nodes, call torchrun yourself).")
+    sub.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    sub.add_argument("--print-config", action="store_true", help="Print the resolved configuration as YAML and exit.")
+
+
+def _add_rl_flags(sub: argparse.ArgumentParser) -> None:
+    """``--algo`` (the choices are :data:`agents.rl.ALGORITHMS`), ``--updates`` and ILQL's ``--data``."""
+    sub.add_argument("--algo", choices=list(ALGORITHMS), help=f"RL algorithm (default: {DEFAULT_ALGORITHM}).")
+    sub.add_argument("--updates", type=int, metavar="N",
+                     help="Run exactly N RL updates, with no time budget (the default stops after "
+                          "rl.<algo>.time_budget_s seconds, so how far it gets depends on the machine).")
+    sub.add_argument("--data", metavar="FILE|STORE_URL|rollouts",
+                     help=f"Offline data of --algo {ILQL.name}: a JSONL file (episodes or feedback export records), "
+                          "a feedback store (sqlite:///..., postgresql://... or a .db path), or 'rollouts' "
+                          "(the default: samples of the starting model, scored by the reward).")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     pairs = []
     for flag, path in (("model", "model.name"), ("out", "out"), ("name", "name"), ("device", "device"),
                        ("threads", "threads"), ("seed", "seed"), ("tasks", "data.tasks"), ("dataset", "data.dataset"),
-                       ("num_examples", "sft.num_examples"), ("algo", "rl.algo"), ("data", "rl.ilql.data"),
+                       ("num_examples", "sft.num_examples"), ("algo", "rl.algo"), ("data", f"rl.{ILQL.name}.data"),
                        ("feedback", "feedback.mode")):
         value = getattr(args, flag, None)
         if value is not None:
@@ -284,9 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             algo = config.rl.algo
             config = build_config(PipelineConfig, data, _overrides(args) + [
                 f"rl.{algo}.total_updates={args.updates}", f"rl.{algo}.time_budget_s=none"])
-        if getattr(args, "data", None) is not None and config.rl.algo != "ilql":
-            raise ConfigError(f"--data is the offline data of --algo ilql; this run's algorithm is "
-                              f"{config.rl.algo!r}. Drop --data or pass --algo ilql.")
+        if getattr(args, "data", None) is not None and config.rl.algo != ILQL.name:
+            raise ConfigError(f"--data is the offline data of --algo {ILQL.name}; this run's algorithm is "
+                              f"{config.rl.algo!r}. Drop --data or pass --algo {ILQL.name}.")
         if args.command == "rl" and config.model.name is None:
             logging.getLogger(__name__).warning(
                 "rl without --model starts from the pre-trained default model, with no SFT warm start; "
