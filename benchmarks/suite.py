@@ -42,7 +42,7 @@ from agents.pipeline import (
     run_pipeline,
     split_samples,
 )
-from agents.rl import ALGORITHMS
+from agents.rl import ALGORITHMS, GRPO, ILQL, PPO, REINFORCE, RLOO, SOFT_Q
 from benchmarks import q_methods
 from benchmarks._common import commit_id, provenance, write_section
 from benchmarks.stats import summarize
@@ -67,10 +67,10 @@ SMALL_REASONING_GYM = (
 #: run side by side on 2 cores the suite takes about an hour (the measured wall time is written with
 #: the results). SB3-PPO's updates cost several times ours (it re-reads the whole observation at
 #: every token and in every epoch), hence fewer of them.
-SMALL_UPDATES = {"ppo": 60, "grpo": 150, "reinforce": 100, "rloo": 100, "sb3-ppo": 12,
+SMALL_UPDATES = {PPO.name: 60, GRPO.name: 150, REINFORCE.name: 100, RLOO.name: 100, "sb3-ppo": 12,
                  # Q-learning: ILQL and RFT learn from GRPO's number of reward calls (samples of the SFT model);
                  # soft Q-learning and SB3-DQN roll out as many tokens per update as PPO.
-                 "ilql": 300, "rft": 1, "sql": 60, "sb3-dqn": 12}
+                 ILQL.name: 300, "rft": 1, SOFT_Q.name: 60, "sb3-dqn": 12}
 
 
 def method_name(method: str) -> str:
@@ -102,8 +102,8 @@ class SuiteConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     tasks: list[str] | None = None
     reasoning_gym: list[ReasoningGymTask] = field(default_factory=lambda: list(SMALL_REASONING_GYM))
-    rl_methods: list[str] = field(default_factory=lambda: ["ppo", "grpo", "reinforce", "sb3-ppo", "ilql", "rft",
-                                                           "sql", "sb3-dqn"])
+    rl_methods: list[str] = field(default_factory=lambda: [PPO.name, GRPO.name, REINFORCE.name, "sb3-ppo",
+                                                           ILQL.name, "rft", SOFT_Q.name, "sb3-dqn"])
     updates: dict[str, int] = field(default_factory=lambda: dict(SMALL_UPDATES))
     eval_checks: int = 5
     keep_best: bool = False
@@ -146,7 +146,7 @@ class SuiteConfig:
         updates = self.updates[algo]
         fixed = dataclasses.replace(section.selected, total_updates=updates, time_budget_s=None,
                                     eval_every=max(1, updates // self.eval_checks))
-        if algo == "ilql":  # the reward calls are its offline samples only (no monitoring rollouts)
+        if algo == ILQL.name:  # the reward calls are its offline samples only (no monitoring rollouts)
             fixed = dataclasses.replace(fixed, rollout_episodes=q_methods.offline_samples(self.updates),
                                         monitor_every=0)
         return dataclasses.replace(section, **{algo: fixed})
@@ -160,9 +160,9 @@ def quick_config(out: str) -> SuiteConfig:
     model = ModelConfig(default=DefaultModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=256),
                         pretrain=PretrainConfig(steps=5, batch_size=8, n_per_task=20, time_budget_s=None))
     return SuiteConfig(seeds=[0], tasks=["copy"], reasoning_gym=[SMALL_REASONING_GYM[1]],
-                       rl_methods=["ppo", "grpo", "reinforce", "sb3-ppo"],
-                       updates={"ppo": 2, "grpo": 2, "reinforce": 2, "sb3-ppo": 2, "rloo": 2, "ilql": 2, "rft": 1,
-                                "sql": 2, "sb3-dqn": 1}, eval_checks=1,
+                       rl_methods=[PPO.name, GRPO.name, REINFORCE.name, "sb3-ppo"],
+                       updates={PPO.name: 2, GRPO.name: 2, REINFORCE.name: 2, "sb3-ppo": 2, RLOO.name: 2, ILQL.name: 2,
+                                "rft": 1, SOFT_Q.name: 2, "sb3-dqn": 1}, eval_checks=1,
                        test_size_per_task=4, val_size_per_task=4, sft_time_budget_s=None, threads=1, model=model,
                        out=out)
 
