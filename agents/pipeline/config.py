@@ -19,6 +19,7 @@ from agents.q.config import ILQLConfig, SoftQConfig
 from agents.rl import ALGORITHMS
 from agents.sft.config import SFTConfig
 from instruct_env.error import ConfigError, unknown_name
+from instruct_env.tasks.reasoning import ReasoningGymTask
 
 __all__ = [
     "ReasoningGymTask",
@@ -29,27 +30,6 @@ __all__ = [
     "EvalConfig",
     "PipelineConfig",
 ]
-
-
-@dataclass
-class ReasoningGymTask:
-    """A reasoning-gym dataset used as one more task family (rows ``rg:<name>`` in the results).
-
-    reasoning-gym datasets have no splits: each split is generated with its own seed (derived
-    from ``data.seed``), and validation and train entries whose question also occurs in the test
-    split (train: or in the validation split) are dropped, so datasets with few distinct
-    questions yield fewer samples than asked for.
-
-    Attributes:
-        name: The reasoning-gym dataset, e.g. ``"basic_arithmetic"``.
-        options: Its own config options, e.g. ``{"max_terms": 2, "max_digits": 1}``.
-        partial_credit: Keep the scorer's partial credit (see :mod:`instruct_env.tasks.reasoning`).
-    """
-
-    name: str
-    options: dict[str, int | float | bool | str | list[str]] = field(default_factory=dict)
-    partial_credit: bool = True
-
 
 
 @dataclass

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from agents.pipeline.config import DataConfig, ReasoningGymTask
-from instruct_env.error import ConfigError
+from agents.pipeline.config import DataConfig
+from instruct_env.tasks.reasoning import reasoning_gym_split
 
 __all__ = ["split_samples", "rl_env_kwargs"]
-
-#: Seed bases of the splits of a reasoning-gym task (the seed is ``base + data.seed``). reasoning-gym
-#: draws entry ``i`` from ``Random(seed + i)``, so nearby seeds would share entries: the bases are far apart.
-_RG_SPLIT_SEEDS = {"train": 0, "validation": 1_000_000_000, "test": 2_000_000_000}
 
 
 class _Concat:
@@ -38,27 +33,6 @@ class _Concat:
         return self.parts[part][index - (self._ends[part - 1] if part else 0)]
 
 
-def _reasoning_gym_split(task: ReasoningGymTask, data: DataConfig, split: str, size: int) -> list[Any]:
-    """``size`` entries of one split of ``task``, minus questions of the splits held out from it."""
-    from instruct_env.tasks import from_reasoning_gym
-
-    def generate(name: str, n: int) -> list[Any]:
-        return from_reasoning_gym(task.name, size=n, seed=_RG_SPLIT_SEEDS[name] + data.seed,
-                                  partial_credit=task.partial_credit, **task.options)
-
-    held_out = {"train": {"validation": data.val_size_per_task, "test": data.test_size_per_task},
-                "validation": {"test": data.test_size_per_task}, "test": {}}[split]
-    seen = {s.instruction for other, n in held_out.items() for s in generate(other, n)}
-    samples = [dataclasses.replace(s, id=f"rg:{s.id}/{split}", task=f"rg:{task.name}")
-               for s in generate(split, size) if s.instruction not in seen]
-    if not samples:
-        raise ConfigError(
-            f"reasoning-gym dataset {task.name!r} with options {task.options} has no {split} questions left after "
-            f"removing those of the held-out splits; widen its options (e.g. larger value ranges)."
-        )
-    return samples
-
-
 def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | None = None) -> Sequence[Any]:
     """The samples of one split: the built-in families, then each reasoning-gym task (or ``data.dataset``'s split).
 
@@ -66,7 +40,7 @@ def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | 
         data: The data section (``tasks``, ``reasoning_gym``).
         split: ``"train"``, ``"validation"`` or ``"test"``.
         size_per_task: Samples per family (reasoning-gym tasks may yield fewer, see
-            :class:`ReasoningGymTask`).
+            :class:`~instruct_env.tasks.reasoning.ReasoningGymTask`).
         seed: Seed of the built-in datasets (default ``data.seed``); reasoning-gym tasks always
             use ``data.seed``, so that their held-out splits stay apart from every training set.
 
@@ -85,7 +59,8 @@ def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | 
     builtin = BuiltinDataset(data.tasks, split=split, size_per_task=size_per_task, seed=seed)
     if not data.reasoning_gym:
         return builtin
-    return _Concat([builtin] + [_reasoning_gym_split(t, data, split, size_per_task) for t in data.reasoning_gym])
+    return _Concat([builtin] + [reasoning_gym_split(t, split, size_per_task, seed=data.seed, validation_size=data.val_size_per_task,
+                                                  test_size=data.test_size_per_task) for t in data.reasoning_gym])
 
 
 

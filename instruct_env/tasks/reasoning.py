@@ -1,4 +1,4 @@
-"""reasoning-gym's procedural datasets as task sources, scored by their own ``score_answer``.
+r"""reasoning-gym's procedural datasets as task sources, scored by their own ``score_answer``.
 
 Needs the optional package: ``pip install 'instruct-env[reasoning]'`` (reasoning-gym 0.1.25 is
 the tested version).
@@ -30,7 +30,7 @@ Scoring:
 
     1. Surrounding whitespace is stripped. reasoning-gym compares strings exactly, and in 48 of
        its 105 datasets a correct answer followed by a newline loses credit (``basic_arithmetic``
-       gives ``"-4\\n"`` 0.67, ``gcd`` gives ``" 1\\n"`` 0.33). No reasoning-gym answer starts or
+       gives ``"-4\n"`` 0.67, ``gcd`` gives ``" 1\n"`` 0.33). No reasoning-gym answer starts or
        ends with whitespace, so stripping never turns a right answer wrong.
     2. A guard rejects (score 0) answers that a dataset's scorer is known to mishandle; see
        "Scorer quirks" below.
@@ -90,6 +90,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -103,7 +104,7 @@ from instruct_env.error import (
 )
 from instruct_env.tasks.sample import Sample
 
-__all__ = ["ReasoningGymVerifier", "from_reasoning_gym"]
+__all__ = ["ReasoningGymVerifier", "from_reasoning_gym", "ReasoningGymTask", "reasoning_gym_split"]
 
 
 # -- guards: answers that a dataset's scorer mishandles score 0 without calling it -------------------
@@ -148,10 +149,10 @@ def _close_number(answer: str, entry: Mapping[str, Any]) -> bool:
 
 
 def _no_code(answer: str, entry: Mapping[str, Any]) -> bool:
-    """Scorers that ``eval`` the completion: let through only references and Python literals.
+    r"""Scorers that ``eval`` the completion: let through only references and Python literals.
 
-    >>> entry = {"answer": "0 1\\n1 0", "metadata": {}}
-    >>> [_no_code(a, entry) for a in ("0 1\\n1 0", "[[0, 1], [1, 0]]", "__import__('os').getcwd()")]
+    >>> entry = {"answer": "0 1\n1 0", "metadata": {}}
+    >>> [_no_code(a, entry) for a in ("0 1\n1 0", "[[0, 1], [1, 0]]", "__import__('os').getcwd()")]
     [True, True, False]
     """
     metadata = entry.get("metadata") or {}
@@ -221,7 +222,7 @@ def _plain_math(answer: str, entry: Mapping[str, Any]) -> bool:
         elif isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.keywords:
                 return False
-        elif _is_pow(node):
+        elif isinstance(node, ast.BinOp) and _is_pow(node):
             if any(_is_pow(part) for part in ast.walk(node.left)) or not _small_exponent(node.right):
                 return False
     return True
@@ -298,6 +299,7 @@ class ReasoningGymVerifier:
         return self._dataset
 
     def __call__(self, completion: str, sample: Sample) -> float:
+        """Score ``completion`` as the answer to ``sample`` (a reasoning-gym entry), in ``[0, 1]``."""
         if not isinstance(completion, str):
             raise RewardError(
                 f"{self!r} scores text; got a completion of type {type(completion).__name__} for sample "
@@ -387,4 +389,72 @@ def from_reasoning_gym(
         )
     if not samples:
         raise EmptyDatasetError(f"reasoning-gym dataset {name!r} yielded no entries.")
+    return samples
+
+
+# -- train / validation / test splits ------------------------------------------------------------
+
+
+@dataclass
+class ReasoningGymTask:
+    """A reasoning-gym dataset used as one more task family (rows ``rg:<name>`` in the results).
+
+    reasoning-gym datasets have no splits: each split is generated with its own seed (derived
+    from ``data.seed``), and validation and train entries whose question also occurs in the test
+    split (train: or in the validation split) are dropped, so datasets with few distinct
+    questions yield fewer samples than asked for (see :func:`reasoning_gym_split`).
+
+    Attributes:
+        name: The reasoning-gym dataset, e.g. ``"basic_arithmetic"``.
+        options: Its own config options, e.g. ``{"max_terms": 2, "max_digits": 1}``.
+        partial_credit: Keep the scorer's partial credit (see :class:`ReasoningGymVerifier`).
+    """
+
+    name: str
+    options: dict[str, int | float | bool | str | list[str]] = field(default_factory=dict)
+    partial_credit: bool = True
+
+
+#: Seed bases of the splits of a reasoning-gym task (the seed is ``base + seed``). reasoning-gym draws
+#: entry ``i`` from ``Random(seed + i)``, so nearby seeds would share entries: the bases are far apart.
+_SPLIT_SEEDS = {"train": 0, "validation": 1_000_000_000, "test": 2_000_000_000}
+
+
+def reasoning_gym_split(task: ReasoningGymTask, split: str, size: int, *, seed: int, validation_size: int,
+                        test_size: int) -> list[Sample]:
+    """``size`` entries of one split of ``task``, minus the questions of the splits held out from it.
+
+    The test split is held out from validation and train, the validation split from train; their
+    sizes are needed to regenerate them. Samples are named ``rg:<name>/<i>/<split>`` with task
+    ``rg:<name>``, so they never collide with built-in families.
+
+    Args:
+        task: The reasoning-gym dataset and its options.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        size: Entries to generate (fewer are returned when some repeat a held-out question).
+        seed: Seed of the datasets (each split adds its own far-apart base).
+        validation_size: Size of the validation split.
+        test_size: Size of the test split.
+
+    Raises:
+        UnknownNameError: ``split`` is none of the three.
+        ConfigError: no question of the split is left after removing the held-out ones.
+    """
+    if split not in _SPLIT_SEEDS:
+        raise unknown_name("split", split, _SPLIT_SEEDS)
+
+    def generate(name: str, n: int) -> list[Sample]:
+        return from_reasoning_gym(task.name, size=n, seed=_SPLIT_SEEDS[name] + seed,
+                                  partial_credit=task.partial_credit, **task.options)
+
+    held_out = {"train": {"validation": validation_size, "test": test_size},
+                "validation": {"test": test_size}, "test": {}}[split]
+    seen = {s.instruction for other, n in held_out.items() for s in generate(other, n)}
+    samples = [dataclasses.replace(s, id=f"rg:{s.id}/{split}", task=f"rg:{task.name}")
+               for s in generate(split, size) if s.instruction not in seen]
+    if not samples:
+        raise ConfigError(
+            f"reasoning-gym dataset {task.name!r} with options {task.options} has no {split} questions left after "
+            f"removing those of the held-out splits; widen its options (e.g. larger value ranges)."
+        )
     return samples
