@@ -8,7 +8,7 @@
 * :mod:`~instruct_env.feedback.export`: JSONL events, TRL-style preference pairs, unpaired thumbs
   and SFT examples.
 * :mod:`~instruct_env.feedback.aggregation`: majority vote, Dawid-Skene, Bradley-Terry,
-  Krippendorff's alpha, gold accuracy.
+  Krippendorff's alpha, gold accuracy; :mod:`~instruct_env.feedback.analytics`: a store's metrics.
 * :mod:`~instruct_env.feedback.server`: the REST API, the evaluator pages and the chat page
   (needs the ``server`` extra; ``create_app`` and ``serve`` are imported from it only when first
   used).
@@ -16,8 +16,11 @@
 Learning from feedback (imported when first used; the reward model and the online learner need torch):
 
 * :mod:`~instruct_env.feedback.oracle`: ask for judgements and get them back, blocking or with a
-  ticket (``SimulatedOracle``, ``HumanOracle``, ``OraclePool``); ``RemoteStore`` reads and writes a
-  store through the feedback server's admin API.
+  ticket (``SimulatedOracle``, ``HumanOracle``, ``OraclePool``); :mod:`~instruct_env.feedback.items`
+  holds what they are asked and answer.
+* :mod:`~instruct_env.feedback.log`: the one reader of a store's answer log (``AnswerLog``) and
+  ``FeedbackSource``, what learners need from a store; :mod:`~instruct_env.feedback.client`:
+  ``RemoteStore``, a store read and written through the feedback server's admin API.
 * :mod:`~instruct_env.feedback.reward_model`: an ensemble of heads over frozen LM features.
 * :mod:`~instruct_env.feedback.online`: a worker that refits it on new labels and promotes only
   candidates whose held-out accuracy does not drop.
@@ -81,9 +84,10 @@ from instruct_env.feedback.store import (
 _LAZY = {
     "create_app": "server",
     "serve": "server",
-    **dict.fromkeys(("FeedbackItem", "Ticket", "Judgement", "FeedbackResult", "FeedbackTimeout", "Oracle",
-                     "SimulatedOracle", "HumanOracle", "OraclePool", "RemoteStore", "answer_value", "prompt_text"),
-                   "oracle"),
+    **dict.fromkeys(("FeedbackItem", "Ticket", "Judgement", "FeedbackResult", "answer_value", "prompt_text"), "items"),
+    **dict.fromkeys(("FeedbackTimeout", "Oracle", "SimulatedOracle", "HumanOracle", "OraclePool"), "oracle"),
+    "RemoteStore": "client",
+    **dict.fromkeys(("AnswerLog", "FeedbackSource"), "log"),
     **dict.fromkeys(("Label", "RewardModel", "RewardModelConfig", "FeatureExtractor", "Accuracy"), "reward_model"),
     **dict.fromkeys(("OnlineRewardLearner", "RefitReport", "labels_from_answer"), "online"),
     "ActiveSelector": "active",

@@ -43,7 +43,7 @@ import numpy as np
 
 from instruct_env.error import ConfigError
 from instruct_env.feedback.kinds import make_kind
-from instruct_env.feedback.oracle import FeedbackItem
+from instruct_env.feedback.items import FeedbackItem
 
 __all__ = ["ActiveSelector", "STRATEGIES"]
 

@@ -57,7 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from instruct_env.error import ConfigError
-from instruct_env.feedback.oracle import FeedbackItem, RemoteStore, answer_value
+from instruct_env.feedback.items import FeedbackItem, answer_value
+from instruct_env.feedback.log import AnswerLog, FeedbackSource
 from instruct_env.feedback.reward_model import Label, RewardModel
 from instruct_env.feedback.store import Event, FeedbackStore, Query
 
@@ -139,9 +140,9 @@ class OnlineRewardLearner:
     """Refits a reward model on a store's new feedback and promotes candidates that do not get worse.
 
     Args:
-        store: A :class:`FeedbackStore`, a store URL (opened here and closed by :meth:`close`), or a
-            :class:`~instruct_env.feedback.oracle.RemoteStore` (the store of a feedback server,
-            read through its admin API). The learner reads the event log, query payloads and
+        store: A :class:`~instruct_env.feedback.log.FeedbackSource`: a :class:`FeedbackStore`, or a
+            :class:`~instruct_env.feedback.client.RemoteStore` (the store of a feedback server, read
+            through its admin API); or a store URL (opened here and closed by :meth:`close`). The learner reads the event log, query payloads and
             evaluator names.
         model: The reward model to start from (its featurizer is used for every version; on a
             restart the promoted version saved in ``state_dir`` replaces its heads).
@@ -159,7 +160,7 @@ class OnlineRewardLearner:
 
     def __init__(
         self,
-        store: FeedbackStore | RemoteStore | str | os.PathLike[str],
+        store: FeedbackSource | str | os.PathLike[str],
         model: RewardModel,
         state_dir: str | os.PathLike[str],
         *,
@@ -184,10 +185,12 @@ class OnlineRewardLearner:
             raise ConfigError(f"holdout_fraction must be in [0, 1); got {holdout_fraction!r}.")
         if not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
             raise ConfigError(f"tolerance must be in [0, 1); got {tolerance!r}.")
+        self.store: FeedbackSource
+        self._own_store: FeedbackStore | None = None  # opened here from a URL, so closed here
         if isinstance(store, (str, os.PathLike)):
-            self.store, self._owns_store = FeedbackStore(store), True
+            self.store = self._own_store = FeedbackStore(store)
         elif all(callable(getattr(store, name, None)) for name in ("events_since", "queries", "evaluators")):
-            self.store, self._owns_store = store, False
+            self.store = store
         else:
             raise ConfigError(f"store must be a FeedbackStore, a store URL or a RemoteStore; got {type(store).__name__}.")
         self.refit_every, self.refit_interval_s = refit_every, float(refit_interval_s)
@@ -195,13 +198,12 @@ class OnlineRewardLearner:
         self.formatter, self.seed = formatter, seed
         self.state_dir = Path(state_dir)
         (self.state_dir / "models").mkdir(parents=True, exist_ok=True)
-        self.watermark = 0
+        self._log = AnswerLog()
         self.refit_watermark = 0  # events up to here were available at the last refit
         self._clock = clock
         self.last_refit = clock()
         self.history: list[RefitReport] = []
         self.error: BaseException | None = None
-        self._stacks: dict[tuple[int, int], list[Event]] = {}
         self._answer_events: list[int] = []  # ids of submit/edit/undo events (refit trigger)
         self._queries: dict[int, Query] = {}
         self._names: dict[int, str] = {}
@@ -230,7 +232,7 @@ class OnlineRewardLearner:
         state = json.loads(state_file.read_text())
         if state.get("format") != _STATE_FORMAT:
             raise ConfigError(f"{state_file} has format {state.get('format')!r}; expected {_STATE_FORMAT}.")
-        self.watermark, self.refit_watermark = int(state["watermark"]), int(state["refit_watermark"])
+        watermark, self.refit_watermark = int(state["watermark"]), int(state["refit_watermark"])
         kept: list[str] = []
         events_file = self.state_dir / "events.jsonl"
         if events_file.exists():
@@ -239,11 +241,12 @@ class OnlineRewardLearner:
                     record = json.loads(line)
                 except json.JSONDecodeError:  # a line cut by a crash, after the watermark
                     break
-                if record["id"] > self.watermark:  # written, but the watermark never moved: read it again
+                if record["id"] > watermark:  # written, but the watermark never moved: read it again
                     break
                 kept.append(line)
                 self._apply([Event(**record)])
             events_file.write_text("".join(line + "\n" for line in kept))
+        self._log.watermark = watermark
         version = int(state["version"])
         if version:
             self._current = RewardModel.load(self.state_dir / "models" / f"v{version}.pt", self._current.featurizer)
@@ -258,15 +261,14 @@ class OnlineRewardLearner:
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_dir / "state.json")
 
+    @property
+    def watermark(self) -> int:
+        """The newest event id read from the store's log (and saved in ``state.json``)."""
+        return self._log.watermark
+
     def _apply(self, events: Sequence[Event]) -> None:
-        for event in events:
-            stack = self._stacks.setdefault((event.query_id, event.evaluator_id), [])
-            if event.type == "undo":
-                stack[:] = [e for e in stack if e.id != event.ref]
-            else:
-                stack.append(event)
-            if event.type != "skip":
-                self._answer_events.append(event.id)
+        self._log.apply(events)
+        self._answer_events.extend(event.id for event in events if event.type != "skip")
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -288,7 +290,6 @@ class OnlineRewardLearner:
                     f.flush()
                     os.fsync(f.fileno())
                 self._apply(events)
-                self.watermark = events[-1].id
                 self._save_state()
                 n += len(events)
 
@@ -307,7 +308,7 @@ class OnlineRewardLearner:
     def labels(self) -> tuple[list[Label], list[Label]]:
         """``(training labels, held-out labels)`` from every evaluator's current answer."""
         with self._lock:
-            current = [(pair, stack[-1]) for pair, stack in self._stacks.items() if stack and stack[-1].type != "skip"]
+            current = [(item, event) for item, event in self._log.items() if event.type != "skip"]
             missing = {qid for (qid, _), _ in current if qid not in self._queries}
             if missing:
                 self._queries.update(self.store.queries(ids=missing))
@@ -457,8 +458,8 @@ class OnlineRewardLearner:
         try:
             self.stop()
         finally:
-            if self._owns_store:
-                self.store.close()
+            if self._own_store is not None:
+                self._own_store.close()
 
     def __enter__(self) -> OnlineRewardLearner:
         return self

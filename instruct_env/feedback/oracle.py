@@ -19,7 +19,8 @@ oracle                 answers come from
 :class:`SimulatedOracle`  an automatic metric or the sample's task verifier, with seeded noise,
                        bias, skips and adversarial flips; also acts as an evaluator of a store
 :class:`HumanOracle`   people, through a :class:`~instruct_env.feedback.store.FeedbackStore`
-                       (in-process) or the feedback server's HTTP API (another process or machine)
+                       (in-process) or a :class:`~instruct_env.feedback.client.RemoteStore`
+                       (the feedback server's admin API, from another process or machine)
 :class:`OraclePool`    several oracles per item, until each item has ``min_evaluators`` answers
 =====================  =============================================================================
 
@@ -38,21 +39,29 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from instruct_env.error import ConfigError, InstructEnvError, RewardError, require
+from instruct_env.error import ConfigError, InstructEnvError, RewardError
+from instruct_env.feedback.client import RemoteStore, _LocalStore
+from instruct_env.feedback.items import (
+    FeedbackItem,
+    FeedbackResult,
+    Judgement,
+    Ticket,
+    answer_value,
+    prompt_text,
+)
 from instruct_env.feedback.kinds import FeedbackKind, make_kind
-from instruct_env.feedback.store import Evaluator, Event, FeedbackStore, Query
+from instruct_env.feedback.log import AnswerLog
+from instruct_env.feedback.store import FeedbackStore
 from instruct_env.tasks.sample import Sample
 
 __all__ = [
@@ -77,235 +86,6 @@ class FeedbackTimeout(InstructEnvError, TimeoutError):
     def __init__(self, message: str, partial: FeedbackResult) -> None:
         super().__init__(message)
         self.partial = partial
-
-
-# --------------------------------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeedbackItem:
-    """One thing to judge: an instruction, its context and the completion(s) to judge.
-
-    Attributes:
-        instruction: What the model was asked.
-        completions: The output(s): one for ``rating``/``thumbs``/``comment``/``edit``, two for
-            ``pairwise``, 2..9 for ``ranking``. A single string counts as one completion.
-        context: The input the instruction applies to (may be empty).
-        sample: The :class:`~instruct_env.tasks.Sample` it came from, if any; simulated
-            evaluators score with its verifier and references. Never shown to people.
-        selector: Name of whatever chose the item (e.g. an active-learning selector).
-        score: That selector's score.
-        metadata: JSON-serialisable extra information, stored with the query (not shown).
-    """
-
-    instruction: str
-    completions: tuple[str, ...]
-    context: str = ""
-    sample: Sample | None = field(default=None, compare=False, repr=False)
-    selector: str | None = None
-    score: float | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        completions = self.completions
-        if isinstance(completions, str):
-            completions = (completions,)
-        if not isinstance(completions, Sequence) or not all(isinstance(c, str) for c in completions):
-            raise ConfigError(
-                f"FeedbackItem.completions must be a string or a sequence of strings; got {self.completions!r:.80}."
-            )
-        object.__setattr__(self, "completions", tuple(completions))
-        if not isinstance(self.instruction, str) or not isinstance(self.context, str):
-            raise ConfigError("FeedbackItem.instruction and context must be strings.")
-        if self.sample is not None and not isinstance(self.sample, Sample):
-            raise ConfigError(f"FeedbackItem.sample must be a Sample or None; got {type(self.sample).__name__}.")
-
-    @classmethod
-    def from_sample(cls, sample: Sample, completions: str | Sequence[str], **fields: Any) -> FeedbackItem:
-        """An item for ``sample``'s instruction and context (``fields``: selector, score, metadata)."""
-        return cls(sample.instruction, completions, sample.context, sample=sample, **fields)
-
-    @property
-    def references(self) -> tuple[str, ...]:
-        """The reference answers: the sample's, else ``metadata["references"]``, else none."""
-        if self.sample is not None:
-            return self.sample.references
-        return tuple(self.metadata.get("references", ()))
-
-    def prompt(self, formatter: Any = None) -> str:
-        """The prompt text a reward model scores the completions with (zero-shot, ``formatter``'s template).
-
-        ``formatter`` is a :class:`~instruct_env.tasks.PromptFormatter` (the default template when
-        ``None``). The same function builds the prompts of stored queries and of environment
-        samples, so a reward model sees one format whatever the source.
-        """
-        return prompt_text(self.instruction, self.context, formatter)
-
-    def pairs(self, formatter: Any = None) -> list[tuple[str, str]]:
-        """``(prompt, completion)`` for each completion: what a reward model scores."""
-        prompt = self.prompt(formatter)
-        return [(prompt, c) for c in self.completions]
-
-    def to_query(self, kind: str, options: Mapping[str, Any] | None = None) -> Query:
-        """The store query for this item. The sample's id, task and references go into metadata."""
-        metadata = dict(self.metadata)
-        if self.sample is not None:
-            metadata.setdefault("sample_id", self.sample.id)
-            metadata.setdefault("task", self.sample.task)
-            metadata.setdefault("references", list(self.sample.references))
-        return Query(kind, self.instruction, self.completions, context=self.context, options=dict(options or {}),
-                     selector=self.selector, score=self.score, metadata=metadata)
-
-
-def prompt_text(instruction: str, context: str = "", formatter: Any = None) -> str:
-    """Zero-shot prompt text for an instruction and context (``formatter``: a ``PromptFormatter``).
-
-    >>> print(prompt_text("Sort.", "3 1 2"), end="")
-    ### Instruction:
-    Sort.
-    ### Input:
-    3 1 2
-    ### Response:
-    """
-    from instruct_env.tasks.prompts import PromptFormatter
-
-    formatter = formatter if formatter is not None else _default_formatter()
-    if not isinstance(formatter, PromptFormatter):
-        raise ConfigError(f"formatter must be a PromptFormatter or None; got {type(formatter).__name__}.")
-    return formatter.format(Sample("feedback", "feedback", instruction, context))
-
-
-@functools.cache
-def _default_formatter() -> Any:
-    from instruct_env.tasks.prompts import PromptFormatter
-
-    return PromptFormatter()
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """A receipt for one :meth:`Oracle.ask`: pass it to ``poll``, ``wait`` or ``collect``.
-
-    Tickets are small and picklable, so they can travel in an episode's ``info``.
-
-    Attributes:
-        id: Unique id.
-        kind: Feedback kind asked for.
-        options: The kind's options (e.g. ``{"low": 1, "high": 5}``).
-        n_items: Number of items asked about.
-        created: Unix time of the request.
-        query_ids: Store query ids, one per item (oracles backed by a store); else empty.
-    """
-
-    id: str
-    kind: str
-    options: Mapping[str, Any]
-    n_items: int
-    created: float
-    query_ids: tuple[int, ...] = ()
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """One evaluator's answer to one item, in canonical terms (``answer is None``: skipped).
-
-    Attributes:
-        item: Position of the item in its ticket.
-        evaluator: Evaluator name (unique within an oracle or pool).
-        answer: The answer (e.g. ``{"rating": 4}``), or ``None`` for a skip.
-        time: Unix time of the answer.
-        query_id: Store query id, when a store is involved.
-        event_id: Store event id of the answer, when a store is involved.
-    """
-
-    item: int
-    evaluator: str
-    answer: Mapping[str, Any] | None
-    time: float
-    query_id: int | None = None
-    event_id: int | None = None
-
-    @property
-    def skipped(self) -> bool:
-        return self.answer is None
-
-
-def answer_value(kind: str, answer: Mapping[str, Any] | None, options: Mapping[str, Any] | None = None) -> float:
-    """One number in ``[0, 1]`` for an answer, or ``nan`` when it carries no such number.
-
-    ``rating``: ``(rating - low) / (high - low)``; ``thumbs``: 1 up, 0 down; ``pairwise``: the
-    probability that completion A is better (1 ``A``, 0 ``B``, 0.5 ``tie``; ``both_bad`` says
-    nothing about the order: ``nan``). Other kinds and skips (``None``) give ``nan``.
-
-    >>> answer_value("rating", {"rating": 4}), answer_value("pairwise", {"choice": "B"})
-    (0.75, 0.0)
-    """
-    if answer is None:
-        return math.nan
-    if kind == "rating":
-        spec = make_kind("rating", **dict(options or {}))
-        return (answer["rating"] - spec.low) / (spec.high - spec.low)
-    if kind == "thumbs":
-        return 1.0 if answer["thumb"] == "up" else 0.0
-    if kind == "pairwise":
-        return {"A": 1.0, "B": 0.0, "tie": 0.5}.get(answer["choice"], math.nan)
-    return math.nan
-
-
-@dataclass(frozen=True)
-class FeedbackResult:
-    """The answers to one ticket so far.
-
-    Attributes:
-        ticket: The ticket.
-        judgements: One per (item, evaluator) that answered or skipped, by item then evaluator.
-        complete: No more answers are expected (every item has as many as the oracle wants, or
-            every evaluator asked has answered or skipped it).
-    """
-
-    ticket: Ticket
-    judgements: tuple[Judgement, ...]
-    complete: bool
-
-    def by_item(self) -> list[list[Judgement]]:
-        """The judgements of each item (answers and skips), in item order."""
-        out: list[list[Judgement]] = [[] for _ in range(self.ticket.n_items)]
-        for j in self.judgements:
-            out[j.item].append(j)
-        return out
-
-    def n_answers(self) -> np.ndarray:
-        """``(n_items,)`` number of (non-skip) answers per item."""
-        counts = np.zeros(self.ticket.n_items, dtype=np.int64)
-        for j in self.judgements:
-            counts[j.item] += not j.skipped
-        return counts
-
-    def values(self) -> np.ndarray:
-        """``(n_items,)`` mean :func:`answer_value` over each item's answers (``nan`` where none).
-
-        Raises:
-            ConfigError: the kind has no numeric value (``ranking``, ``comment``, ``edit``).
-        """
-        if self.ticket.kind not in ("rating", "thumbs", "pairwise"):
-            raise ConfigError(
-                f"values() is defined for rating, thumbs and pairwise feedback; this ticket is "
-                f"{self.ticket.kind!r}. Read result.judgements instead."
-            )
-        sums = np.zeros(self.ticket.n_items)
-        counts = np.zeros(self.ticket.n_items)
-        for j in self.judgements:
-            v = answer_value(self.ticket.kind, j.answer, self.ticket.options)
-            if not math.isnan(v):
-                sums[j.item] += v
-                counts[j.item] += 1
-        with np.errstate(invalid="ignore"):
-            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -631,174 +411,6 @@ class SimulatedOracle(_PicklesWithoutLock, Oracle):
 # --------------------------------------------------------------------------------------------------
 
 
-class _LocalStore:
-    """Talks to a store in this process."""
-
-    def __init__(self, store: FeedbackStore | str | os.PathLike[str]) -> None:
-        if isinstance(store, FeedbackStore):
-            self.store, self.owned = store, False
-        else:
-            self.store, self.owned = FeedbackStore(store), True
-
-    def add_queries(self, queries: list[Query]) -> list[int]:
-        return self.store.add_queries(queries)
-
-    def events_since(self, watermark: int) -> list[Event]:
-        return self.store.events_since(watermark, limit=5000)
-
-    def evaluator_names(self) -> dict[int, str]:
-        return {e.id: e.name for e in self.store.evaluators()}
-
-    def min_evaluators(self) -> int:
-        return self.store.min_evaluators
-
-    def close(self) -> None:
-        if self.owned:
-            self.store.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # A database connection does not pickle: keep what reopens the store.
-        s = self.store
-        return {"url": s.url.target, "min_evaluators": s.min_evaluators,
-                "gold_rate": s.gold_rate, "assignment_ttl": s.assignment_ttl}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.store = FeedbackStore(state["url"], min_evaluators=state["min_evaluators"], gold_rate=state["gold_rate"],
-                                   assignment_ttl=state["assignment_ttl"])
-        self.owned = True
-
-
-class RemoteStore:
-    """The part of a :class:`FeedbackStore` that training code uses, through the feedback server's admin API.
-
-    Posts queries (``POST /api/admin/queries``), reads the event log from a watermark
-    (``GET /api/export?format=events&since=``), stored queries by id (``GET /api/admin/queries``)
-    and the evaluators (``GET /api/admin/evaluators``). :class:`HumanOracle` uses it with
-    ``url=``; an :class:`~instruct_env.feedback.online.OnlineRewardLearner` given one learns from
-    a store that lives in another process or on another machine (e.g. several data-parallel
-    ranks sharing one feedback server). Needs ``httpx`` (``pip install 'instruct-env[server]'``).
-
-    A request that fails in transport (refused, reset, timed out) is sent again, up to
-    :attr:`attempts` times with growing pauses. That is safe: every batch of queries carries its
-    own idempotency key, so a batch whose reply was lost is stored once and its ids come back.
-
-    Args:
-        url: The server's base URL, e.g. ``http://127.0.0.1:8000``.
-        token: An admin token.
-        client: An ``httpx.Client`` to use instead of a new one (e.g. FastAPI's ``TestClient``).
-        timeout: Seconds per request.
-    """
-
-    def __init__(self, url: str, token: str | None, client: Any = None, timeout: float = 30.0) -> None:
-        if not isinstance(token, str) or not token:
-            raise ConfigError(f"The feedback server's API needs an admin token (token='12.<secret>'); got {token!r}. "
-                              "Create one with `instruct-env add-evaluator --store STORE --admin NAME`.")
-        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
-        self.client = client if client is not None else self._client()
-        self._min_evaluators: int | None = None
-
-    def _client(self) -> Any:
-        httpx = require("httpx", "server")
-        return httpx.Client(base_url=self.url, timeout=self.timeout)
-
-    #: Attempts of a request that fails in transport (connection refused or reset, timeout): every request
-    #: this class makes is safe to repeat (reads, and query batches carrying an idempotency key).
-    attempts = 4
-    retry_delay_s = 0.5
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        httpx = require("httpx", "server")
-        for attempt in range(self.attempts):
-            try:
-                reply = self.client.request(method, path, headers={"Authorization": f"Bearer {self.token}"}, **kwargs)
-                break
-            except httpx.TransportError:
-                if attempt == self.attempts - 1:
-                    raise
-                time.sleep(self.retry_delay_s * 2**attempt)
-        if reply.status_code >= 400:
-            try:
-                detail = reply.json().get("detail", reply.text)
-            except ValueError:
-                detail = reply.text
-            raise ConfigError(f"The feedback server at {self.url} answered {method} {path} with "
-                              f"{reply.status_code}: {detail}")
-        return reply
-
-    #: Largest request body a batch of queries is cut to (the server refuses bodies over its
-    #: ``max_body_bytes``, 1 MiB by default, with 413), and most queries in one batch.
-    batch_bytes = 512 * 1024
-    batch_queries = 10_000
-
-    def add_queries(self, queries: list[Query]) -> list[int]:
-        import json
-
-        fields = ("kind", "instruction", "completions", "context", "options", "selector", "score", "metadata")
-        batches: list[list[dict[str, Any]]] = [[]]
-        size = 0
-        for q in queries:
-            item = {f: (list(getattr(q, f)) if f == "completions" else
-                        dict(getattr(q, f)) if f in ("options", "metadata") else getattr(q, f)) for f in fields}
-            item_size = len(json.dumps(item)) + 1
-            if batches[-1] and (size + item_size > self.batch_bytes or len(batches[-1]) >= self.batch_queries):
-                batches.append([])
-                size = 0
-            batches[-1].append(item)
-            size += item_size
-        ids: list[int] = []
-        for body in batches if batches[0] else []:
-            # One key per batch: a retry after a lost reply gets the stored ids back instead of a second copy.
-            key = uuid.uuid4().hex
-            ids.extend(self._request("POST", "/api/admin/queries",
-                                     json={"queries": body, "idempotency_key": key}).json()["ids"])
-        return ids
-
-    def events_since(self, watermark: int = 0, limit: int | None = None) -> list[Event]:
-        """Log events with ``id > watermark``, in id order (the first ``limit`` of them)."""
-        import json
-
-        text = self._request("GET", "/api/export", params={"format": "events", "since": watermark}).text
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        events = [Event(r["id"], r["query_id"], r["evaluator_id"], r["type"], r["answer"], r["ref"], r["time"])
-                  for r in rows]
-        return events if limit is None else events[:limit]
-
-    def queries(self, ids: Iterable[int]) -> dict[int, Query]:
-        """Stored queries by id (unknown ids are left out)."""
-        wanted = sorted({int(i) for i in ids})
-        found: dict[int, Query] = {}
-        for start in range(0, len(wanted), 500):
-            reply = self._request("GET", "/api/admin/queries", params={"ids": wanted[start:start + 500]}).json()
-            for q in reply["queries"]:
-                found[q["id"]] = Query(q["kind"], q["instruction"], q["completions"], context=q["context"],
-                                       options=q["options"], gold=q["gold"], selector=q["selector"],
-                                       score=q["score"], metadata=q["metadata"], id=q["id"], created=q["created"])
-        return found
-
-    def evaluators(self) -> list[Evaluator]:
-        """Every evaluator (``created`` is not sent by the server and reads 0)."""
-        return [Evaluator(e["id"], e["name"], e["role"], 0.0) for e in self._request("GET", "/api/admin/evaluators").json()]
-
-    def evaluator_names(self) -> dict[int, str]:
-        return {e.id: e.name for e in self.evaluators()}
-
-    def min_evaluators(self) -> int:
-        if self._min_evaluators is None:
-            self._min_evaluators = int(self._request("GET", "/api/admin/metrics").json()["queries"]["min_evaluators"])
-        return self._min_evaluators
-
-    def close(self) -> None:
-        self.client.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "token": self.token, "timeout": self.timeout}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.client = self._client()
-        self._min_evaluators = None
-
-
 class HumanOracle(_PicklesWithoutLock, Oracle):
     """People answer through a feedback store: queries are posted, answers read from the event log.
 
@@ -847,13 +459,15 @@ class HumanOracle(_PicklesWithoutLock, Oracle):
         if min_answers is not None and (isinstance(min_answers, bool) or not isinstance(min_answers, int)
                                         or min_answers < 1):
             raise ConfigError(f"min_answers must be an integer >= 1 or None; got {min_answers!r}.")
-        self.backend: _LocalStore | RemoteStore = _LocalStore(store) if store is not None else \
-            RemoteStore(url, token, client)  # type: ignore[arg-type]
+        self.backend: _LocalStore | RemoteStore
+        if store is not None:
+            self.backend = _LocalStore(store)
+        else:
+            assert url is not None  # exactly one of store= and url= (checked above)
+            self.backend = RemoteStore(url, token, client)
         self.min_answers = min_answers
         self.name = name
-        self.watermark = 0
-        self._stacks: dict[tuple[int, int], list[Event]] = {}
-        self._by_query: dict[int, set[int]] = {}  # query id -> evaluators with events on it
+        self._log = AnswerLog()
         self._names: dict[int, str] = {}
         self._lock = threading.Lock()
 
@@ -872,23 +486,18 @@ class HumanOracle(_PicklesWithoutLock, Oracle):
         """Read new events from the log (from the watermark); return how many were read."""
         n = 0
         with self._lock:
-            while True:
-                events = self.backend.events_since(self.watermark)
-                if not events:
-                    return n
-                for event in events:
-                    stack = self._stacks.setdefault((event.query_id, event.evaluator_id), [])
-                    self._by_query.setdefault(event.query_id, set()).add(event.evaluator_id)
-                    if event.type == "undo":
-                        stack[:] = [e for e in stack if e.id != event.ref]
-                    else:
-                        stack.append(event)
-                self.watermark = events[-1].id
+            while events := self._log.read(self.backend):
                 n += len(events)
+        return n
+
+    @property
+    def watermark(self) -> int:
+        """The newest event id read from the store's log."""
+        return self._log.watermark
 
     def _name(self, evaluator_id: int) -> str:
         if evaluator_id not in self._names:
-            self._names = self.backend.evaluator_names()
+            self._names = {e.id: e.name for e in self.backend.evaluators()}
         return self._names.get(evaluator_id, f"evaluator-{evaluator_id}")
 
     def poll(self, ticket: Ticket) -> FeedbackResult:
@@ -898,10 +507,9 @@ class HumanOracle(_PicklesWithoutLock, Oracle):
         judgements = []
         with self._lock:
             for i, qid in enumerate(ticket.query_ids):
-                for eid in self._by_query.get(qid, ()):
-                    stack = self._stacks[(qid, eid)]
-                    if stack:
-                        current = stack[-1]
+                for eid in self._log.evaluators_of(qid):
+                    current = self._log.current(qid, eid)
+                    if current is not None:
                         answer = None if current.type == "skip" else current.answer
                         judgements.append(Judgement(i, self._name(eid), answer, current.time, qid, current.id))
         judgements.sort(key=lambda j: (j.item, j.evaluator))
