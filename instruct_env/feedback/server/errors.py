@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from instruct_env.error import ConfigError, InstructEnvError, UnknownNameError
 from instruct_env.feedback import errors as feedback
 
-__all__ = ["STATUS", "add_error_handlers", "error_response", "json_error", "status_of"]
+__all__ = ["STATUS", "add_error_handlers", "error_response", "http_detail", "json_error", "status_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -33,6 +33,21 @@ STATUS: tuple[tuple[type[InstructEnvError], int, str], ...] = (  # most specific
     (ConfigError, 422, "invalid_request"),
 )
 """Exception type -> (HTTP status, error code); the first matching row applies."""
+
+
+# The store's advice names its Python methods; over HTTP the same advice names the API.
+_HTTP_ADVICE = (
+    ("answer the queries that next_query() assigns you.", "answer the queries that GET /api/next gives you."),
+    ("pass the evaluator's token ('12.<secret>').", "send 'Authorization: Bearer <token>' or log in."),
+)
+
+
+def http_detail(exc: Exception) -> str:
+    """The message of ``exc`` for an HTTP client: the store's advice put in terms of the API."""
+    text = str(exc)
+    for store_words, http_words in _HTTP_ADVICE:
+        text = text.replace(store_words, http_words)
+    return text
 
 
 def json_error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -53,7 +68,7 @@ def error_response(exc: Exception) -> JSONResponse | None:
     for cls, status, code in STATUS:
         if isinstance(exc, cls):
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return json_error(status, code, str(exc), headers)
+            return json_error(status, code, http_detail(exc), headers)
     return None
 
 
