@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -76,7 +76,7 @@ class _Completions:
                     limited[i] = True
                 texts[i] = text
                 n_tokens[i] = len(ids)
-        return texts, n_tokens, limited, cut
+        return cast("list[str]", texts), n_tokens, limited, cut  # every action was decoded or encoded above
 
     def _ids(self, action: Any, i: int) -> list[int]:
         arr = np.asarray(action)
@@ -169,6 +169,7 @@ class CompletionEnv(SetupAccess, gym.Env):
         return {"input_ids": self._slots.input_ids[0, :P].copy(), "attention_mask": self._slots.attention_mask[0, :P].copy()}
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        """Draw a new instruction; return the prompt observation and the episode's info (see the class docstring)."""
         super().reset(seed=seed)
         if seed is not None:
             self.setup.reset_sampler()
@@ -177,10 +178,11 @@ class CompletionEnv(SetupAccess, gym.Env):
         return self._obs(), self._slots.static_info(0)
 
     def step(self, action: Any):
+        """Score the answer ``action`` (text or token ids); the episode ends (terminated) after this one step."""
         if not self._running:
             raise ResetNeeded("step() was called but no episode is running: call reset() first (episodes last one step).")
         texts, n_tokens, limited, cut = self._parser.parse([action])
-        sample = self._slots.samples[0]
+        sample = self._slots.sample(0)
         total, components, sources = self.setup.score(texts, [sample])
         info = self._slots.static_info(0)
         info.update(completion=texts[0], completion_tokens=int(n_tokens[0]), length_limited=bool(limited[0]),
@@ -190,9 +192,10 @@ class CompletionEnv(SetupAccess, gym.Env):
         return self._obs(), float(total[0]), True, False, info
 
     def render(self) -> str | None:
+        """With ``render_mode="ansi"``: the prompt and the last answer (None before the first reset)."""
         if self.render_mode != "ansi" or self._slots.samples[0] is None:
             return None
-        return self._slots.prompt_info[0][1] + self._last
+        return self._slots.prompt(0)[1] + self._last
 
 
 class CompletionVectorEnv(SetupAccess, VectorEnv):
@@ -247,7 +250,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
             if slot == leader:
                 sample = self.setup.pick_sample(self._rngs[slot], per_slot[slot])
             else:
-                sample = self._slots.samples[leader]
+                sample = self._slots.sample(leader)
             self._slots.start(slot, sample)
             infos.append(self._slots.static_info(slot))
         return infos
@@ -265,6 +268,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
         return self._obs(), batch_infos(list(enumerate(infos)), self.num_envs)
 
     def step(self, actions: Any):
+        """Score one answer per slot; every episode ends and a new one starts in its slot (see the class docstring)."""
         if not self._started:
             raise ResetNeeded("step() was called before reset(): call reset() first.")
         if isinstance(actions, np.ndarray) and actions.ndim == 2:
@@ -274,7 +278,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
                 f"actions must hold {self.num_envs} answers (str or token-id sequences), one per env; got {actions!r:.200}."
             )
         texts, n_tokens, limited, cut = self._parser.parse(list(actions))
-        samples = list(self._slots.samples)
+        samples = [self._slots.sample(i) for i in range(self.num_envs)]
         total, components, sources = self.setup.score(texts, samples)
         final_obs = self._obs()
         final_infos = []

@@ -274,7 +274,7 @@ class EnvSetup:
         )
         self._backend = getattr(self.tokenizer, "backend_tokenizer", None)  # fast path for HF tokenizers
 
-    def decode_batch(self, sequences: Sequence[Sequence[int]]) -> list[str]:
+    def decode_batch(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> list[str]:
         """Decode token-id sequences to text (special tokens dropped)."""
         seqs = [list(map(int, seq)) for seq in sequences]
         if self._backend is not None:
@@ -428,7 +428,9 @@ def check_render_mode(render_mode: str | None, modes: Sequence[str]) -> str | No
 
 def vector_seeds(seed: int | Sequence[int | None], num_envs: int) -> list[int | None]:
     """Per-slot seeds of a vector ``reset(seed=...)``: ``seed + i`` for an int, else the list as given."""
-    seeds = [seed + i for i in range(num_envs)] if isinstance(seed, (int, np.integer)) else list(seed)
+    seeds: list[int | None] = (
+        [seed + i for i in range(num_envs)] if isinstance(seed, (int, np.integer)) else list(seed)
+    )
     if len(seeds) != num_envs:
         raise InvalidOption(f"reset(seed=...) needs an int or {num_envs} seeds; got {len(seeds)}.")
     return seeds

@@ -50,6 +50,20 @@ class TokenSlots:
         truncated = ~terminated & (self.num_generated[slots] >= self.T)
         return terminated, truncated
 
+    def sample(self, slot: int) -> Sample:
+        """The sample of the episode in ``slot`` (one must have started there)."""
+        sample = self.samples[slot]
+        if sample is None:
+            raise RuntimeError(f"No episode has started in slot {slot}: reset the environment first.")
+        return sample
+
+    def prompt(self, slot: int) -> tuple[int, str, dict[str, Any]]:
+        """``(prompt tokens, prompt text, formatter info)`` of the episode in ``slot``."""
+        info = self.prompt_info[slot]
+        if info is None:
+            raise RuntimeError(f"No episode has started in slot {slot}: reset the environment first.")
+        return info
+
     def completion_ids(self, slot: int) -> np.ndarray:
         """Completion token ids of ``slot`` so far (a read-only view, EOS included)."""
         view = self.input_ids[slot, self.P: self.P + self.num_generated[slot]]
@@ -61,15 +75,15 @@ class TokenSlots:
         """Decoded completions (special tokens, hence EOS, dropped)."""
         return self.setup.decode_batch([self.completion_ids(s) for s in slots])
 
-    def observation(self, slots: np.ndarray | slice | None = None) -> dict[str, np.ndarray]:
-        """A fresh copy of the observation arrays (all rows, or ``slots``)."""
+    def observation(self, slots: np.ndarray | slice | int | None = None) -> dict[str, np.ndarray]:
+        """A fresh copy of the observation arrays (all rows, or ``slots``; one int: that row, unbatched)."""
         sel = slice(None) if slots is None else slots
         return {"input_ids": self.input_ids[sel].copy(), "attention_mask": self.attention_mask[sel].copy()}
 
     def static_info(self, slot: int) -> dict[str, Any]:
         """Text describing the episode in ``slot`` (set at reset, unchanged while it runs)."""
-        sample = self.samples[slot]
-        n_prompt, prompt, fmt = self.prompt_info[slot]
+        sample = self.sample(slot)
+        n_prompt, prompt, fmt = self.prompt(slot)
         return {
             "task": sample.task,
             "sample_id": sample.id,
@@ -86,7 +100,7 @@ class TokenSlots:
         if fn is None or len(slots) == 0:
             return np.zeros(len(slots))
         bonus = np.asarray(
-            fn(tokens, [self.completion_ids(s) for s in slots], [self.samples[s] for s in slots]), dtype=np.float64
+            fn(tokens, [self.completion_ids(s) for s in slots], [self.sample(s) for s in slots]), dtype=np.float64
         )
         if bonus.shape != (len(slots),) or not np.all(np.isfinite(bonus)):
             from instruct_env.error import RewardError
@@ -97,7 +111,7 @@ class TokenSlots:
     def finish(self, slots: Sequence[int]) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Score finished episodes; return rewards and per-slot end-of-episode info."""
         texts = self.completion_texts(slots)
-        samples = [self.samples[s] for s in slots]
+        samples = [self.sample(s) for s in slots]
         total, components, sources = self.setup.score(texts, samples)
         infos = []
         for j, slot in enumerate(slots):

@@ -133,6 +133,7 @@ class TokenEnv(SetupAccess, gym.Env):
         self._running = False
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        """Draw a new instruction; return the prompt observation and the episode's info (see the class docstring)."""
         super().reset(seed=seed)
         if seed is not None:
             self.setup.reset_sampler()
@@ -144,6 +145,7 @@ class TokenEnv(SetupAccess, gym.Env):
         return self._slots.observation(0), info
 
     def step(self, action: Any):
+        """Append the token ``action``; the episode ends at EOS (terminated) or at max_new_tokens (truncated)."""
         if not self._running:
             raise ResetNeeded(
                 "step() was called but no episode is running: call reset() first, and again after "
@@ -165,9 +167,10 @@ class TokenEnv(SetupAccess, gym.Env):
         return self._slots.observation(0), reward, bool(terminated[0]), bool(truncated[0]), info
 
     def render(self) -> str | None:
+        """With ``render_mode="ansi"``: the prompt and the completion so far (None before the first reset)."""
         if self.render_mode != "ansi" or self._slots.samples[0] is None:
             return None
-        return self._slots.prompt_info[0][1] + self._slots.completion_texts([0])[0]
+        return self._slots.prompt(0)[1] + self._slots.completion_texts([0])[0]
 
 
 class TokenVectorEnv(SetupAccess, VectorEnv):
@@ -276,6 +279,7 @@ class TokenVectorEnv(SetupAccess, VectorEnv):
         return arr.astype(np.int64, copy=False)
 
     def step(self, actions: Any):
+        """Append one token per slot; finished episodes are scored and restarted as ``autoreset_mode`` says."""
         if not self._started:
             raise ResetNeeded("step() was called before reset(): call reset() first.")
         actions = self._check_actions(actions)

@@ -84,6 +84,10 @@ def encoded_match_stats(
             pair 0, its references, the hypothesis of pair 1, ...
         lengths: ``(S,)`` length of each sequence.
         refs_per_pair: ``(P,)`` number of references of each pair.
+        n_symbols: The largest symbol id.
+        order: The n-gram orders counted are ``1..order``.
+        want: ``"match"`` or ``"clipped"``, as for :func:`match_stats`.
+        key_bits: The bits of an n-gram key, as for :func:`match_stats`.
     """
     if want not in ("match", "clipped"):
         raise ValueError(f"want must be 'match' or 'clipped'; got {want!r}")

@@ -46,21 +46,21 @@ def ter_edits(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]) -> l
     Words are given as integer ids. Both sides of every pair must be non-empty.
     """
     words = [list(h) for h in hyps]
-    refs = [list(r) for r in refs]
-    ref_positions = [_positions(r) for r in refs]
+    ref_words = [list(r) for r in refs]
+    ref_positions = [_positions(r) for r in ref_words]
     shifts = [0] * len(words)
     checked = [0] * len(words)  # shift candidates evaluated so far, per pair
     result = [0] * len(words)
     active = list(range(len(words)))
     while active:  # one round of the greedy search for every pair still improving
-        distance, alignments = _distances([words[k] for k in active], [refs[k] for k in active], align=True)
+        distance, alignments = _distances([words[k] for k in active], [ref_words[k] for k in active], align=True)
         shifted: list[list[int]] = []  # distinct shifted hypotheses of all pairs
         owner: list[int] = []
         ranked = []  # per pair: (length, -start, -target, index into shifted) in sacreBLEU's order
         for a, k in enumerate(active):
-            found, checked[k] = _shift_candidates(words[k], refs[k], ref_positions[k], *alignments[a], checked[k])
+            found, checked[k] = _shift_candidates(words[k], ref_words[k], ref_positions[k], *alignments[a], checked[k])
             ranked.append(_distinct_shifts(found, words[k], a, shifted, owner))
-        cost = _distances(shifted, [refs[active[a]] for a in owner])[0].tolist() if shifted else []
+        cost = _distances(shifted, [ref_words[active[a]] for a in owner])[0].tolist() if shifted else []
         still = []
         for a, k in enumerate(active):
             gain, best = _best_shift(int(distance[a]), ranked[a], cost)
@@ -202,7 +202,8 @@ def _alignment(ops: bytes, width: int, n: int, m: int) -> tuple[list[int], list[
     return align, next_ref_err, next_hyp_err
 
 
-def _distances(hyps: list[list[int]], refs: list[list[int]], align: bool = False):
+def _distances(hyps: list[list[int]], refs: list[list[int]],
+               align: bool = False) -> tuple[np.ndarray, list[tuple[list[int], list[int], list[int]]]]:
     """Beam edit distance of each pair; with ``align``, also its alignment (see :func:`_alignment`).
 
     Pairs are grouped by reference length (so tables are not much wider than needed) in blocks of

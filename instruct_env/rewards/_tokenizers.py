@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -95,7 +95,7 @@ def _clean_13a(line: str) -> str:
 
 
 def tokenize_13a(lines: list[str]) -> list[list[str]]:
-    """sacreBLEU's default ("13a") tokenisation of each line, as lists of tokens.
+    """The default ("13a") sacreBLEU tokenisation of each line, as lists of tokens.
 
     >>> tokenize_13a(["Hello, world! It costs $3.50 (2-3 days)."])
     [['Hello', ',', 'world', '!', 'It', 'costs', '$', '3.50', '(', '2', '-', '3', 'days', ')', '.']]
@@ -144,22 +144,23 @@ def _zh_words(texts: list[str]) -> tuple[list[list[Hashable]], dict[Hashable, tu
     edges: set[tuple[str, bool, bool]] = set()
     for text in texts:
         line = text.strip().translate(table)
-        words: list[Hashable] = list(line.split())
+        parts = line.split()
+        words: list[Hashable] = list(parts)
         if words:
-            at_start = not line[0].isspace() and words[0][0] in ".,"
-            at_end = not line[-1].isspace() and words[-1][-1] in ".,"
+            at_start = not line[0].isspace() and parts[0][0] in ".,"
+            at_end = not line[-1].isspace() and parts[-1][-1] in ".,"
             if len(words) == 1 and (at_start or at_end):
-                words[0] = (words[0], not line[0].isspace(), not line[-1].isspace())
+                words[0] = (parts[0], not line[0].isspace(), not line[-1].isspace())
             else:
                 if at_start:
-                    words[0] = (words[0], True, False)
+                    words[0] = (parts[0], True, False)
                 if at_end:
-                    words[-1] = (words[-1], False, True)
+                    words[-1] = (parts[-1], False, True)
             edges.update(w for w in (words[0], words[-1]) if isinstance(w, tuple))
         words_of.append(words)
-    split: dict[Hashable, tuple[str, ...]] = dict(
-        _split_words({w for ws in words_of for w in ws if isinstance(w, str)})
-    )
+    split: dict[Hashable, tuple[str, ...]] = {
+        w: tokens for w, tokens in _split_words({w for ws in words_of for w in ws if isinstance(w, str)}).items()
+    }
     for key in edges:
         word, at_start, at_end = key
         split[key] = tuple(_apply_rules(("" if at_start else " ") + word + ("" if at_end else " ")).split())
@@ -270,7 +271,7 @@ def check_external(name: str) -> None:
 
 
 def external_tokenizer(name: str) -> Any:
-    """sacreBLEU's tokeniser object for ``name`` (checked with :func:`check_external` first)."""
+    """The sacreBLEU tokeniser object for ``name`` (checked with :func:`check_external` first)."""
     check_external(name)
     from sacrebleu.metrics.bleu import BLEU
 
@@ -283,7 +284,7 @@ def external_tokenizer(name: str) -> Any:
 
 
 def _encode_words(
-    words_of: list[list[Hashable]], split: Mapping[Hashable, tuple[str, ...]]
+    words_of: Sequence[Sequence[Hashable]], split: Mapping[Hashable, tuple[str, ...]]
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Token ids of texts given as words; returns ``(ids, tokens per text, vocabulary size)``."""
     token_id = {t: i for i, t in enumerate(dict.fromkeys(chain.from_iterable(split.values())), 1)}
@@ -299,10 +300,12 @@ def _encode_words(
 
 def _words_and_split(
     texts: list[str], tokenize: str, external: Any = None
-) -> tuple[list[list[Hashable]], Mapping[Hashable, tuple[str, ...]]]:
+) -> tuple[Sequence[Sequence[Hashable]], Mapping[Hashable, tuple[str, ...]]]:
+    words_of: list[list[str]]
     if tokenize == "13a":
-        words_of: list[list[Hashable]] = [list(_clean_13a(t).split()) for t in texts]
-        return words_of, _split_words({w for ws in words_of for w in ws})  # type: ignore[misc]
+        words_of = [list(_clean_13a(t).split()) for t in texts]
+        # Words are plain strings here; the mapping is only read, so str keys serve as Hashable ones.
+        return words_of, cast("Mapping[Hashable, tuple[str, ...]]", _split_words({w for ws in words_of for w in ws}))
     if tokenize == "zh":
         return _zh_words(texts)
     if tokenize == "intl":
@@ -317,11 +320,11 @@ def _words_and_split(
         words_of = [list(external(t.rstrip()).split()) for t in texts]
     else:
         raise ConfigError(f"Unknown BLEU tokenizer {tokenize!r}; expected one of {', '.join(BLEU_TOKENIZERS)}.")
-    return words_of, {w: (w,) for w in set(chain.from_iterable(words_of))}  # type: ignore[arg-type]
+    return words_of, {w: (w,) for w in set(chain.from_iterable(words_of))}
 
 
 def bleu_encode(texts: list[str], tokenize: str, external: Any = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """sacreBLEU's tokens of each text as ids ``1..A``; returns ``(ids, tokens per text, A)``.
+    """The sacreBLEU tokens of each text as ids ``1..A``; returns ``(ids, tokens per text, A)``.
 
     ``texts`` are the segments as sacreBLEU's ``BLEU`` receives them (already lower-cased when
     ``lowercase=True``); ``external`` is a ready tokeniser object for the external names.
@@ -330,7 +333,7 @@ def bleu_encode(texts: list[str], tokenize: str, external: Any = None) -> tuple[
 
 
 def bleu_tokens(texts: list[str], tokenize: str = "13a", external: Any = None) -> list[list[str]]:
-    """sacreBLEU's tokens of each text for the tokeniser ``tokenize`` (see :data:`BLEU_TOKENIZERS`).
+    """The sacreBLEU tokens of each text for the tokeniser ``tokenize`` (see :data:`BLEU_TOKENIZERS`).
 
     >>> bleu_tokens(["我爱北京天安门。", "Größe: 3.5€!"], "zh")
     [['我', '爱', '北', '京', '天', '安', '门', '。'], ['Größe', ':', '3.5', '€', '!']]

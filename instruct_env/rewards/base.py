@@ -281,6 +281,7 @@ class WeightedReward(Reward):
     def compute(
         self, completions: Completions, references: References, **kwargs: Any
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Score a batch; returns ``(total, components)``: the weighted sum and each term's rewards."""
         return self.compute_with_info(completions, references, **kwargs)[:2]
 
     def compute_with_info(

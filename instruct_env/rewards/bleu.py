@@ -73,13 +73,15 @@ def bleu_from_stats(
         if effective_order:
             eff_order[:] = 1
         smooth = np.ones(sys_len.shape)
+        # The constant of add-k and floor, whose defaults are numbers (the other methods have none).
+        k = smooth_value if smooth_value is not None else 0.0
         alive = np.ones(sys_len.shape, dtype=bool)  # no order without hypothesis n-grams met yet
         for n in range(1, max_order + 1):
             total = np.maximum(sys_len - n + 1, 0).astype(np.float64)
             correct = stats.clipped[:, n - 1].astype(np.float64)
             if smooth_method == "add-k" and n > 1:
-                correct = correct + smooth_value
-                total = total + smooth_value
+                correct = correct + k
+                total = total + k
             alive &= total != 0
             if effective_order:
                 eff_order = np.where(alive, n, eff_order)
@@ -89,7 +91,7 @@ def bleu_from_stats(
                 smooth = np.where(alive & missed, smooth * 2, smooth)
                 value = np.where(missed, 100.0 / (smooth * total), matched)
             elif smooth_method == "floor":
-                value = np.where(missed, 100.0 * smooth_value / total, matched)
+                value = np.where(missed, 100.0 * k / total, matched)
             else:
                 value = np.where(missed, 0.0, matched)
             precisions[:, n - 1] = np.where(alive, value, 0.0)
@@ -235,8 +237,11 @@ _CHRF_PUNCTUATION = frozenset('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~')
 
 
 def _chrf_words(text: str) -> list[str]:
-    """chrF++'s words: split on whitespace, then one ASCII punctuation mark split off the end of a
-    word, or else off its start (sacreBLEU's ``CHRF._remove_punctuation``)."""
+    """Split ``text`` into chrF++'s words.
+
+    Split on whitespace, then one ASCII punctuation mark split off the end of a word, or else off
+    its start (sacreBLEU's ``CHRF._remove_punctuation``).
+    """
     out = []
     for w in text.split():
         if len(w) > 1 and w[-1] in _CHRF_PUNCTUATION:

@@ -63,7 +63,7 @@ def rouge_tokenize(texts: list[str], stem: bool = True) -> list[tuple[str, ...]]
     if not stem:
         return [tuple(words) for words in words_of]
     final = {w: _stem(w) for w in set(chain.from_iterable(words_of))}
-    return [tuple(final[w] for w in words if final[w] is not None) for words in words_of]
+    return [tuple(s for s in map(final.__getitem__, words) if s is not None) for words in words_of]
 
 
 def _fmeasure(precision: float, recall: float) -> float:
@@ -147,6 +147,7 @@ class CharTokenizer:
     """
 
     def tokenize(self, text: str) -> list[str]:
+        """The lowercased characters of ``text``, whitespace dropped."""
         return list("".join(text.lower().split()))
 
     def __eq__(self, other: object) -> bool:
@@ -176,9 +177,10 @@ class CJKTokenizer:
     ['我', '爱', '北', '京', 'größe', 'ţară', 'مرحبا']
     """
 
-    _pattern = None
+    _pattern: Any = None  # a compiled ``regex`` pattern (that package has no type hints), built on first use
 
     def tokenize(self, text: str) -> list[str]:
+        """The lowercased words of ``text``, each CJK character a word of its own."""
         if CJKTokenizer._pattern is None:
             import regex  # installed with sacreBLEU; knows Unicode scripts
 

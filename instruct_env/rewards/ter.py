@@ -87,6 +87,7 @@ class TerReward(Reward):
                 best = edits if best is None else min(best, edits)
                 ref_total += len(ref)
             avg_ref_len = ref_total / len(refs)
+            assert best is not None  # refs is not empty (the division above)
             if avg_ref_len > 0:
                 ratio = best / avg_ref_len
             else:
