@@ -1,32 +1,36 @@
 """RL from (simulated or human) feedback: alternate feedback rounds and RL rounds.
 
-One round of :func:`run_feedback_loop`:
+A :class:`FeedbackLoop` is built from one :class:`FeedbackLoopConfig` and the objects it works on
+(the policy, its tokenizer, the data, a log function); :meth:`FeedbackLoop.run` runs ``rounds``
+rounds, each a call of one method per step (:func:`run_feedback_loop` does all of it in one call):
 
-1. **generate** -- sample ``samples_per_prompt`` completions for ``pool_prompts`` training prompts
-   with the current policy (temperature ``pool_temperature``);
-2. **select** -- an :class:`~instruct_env.feedback.active.ActiveSelector` picks ``queries_per_round``
-   items by ensemble disagreement (``selection="qbc"``) or at random, with a random share held out;
-3. **collect** -- the items go to the feedback store as queries (a
+1. **generate** (:meth:`~FeedbackLoop.generate`) -- sample ``samples_per_prompt`` completions for
+   ``pool_prompts`` training prompts with the current policy (temperature ``pool_temperature``);
+2. **select** (:meth:`~FeedbackLoop.select`) -- an :class:`~instruct_env.feedback.active.ActiveSelector`
+   picks ``queries_per_round`` items by ensemble disagreement (``selection="qbc"``) or at random,
+   with a random share held out;
+3. **collect** (:meth:`~FeedbackLoop.collect`) -- the items go to the feedback store as queries (a
    :class:`~instruct_env.feedback.oracle.HumanOracle`). With ``feedback="simulated"``,
    ``evaluators`` :class:`~instruct_env.feedback.oracle.SimulatedOracle` evaluators answer them
    through the store, like people would; with ``feedback="human"`` the loop waits up to
    ``human_timeout_s`` for people answering through the feedback server
    (``instruct-env serve <store_url>``) and goes on with whatever arrived;
-4. **update the reward model** -- an :class:`~instruct_env.feedback.online.OnlineRewardLearner`
-   reads the new answers from the store's event log and refits (warm-started); the new model is
-   promoted only if its held-out accuracy does not drop;
-5. **RL** -- ``rl_updates`` updates of ``algo`` on ``InstructEnv/Completion-v0`` whose reward is a
-   :class:`~instruct_env.feedback.rewards.ProxyReward` reading the promoted reward model
-   (``rl_reward="proxy"``, the default), or, with ``rl_reward="direct"``, a
+4. **refit the reward model** (:meth:`~FeedbackLoop.refit`) -- an
+   :class:`~instruct_env.feedback.online.OnlineRewardLearner` reads the new answers from the
+   store's event log and refits (warm-started); the new model is promoted only if its held-out
+   accuracy does not drop;
+5. **train** (:meth:`~FeedbackLoop.train`) -- ``rl_updates`` updates of ``algo`` on
+   ``InstructEnv/Completion-v0`` whose reward is a :class:`~instruct_env.feedback.rewards.ProxyReward`
+   reading the promoted reward model (``rl_reward="proxy"``, the default), or, with ``rl_reward="direct"``, a
    :class:`~instruct_env.feedback.rewards.HumanReward`: every completion RL samples is rated by the
    evaluators and the step waits for their answer (simulated evaluators answer at once; people answer
    through the store, each RL batch waiting up to ``human_timeout_s``). The reward model is still
    refitted and measured every round, so the two modes can be compared on the same records.
 
-After each round the policy is evaluated greedily on the validation samples
-(:func:`agents.common.evaluation.evaluate`, each sample's task verifier), which no reward model
-and no evaluator ever sees. The reward model's features come from a frozen copy of the policy
-taken before the first round.
+After each round the policy is validated (:meth:`~FeedbackLoop.validate`): evaluated greedily on
+the validation samples (:func:`agents.common.evaluation.evaluate`, each sample's task verifier),
+which no reward model and no evaluator ever sees. The reward model's features come from a frozen
+copy of the policy taken before the first round.
 
 Everything the loop writes goes to ``workdir``: ``feedback.db`` (unless ``store_url`` points
 elsewhere) and ``reward_model/`` (the learner's watermark, events read, promoted versions and refit
@@ -74,26 +78,35 @@ nodes use PostgreSQL or a feedback server. ``background_refit`` is refused with 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from agents.common import distributed as dist
 from instruct_env.error import ConfigError, unknown_name
 from instruct_env.feedback.reward_model import RewardModelConfig
 from instruct_env.tasks.sample import Sample
 
-__all__ = ["FeedbackLoopConfig", "RoundRecord", "run_feedback_loop", "generate_pool", "verifier_agreement",
-           "FEEDBACK_MODES", "TOKEN_ENV"]
+if TYPE_CHECKING:
+    from instruct_env.feedback import FeedbackStore
+    from instruct_env.feedback.online import OnlineRewardLearner
+    from instruct_env.feedback.oracle import FeedbackItem, HumanOracle, SimulatedOracle
+    from instruct_env.feedback.reward_model import FeatureExtractor
+
+__all__ = ["FeedbackLoopConfig", "FeedbackLoop", "RoundRecord", "run_feedback_loop", "generate_pool",
+           "verifier_agreement", "FEEDBACK_MODES", "TOKEN_ENV"]
 
 #: Where the feedback comes from.
 FEEDBACK_MODES = ("simulated", "human")
@@ -102,13 +115,22 @@ TOKEN_ENV = "INSTRUCT_ENV_FEEDBACK_TOKEN"
 _KINDS = ("rating", "thumbs", "pairwise")
 #: What RL learns from in the loop.
 _RL_REWARDS = ("proxy", "direct")
+#: The loop's default RL config where it differs from the algorithm's (GRPO: 8 prompts x 4, seconds on 2 cores).
+_RL_DEFAULTS: dict[str, dict[str, Any]] = {"grpo": {"num_envs": 32, "group_size": 4, "lr": 2e-5, "kl_coef": 0.02}}
 
 
 @dataclass
 class FeedbackLoopConfig:
-    """How feedback is gathered and used in :func:`run_feedback_loop`.
+    """Every setting of a :class:`FeedbackLoop`: where feedback comes from, how it is asked for and used.
 
     Attributes:
+        rounds: Feedback + RL rounds.
+        feedback: ``"simulated"`` (simulated evaluators answer through the store) or ``"human"``
+            (people answer through the feedback server on ``store_url``).
+        store_url: The feedback store (``sqlite:///feedback.db``, a path, ``postgresql://...``) or a
+            feedback server (``http://host:8000``, with ``"human"`` only); required for ``"human"``;
+            ``None``: ``<workdir>/feedback.db``.
+        algo: RL algorithm (``grpo``, ``rloo``, ``reinforce``, ``ppo``, ``a2c``).
         kind: Feedback asked for: ``"pairwise"``, ``"rating"`` or ``"thumbs"``.
         queries_per_round: Items sent to evaluators per round.
         pool_prompts: Training prompts the policy answers per round (the selection pool).
@@ -139,7 +161,9 @@ class FeedbackLoopConfig:
             held-out labels than the current one and still be promoted (the hold-out is small and
             noisy in early rounds).
         background_refit: Keep refitting in a background thread during RL (useful with people,
-            whose late answers then count before the next round).
+            whose late answers then count before the next round): after every
+            ``max(1, queries_per_round // 4)`` new answers. Without it the reward model is refitted
+            once per round, between collecting and RL.
         reward_model: Ensemble shape and training.
         pooling: Feature pooling, ``"mean"``, ``"completion"`` or ``"last"``.
         logprob_features: Add the completion's likelihood under the frozen model to the features.
@@ -149,6 +173,10 @@ class FeedbackLoopConfig:
         seed: Seed of the pool, the selection, the simulated evaluators and the reward model.
     """
 
+    rounds: int = 3
+    feedback: str = "simulated"
+    store_url: str | None = None
+    algo: str = "grpo"
     kind: str = "pairwise"
     queries_per_round: int = 64
     pool_prompts: int = 64
@@ -179,6 +207,41 @@ class FeedbackLoopConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self._check_source()
+        self._check_names()
+        self._check_counts()
+        self._check_ranges()
+
+    @property
+    def remote(self) -> bool:
+        """Whether ``store_url`` is a feedback server (its HTTP API) rather than a store."""
+        return self.store_url is not None and str(self.store_url).startswith(("http://", "https://"))
+
+    def _check_source(self) -> None:
+        """Where the feedback comes from: the mode, the store, the rounds."""
+        if self.feedback not in FEEDBACK_MODES:
+            raise unknown_name("feedback mode", self.feedback, FEEDBACK_MODES)
+        if self.feedback == "human" and self.store_url is None:
+            raise ConfigError(
+                "feedback='human' needs store_url= (the store the feedback server uses, e.g. 'sqlite:///feedback.db'); "
+                "start the server with `instruct-env serve <store_url>` and give evaluators their tokens."
+            )
+        if self.remote and self.feedback == "simulated":
+            raise ConfigError(
+                f"feedback='simulated' needs a store its simulated evaluators can answer in this process; got the "
+                f"feedback server {str(self.store_url)!r}. Pass the server's store URL (e.g. 'sqlite:///feedback.db'), "
+                "or use feedback='human' with the server."
+            )
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError(f"rounds must be an integer >= 1 (feedback + RL rounds); got {self.rounds!r}. "
+                              "Set at least one round (in a pipeline config: feedback.rounds).")
+
+    def _check_names(self) -> None:
+        """Settings that name one of a few choices."""
+        from agents.rl import ALGORITHMS
+
+        if self.algo not in ALGORITHMS:
+            raise unknown_name("RL algorithm", self.algo, ALGORITHMS)
         if self.kind not in _KINDS:
             raise unknown_name("feedback kind for the loop", self.kind, _KINDS)
         if self.rl_reward not in _RL_REWARDS:
@@ -186,25 +249,30 @@ class FeedbackLoopConfig:
         if self.direct_kind not in ("rating", "thumbs"):
             raise ConfigError(f"FeedbackLoopConfig.direct_kind must be 'rating' or 'thumbs' (answers that are numbers); "
                               f"got {self.direct_kind!r}.")
-        if isinstance(self.promotion_tolerance, bool) or not isinstance(self.promotion_tolerance, (int, float)) \
-                or not 0 <= self.promotion_tolerance < 1:
-            raise ConfigError(f"FeedbackLoopConfig.promotion_tolerance must be in [0, 1); got {self.promotion_tolerance!r}.")
         if self.selection not in ("qbc", "random"):
             raise unknown_name("selection strategy", self.selection, ("qbc", "random"))
         if self.pooling not in ("mean", "completion", "last"):
             raise ConfigError(f"FeedbackLoopConfig.pooling must be 'mean', 'completion' or 'last'; got {self.pooling!r}.")
-        for name in ("queries_per_round", "pool_prompts", "samples_per_prompt", "per_instruction", "evaluators",
-                     "max_prompt_tokens", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"FeedbackLoopConfig.{name} must be an integer >= 1; got {getattr(self, name)!r}.")
-        for name in ("rl_updates", "min_holdout", "seed"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigError(f"FeedbackLoopConfig.{name} must be an integer >= 0; got {getattr(self, name)!r}.")
+
+    def _check_counts(self) -> None:
+        """Settings that count something."""
+        for low, names in ((1, ("queries_per_round", "pool_prompts", "samples_per_prompt", "per_instruction",
+                                "evaluators", "max_prompt_tokens", "eval_batch_size")),
+                           (0, ("rl_updates", "min_holdout", "seed"))):
+            for name in names:
+                if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                    raise ConfigError(f"FeedbackLoopConfig.{name} must be an integer >= {low}; got {getattr(self, name)!r}.")
         if self.kind == "pairwise" and self.samples_per_prompt < 2:
             raise ConfigError(
                 f"FeedbackLoopConfig: kind='pairwise' compares completions of one prompt, so samples_per_prompt must "
                 f"be >= 2; got {self.samples_per_prompt}."
             )
+
+    def _check_ranges(self) -> None:
+        """Shares, rates and other numbers with bounds."""
+        if isinstance(self.promotion_tolerance, bool) or not isinstance(self.promotion_tolerance, (int, float)) \
+                or not 0 <= self.promotion_tolerance < 1:
+            raise ConfigError(f"FeedbackLoopConfig.promotion_tolerance must be in [0, 1); got {self.promotion_tolerance!r}.")
         for name in ("random_share", "skip_rate", "flip_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"FeedbackLoopConfig.{name} must be in [0, 1]; got {getattr(self, name)!r}.")
@@ -261,15 +329,379 @@ class RoundRecord:
     refit: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (what ``log_fn`` receives, with ``"phase": "round"``)."""
         return dataclasses.asdict(self)
 
 
-def _default_rl_config(algo: str, seed: int):
-    from agents.rl import default_config
+class FeedbackLoop:
+    """Alternate feedback rounds and RL rounds (see the module docstring); one method per step.
 
-    if algo == "grpo":  # 8 prompts x 4 samples per update; a few seconds each on 2 CPU cores
-        return default_config("grpo", num_envs=32, group_size=4, lr=2e-5, kl_coef=0.02, total_updates=10**9, seed=seed)
-    return default_config(algo, total_updates=10**9, seed=seed)
+    The loop opens the feedback store and the reward-model learner when it is built; use it as a
+    context manager (or call :meth:`close`) so they are closed however the run ends::
+
+        with FeedbackLoop(FeedbackLoopConfig(rounds=2), policy, tokenizer) as loop:
+            records = loop.run()
+
+    Args:
+        config: Every setting of the loop.
+        policy: An :class:`~agents.common.model.ActorCritic` (trained in place) or a causal LM
+            (wrapped in one; its KL reference is the LM as given).
+        tokenizer: The policy's tokenizer.
+        rl_config: The algorithm's config (its ``max_new_tokens`` is the completion budget
+            everywhere; the loop runs ``config.rl_updates`` updates per round itself, so its
+            ``total_updates`` and ``time_budget_s`` are not used); default: a small one for 2 CPU cores.
+        tasks: Built-in task families for the default train / validation data (``None``: all).
+        train_data: Prompts RL and the pool draw from (default: 200 per family of the train split).
+        val_data: Held-out samples for the task score (default: 16 per family of the validation split).
+        workdir: Folder for the store and the learner's state (default: a new temporary folder).
+        log_fn: Called with every RL update's metrics (``"phase": "rl"``) and every round record
+            (``"phase": "round"``), on every rank.
+        token: Admin token of the feedback server when ``config.store_url`` is ``http(s)://...``
+            (default: the ``INSTRUCT_ENV_FEEDBACK_TOKEN`` environment variable).
+    """
+
+    def __init__(self, config: FeedbackLoopConfig, policy: Any, tokenizer: Any, *, rl_config: Any = None,
+                 tasks: Sequence[str] | None = None, train_data: Sequence[Sample] | None = None,
+                 val_data: Sequence[Sample] | None = None, workdir: str | Path | None = None,
+                 log_fn: Callable[[dict[str, Any]], None] | None = None, token: str | None = None) -> None:
+        from agents.rl import default_config
+
+        cfg = self.config = config
+        self.token = _admin_token(cfg, token)
+        if cfg.background_refit and dist.world_size() > 1:
+            raise ConfigError(
+                f"background_refit=True refits during RL, so the {dist.world_size()} ranks would score with different "
+                "reward models; set background_refit=False for a data-parallel run (rank 0 refits between rounds)."
+            )
+        # The loop runs its updates itself, so the default config's update limit does not apply.
+        self.rl_config = rl_config if rl_config is not None else \
+            default_config(cfg.algo, seed=cfg.seed, **_RL_DEFAULTS.get(cfg.algo, {}))
+        self.max_new_tokens: int = self.rl_config.max_new_tokens
+        self.train_data = list(train_data) if train_data is not None else _builtin(tasks, "train", 200, cfg.seed)
+        self.val_data = list(val_data) if val_data is not None else _builtin(tasks, "validation", 16, cfg.seed)
+        if not self.train_data or not self.val_data:
+            raise ConfigError("The feedback loop needs non-empty train_data and val_data; got "
+                              f"{len(self.train_data)} train and {len(self.val_data)} validation samples.")
+        self.policy, self.tokenizer = _actor_critic(policy), tokenizer
+        self.log = log_fn or (lambda record: None)
+        self.workdir, self.run_id = _shared_workdir(workdir)
+        self._resources = contextlib.ExitStack()  # what close() releases, in the reverse order of opening
+        self.learner: OnlineRewardLearner | None = None  # rank 0's; the others score with a replica of its model
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        """Open the store, seed the random sources, build the reward model, the evaluators and the trainer."""
+        from agents.rl import make_trainer
+
+        cfg = self.config
+        self.store = self._open_store()
+        self.oracle = self._human_oracle()
+        self.rng = np.random.default_rng(dist.rank_seed(cfg.seed))
+        self.pool_source = dist.shard(self.train_data)  # every rank samples its pool from its own prompts
+        device = next(self.policy.parameters()).device
+        self.generator = torch.Generator(device=device).manual_seed(dist.rank_seed(cfg.seed))
+        self.val_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.features, self.source = self._reward_model()
+        self.simulated = self._simulated_evaluators(lambda i: cfg.seed * 1000 + i, "simulated") \
+            if cfg.feedback == "simulated" and dist.is_main() else []
+        self.reward = self._rl_reward()
+        env_kwargs = {"dataset": self.train_data, "reward": self.reward, "max_prompt_tokens": cfg.max_prompt_tokens}
+        self.trainer = make_trainer(cfg.algo, self.rl_config, self.policy, self.tokenizer, env_kwargs,
+                                    log_fn=lambda metrics: self.log({"phase": "rl", **metrics}))
+
+    def _open_store(self) -> FeedbackStore | None:
+        """The store of this process (``None`` with a feedback server); rank 0 creates it first."""
+        from instruct_env.feedback import FeedbackStore
+
+        cfg = self.config
+        if cfg.remote:
+            return None
+        if not dist.is_main():
+            dist.barrier()  # rank 0 creates the store (its schema) first
+        store = FeedbackStore(cfg.store_url if cfg.store_url is not None else self.workdir / "feedback.db",
+                              min_evaluators=cfg.evaluators, gold_rate=0.0, seed=cfg.seed)
+        self._resources.callback(store.close)
+        if dist.is_main():
+            dist.barrier()
+        return store
+
+    def _human_oracle(self) -> HumanOracle:
+        """An oracle posting queries to the store (or the server) and reading the answers back."""
+        from instruct_env.feedback.oracle import HumanOracle
+
+        if self.store is None:
+            oracle = HumanOracle(url=str(self.config.store_url), token=self.token, min_answers=self.config.evaluators)
+        else:
+            oracle = HumanOracle(self.store, min_answers=self.config.evaluators)
+        self._resources.callback(oracle.close)
+        return oracle
+
+    def _reward_model(self) -> tuple[FeatureExtractor, Any]:
+        """The frozen featurizer and what reads the promoted reward model (rank 0: the learner)."""
+        from instruct_env.feedback.online import OnlineRewardLearner
+        from instruct_env.feedback.oracle import RemoteStore
+        from instruct_env.feedback.reward_model import FeatureExtractor, RewardModel
+
+        cfg = self.config
+        features = FeatureExtractor(self.policy, self.tokenizer, pooling=cfg.pooling,
+                                    logprob_features=cfg.logprob_features,
+                                    max_tokens=cfg.max_prompt_tokens + self.max_new_tokens + 1)  # frozen copy
+        reward_model = RewardModel(features, dataclasses.replace(cfg.reward_model, seed=cfg.seed))
+        if not dist.is_main():
+            return features, _Replica(reward_model)
+        store: FeedbackStore | RemoteStore
+        if self.store is None:  # the learner reads the queries and answers through the server's admin API
+            store = RemoteStore(str(cfg.store_url), self.token)
+            self._resources.callback(store.close)
+        else:
+            store = self.store
+        # Refits happen between rounds (forced) or, with background_refit, after enough new answers;
+        # never because time passed.
+        learner = OnlineRewardLearner(store, reward_model, self.workdir / "reward_model",
+                                      refit_every=max(1, cfg.queries_per_round // 4), refit_interval_s=math.inf,
+                                      min_holdout=cfg.min_holdout, tolerance=cfg.promotion_tolerance, seed=cfg.seed)
+        self._resources.callback(learner.close)
+        self.learner = learner
+        return features, learner
+
+    def _simulated_evaluators(self, seed_of: Callable[[int], int], prefix: str) -> list[SimulatedOracle]:
+        from instruct_env.feedback.oracle import SimulatedOracle
+
+        cfg = self.config
+        return [SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
+                                flip_rate=cfg.flip_rate, seed=seed_of(i), name=f"{prefix}-{i}")
+                for i in range(cfg.evaluators)]
+
+    def _rl_reward(self) -> Any:
+        """RL's reward: the proxy of the promoted reward model, or the evaluators' answers (``"direct"``)."""
+        from instruct_env.feedback.oracle import OraclePool
+        from instruct_env.feedback.rewards import HumanReward, ProxyReward
+
+        cfg = self.config
+        if cfg.rl_reward == "proxy":
+            return ProxyReward(self.source, uncertainty_penalty=cfg.uncertainty_penalty)
+        if cfg.feedback == "simulated":
+            # Simulated evaluators rate RL's completions at once (on every rank: they are functions of the sample),
+            # with their own seeds so the store's evaluators keep their random streams.
+            pool = OraclePool(self._simulated_evaluators(lambda i: dist.rank_seed(cfg.seed * 1000 + 500 + i), "direct"))
+            self._resources.callback(pool.close)
+            return HumanReward(pool, cfg.direct_kind)
+        # People rate RL's completions through the store (an oracle of its own, with its own log watermark).
+        return HumanReward(self._human_oracle(), cfg.direct_kind, timeout=cfg.human_timeout_s or None)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> list[RoundRecord]:
+        """Measure the starting policy, then run ``config.rounds`` rounds; one record per round (round 0: the start)."""
+        records = [self._finish(RoundRecord(round=0), time.perf_counter())]
+        for r in range(1, self.config.rounds + 1):
+            records.append(self.run_round(r))
+        return records
+
+    def run_round(self, r: int) -> RoundRecord:
+        """Round ``r``: generate, select, collect, refit, train (once RL has a reward), validate."""
+        start = time.perf_counter()
+        record = RoundRecord(round=r)
+        pool = self.generate()
+        items = self.select(pool, r)
+        record.answers = self.collect(items)
+        self.refit(record)
+        record.rm_verifier_agreement, record.pool_task = verifier_agreement(self.source.current, pool)
+        # RL needs a reward: a promoted reward model, or the evaluators themselves.
+        if (record.rm_version >= 1 or self.config.rl_reward == "direct") and self.config.rl_updates:
+            self.train(record)
+        return self._finish(record, start)
+
+    def _finish(self, record: RoundRecord, start: float) -> RoundRecord:
+        """Validate, time and log ``record``."""
+        self.validate(record)
+        record.seconds = time.perf_counter() - start
+        self.log({"phase": "round", **record.to_dict()})
+        return record
+
+    def generate(self) -> list[FeedbackItem]:
+        """The candidate pool: ``samples_per_prompt`` sampled completions of ``pool_prompts`` of this rank's prompts."""
+        cfg, source = self.config, self.pool_source
+        prompts = [source[int(i)] for i in self.rng.choice(len(source), min(cfg.pool_prompts, len(source)),
+                                                           replace=False)]
+        return generate_pool(self.policy, self.tokenizer, prompts, cfg.samples_per_prompt,
+                             max_prompt_tokens=cfg.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
+                             temperature=cfg.pool_temperature, generator=self.generator)
+
+    def select(self, pool: Sequence[FeedbackItem], r: int) -> list[FeedbackItem]:
+        """Active learning: the ``queries_per_round`` items of ``pool`` to ask about, tagged with their origin."""
+        from instruct_env.feedback.active import ActiveSelector
+
+        cfg = self.config
+        selector = ActiveSelector(self.source if cfg.selection == "qbc" else None, strategy=cfg.selection,
+                                  random_share=cfg.random_share, per_instruction=cfg.per_instruction,
+                                  seed=int(self.rng.integers(2**31)))
+        items = selector.select(pool, cfg.queries_per_round, kind=cfg.kind)
+        origin = {"run": self.run_id, "round": r, "rank": dist.rank()}
+        return [dataclasses.replace(item, metadata={**item.metadata, **origin, "item": i})
+                for i, item in enumerate(items)]
+
+    def collect(self, items: Sequence[FeedbackItem]) -> int:
+        """Ask the evaluators about ``items``; the number of answers every rank collected (summed)."""
+        from instruct_env.feedback.oracle import FeedbackTimeout
+
+        ticket = self.oracle.ask(items, self.config.kind)
+        if self.config.feedback == "simulated":
+            assert self.store is not None  # a simulated run has a store of its own (checked by the config)
+            dist.barrier()  # every rank's queries are stored before rank 0's evaluators answer them
+            by_id = {s.id: s for s in self.train_data}
+            for evaluator in self.simulated:
+                evaluator.answer_store(self.store, by_id)
+            dist.barrier()
+            result = self.oracle.poll(ticket)
+        else:
+            try:
+                result = self.oracle.wait(ticket, timeout=self.config.human_timeout_s)
+            except FeedbackTimeout as exc:  # go on with what people answered so far
+                result = exc.partial
+        # Every rank has finished collecting once this sum is known, so rank 0's refit sees all their answers.
+        return int(dist.all_reduce_sum(float(result.n_answers().sum())))
+
+    def refit(self, record: RoundRecord) -> None:
+        """Refit the reward model on the new answers (rank 0), give every rank the promoted one, note it in ``record``."""
+        update = dist.broadcast_object(_refit(self.learner) if self.learner is not None else {})
+        if self.learner is None:
+            self.source.load(update["state"], self.features)
+        record.refit, record.promoted, record.rm_version = update["refit"], update["promoted"], update["version"]
+        record.labels_used, record.holdout_labels = update["labels_used"], update["holdout_labels"]
+        record.rm_heldout_accuracy = update["rm_heldout_accuracy"]
+
+    def train(self, record: RoundRecord) -> None:
+        """``rl_updates`` RL updates on the loop's reward; their count, mean reward and answers used go in ``record``."""
+        judged = getattr(self.reward, "judgements", 0)
+        with self._refitting_in_background():
+            rewards = [self.trainer.update_step().get("reward_mean", math.nan) for _ in range(self.config.rl_updates)]
+        record.rl_updates, record.rl_reward = len(rewards), float(np.nanmean(rewards))
+        record.rl_judgements = int(dist.all_reduce_sum(float(getattr(self.reward, "judgements", 0) - judged)))
+
+    @contextlib.contextmanager
+    def _refitting_in_background(self) -> Iterator[None]:
+        """With ``background_refit``, the learner refits in a thread while the block runs."""
+        if not self.config.background_refit or self.learner is None:
+            yield
+            return
+        self.learner.start(poll_interval=5.0)
+        try:
+            yield
+        finally:
+            self.learner.stop()
+
+    def validate(self, record: RoundRecord) -> None:
+        """Score the policy on the validation samples, greedy and sampled at ``pool_temperature``."""
+        from agents.common.evaluation import evaluate
+
+        cfg = self.config
+        result = evaluate(self.policy.lm, self.tokenizer, self.val_data, max_prompt_tokens=cfg.max_prompt_tokens,
+                          max_new_tokens=self.max_new_tokens, batch_size=cfg.eval_batch_size, split="validation",
+                          keep_records=False)
+        record.val_task, record.val_exact_match = result.overall["task"], result.overall["exact_match"]
+        sampled = generate_pool(self.policy, self.tokenizer, self.val_data, 1, max_prompt_tokens=cfg.max_prompt_tokens,
+                                max_new_tokens=self.max_new_tokens, temperature=cfg.pool_temperature,
+                                generator=self.val_generator)
+        record.val_task_sampled = _macro_task(sampled)
+        self.policy.eval()
+
+    def close(self) -> None:
+        """Stop the learner and close the store, the oracles and the server connections (idempotent)."""
+        self._resources.close()
+
+    def __enter__(self) -> FeedbackLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_feedback_loop(
+    policy: Any,
+    tokenizer: Any,
+    rounds: int | None = None,
+    feedback: str | None = None,
+    store_url: str | None = None,
+    algo: str | None = None,
+    *,
+    config: FeedbackLoopConfig | None = None,
+    rl_config: Any = None,
+    tasks: Sequence[str] | None = None,
+    train_data: Sequence[Sample] | None = None,
+    val_data: Sequence[Sample] | None = None,
+    workdir: str | Path | None = None,
+    log_fn: Callable[[dict[str, Any]], None] | None = None,
+    token: str | None = None,
+) -> list[RoundRecord]:
+    """Run a :class:`FeedbackLoop` from start to end; one record per round (round 0: the start).
+
+    Args:
+        policy: The policy (see :class:`FeedbackLoop`).
+        tokenizer: The policy's tokenizer.
+        rounds: Feedback + RL rounds (``None``: ``config.rounds``, 3 by default).
+        feedback: ``"simulated"`` or ``"human"`` (``None``: ``config.feedback``, ``"simulated"`` by default).
+        store_url: The feedback store or server (``None``: ``config.store_url``).
+        algo: RL algorithm (``None``: ``config.algo``, ``"grpo"`` by default).
+        config: A :class:`FeedbackLoopConfig`; the four arguments above replace its fields when given.
+        rl_config: See :class:`FeedbackLoop`.
+        tasks: See :class:`FeedbackLoop`.
+        train_data: See :class:`FeedbackLoop`.
+        val_data: See :class:`FeedbackLoop`.
+        workdir: See :class:`FeedbackLoop`.
+        log_fn: See :class:`FeedbackLoop`.
+        token: See :class:`FeedbackLoop`.
+
+    Returns:
+        ``rounds + 1`` :class:`RoundRecord`, the first for the starting policy.
+    """
+    given: dict[str, Any] = {"rounds": rounds, "feedback": feedback, "store_url": store_url, "algo": algo}
+    config = dataclasses.replace(config if config is not None else FeedbackLoopConfig(),
+                                 **{name: value for name, value in given.items() if value is not None})
+    with FeedbackLoop(config, policy, tokenizer, rl_config=rl_config, tasks=tasks, train_data=train_data,
+                      val_data=val_data, workdir=workdir, log_fn=log_fn, token=token) as loop:
+        return loop.run()
+
+
+def _admin_token(config: FeedbackLoopConfig, token: str | None) -> str | None:
+    """The feedback server's admin token (given, else from the environment); required with a server."""
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if config.remote and not token:
+        raise ConfigError(
+            f"store_url={str(config.store_url)!r} is a feedback server, whose API needs an admin token; got none. "
+            f"Pass token= or set {TOKEN_ENV} (create an admin with "
+            "`instruct-env add-evaluator --store STORE --admin NAME`)."
+        )
+    return token
+
+
+def _actor_critic(policy: Any) -> Any:
+    """``policy`` with rank 0's weights, as an :class:`~agents.common.model.ActorCritic`.
+
+    Every rank starts from (and takes its frozen reward-model features from) rank 0's weights.
+    """
+    from agents.common.model import ActorCritic
+
+    dist.broadcast_module(policy)
+    if not hasattr(policy, "value_head"):
+        policy = ActorCritic(policy)
+        policy.freeze_reference()
+    return policy
+
+
+def _shared_workdir(workdir: str | Path | None) -> tuple[Path, str]:
+    """Rank 0's folder (a new temporary one when ``None``) and run id (in every query's metadata), on every rank."""
+    chosen: Path | None = None
+    if dist.is_main():  # the only rank that writes in it
+        chosen = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="instruct-env-feedback-"))
+        chosen.mkdir(parents=True, exist_ok=True)
+    folder, run_id = dist.broadcast_object((chosen, uuid.uuid4().hex[:12]))
+    assert folder is not None  # rank 0 chose it
+    return folder, run_id
 
 
 def _builtin(tasks: Sequence[str] | None, split: str, size: int, seed: int) -> list[Sample]:
@@ -278,43 +710,27 @@ def _builtin(tasks: Sequence[str] | None, split: str, size: int, seed: int) -> l
     return list(BuiltinDataset(list(tasks) if tasks is not None else None, split=split, size_per_task=size, seed=seed))
 
 
-@torch.no_grad()
 def generate_pool(policy: Any, tokenizer: Any, samples: Sequence[Sample], per_prompt: int, *, max_prompt_tokens: int,
                   max_new_tokens: int, temperature: float, generator: torch.Generator, formatter: Any = None,
-                  batch_size: int = 64) -> list[Any]:
-    """Sample ``per_prompt`` completions per sample with the policy; one single-completion item each."""
-    from agents.common.generation import SamplingConfig, generate
+                  batch_size: int = 64) -> list[FeedbackItem]:
+    """Sample ``per_prompt`` completions per sample with the policy; one single-completion item each.
+
+    The rows (each sample ``per_prompt`` times in a row) are generated in their order, ``batch_size``
+    at a time, so the items and the draws from ``generator`` follow the samples' order.
+    """
+    from agents.common.evaluation import generate_batched
+    from agents.common.generation import SamplingConfig
     from instruct_env.feedback.oracle import FeedbackItem
     from instruct_env.tasks import PromptFormatter
 
-    lm = getattr(policy, "lm", policy)
     formatter = formatter if formatter is not None else PromptFormatter()
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    device = next(lm.parameters()).device
     rows = [s for s in samples for _ in range(per_prompt)]
     prompts = [formatter.encode(s, tokenizer, max_prompt_tokens)[0] for s in rows]
-    items = []
-    was_training = lm.training
-    lm.eval()
-    try:
-        for start in range(0, len(rows), batch_size):
-            batch = range(start, min(start + batch_size, len(rows)))
-            width = max(len(prompts[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, P), left-padded
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
-            gen = generate(lm, ids.to(device), mask.to(device), max_new_tokens, eos, pad,
-                           SamplingConfig(temperature=temperature), generator)
-            for row, i in enumerate(batch):
-                tokens = gen.tokens[row, : int(gen.lengths[row])].tolist()
-                text = tokenizer.decode([t for t in tokens if t not in (eos, pad)], skip_special_tokens=True)
-                items.append(FeedbackItem.from_sample(rows[i], text))
-    finally:
-        lm.train(was_training)
-    return items
+    completions = generate_batched(getattr(policy, "lm", policy), tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, sampling=SamplingConfig(temperature=temperature),
+                                   generator=generator, sort_by_length=False, mixed_precision=False)
+    return [FeedbackItem.from_sample(sample, tokenizer.decode(seq, skip_special_tokens=True))
+            for sample, seq in zip(rows, completions)]
 
 
 def _macro_task(items: Sequence[Any]) -> float:
@@ -343,258 +759,12 @@ def verifier_agreement(model: Any, items: Sequence[Any], formatter: Any = None) 
         groups.setdefault(it.sample.id, []).append(k)
     right = total = 0.0
     for members in groups.values():
-        for a in range(len(members)):
-            for b in range(a + 1, len(members)):
-                i, j = members[a], members[b]
-                if truth[i] != truth[j]:
-                    total += 1
-                    gap = (mean[i] - mean[j]) * np.sign(truth[i] - truth[j])
-                    right += 0.5 if gap == 0 else float(gap > 0)
+        for i, j in itertools.combinations(members, 2):
+            if truth[i] != truth[j]:
+                total += 1
+                gap = (mean[i] - mean[j]) * np.sign(truth[i] - truth[j])
+                right += 0.5 if gap == 0 else float(gap > 0)
     return (right / total if total else math.nan), float(truth.mean())
-
-
-def run_feedback_loop(
-    policy: Any,
-    tokenizer: Any,
-    rounds: int = 3,
-    feedback: str = "simulated",
-    store_url: str | None = None,
-    algo: str = "grpo",
-    *,
-    config: FeedbackLoopConfig | None = None,
-    rl_config: Any = None,
-    tasks: Sequence[str] | None = None,
-    train_data: Sequence[Sample] | None = None,
-    val_data: Sequence[Sample] | None = None,
-    workdir: str | Path | None = None,
-    log_fn: Callable[[dict[str, Any]], None] | None = None,
-    token: str | None = None,
-) -> list[RoundRecord]:
-    """Alternate feedback rounds and RL rounds; return one record per round (round 0: the start).
-
-    Args:
-        policy: An :class:`~agents.common.model.ActorCritic` (trained in place) or a causal LM
-            (wrapped in one; its KL reference is the LM as given).
-        tokenizer: The policy's tokenizer.
-        rounds: Feedback + RL rounds.
-        feedback: ``"simulated"`` (simulated evaluators answer through the store) or ``"human"``
-            (people answer through the feedback server on ``store_url``).
-        store_url: The feedback store (``sqlite:///feedback.db``, a path, ``postgresql://...``) or a
-            feedback server (``http://host:8000``, with ``"human"`` only); required for ``"human"``;
-            default ``<workdir>/feedback.db``.
-        algo: RL algorithm (``grpo``, ``rloo``, ``reinforce``, ``ppo``, ``a2c``).
-        config: A :class:`FeedbackLoopConfig`.
-        rl_config: The algorithm's config (its ``max_new_tokens`` is the completion budget
-            everywhere); default: a small one for 2 CPU cores.
-        tasks: Built-in task families for the default train / validation data (``None``: all).
-        train_data: Prompts RL and the pool draw from (default: 200 per family of the train split).
-        val_data: Held-out samples for the task score (default: 16 per family of the validation split).
-        workdir: Folder for the store and the learner's state (default: a new temporary folder).
-        log_fn: Called with every RL update's metrics (``"phase": "rl"``) and every round record
-            (``"phase": "round"``), on every rank.
-        token: Admin token of the feedback server when ``store_url`` is ``http(s)://...`` (default:
-            the ``INSTRUCT_ENV_FEEDBACK_TOKEN`` environment variable).
-
-    Returns:
-        ``rounds + 1`` :class:`RoundRecord`, the first for the starting policy.
-    """
-    from agents.common import distributed as dist
-    from agents.common.evaluation import evaluate
-    from agents.common.model import ActorCritic
-    from agents.rl import ALGORITHMS, make_trainer
-    from instruct_env.feedback import FeedbackStore
-    from instruct_env.feedback.active import ActiveSelector
-    from instruct_env.feedback.online import OnlineRewardLearner
-    from instruct_env.feedback.oracle import (
-        FeedbackTimeout,
-        HumanOracle,
-        OraclePool,
-        RemoteStore,
-        SimulatedOracle,
-    )
-    from instruct_env.feedback.reward_model import FeatureExtractor, RewardModel
-    from instruct_env.feedback.rewards import HumanReward, ProxyReward
-
-    cfg = config if config is not None else FeedbackLoopConfig()
-    if feedback not in FEEDBACK_MODES:
-        raise unknown_name("feedback mode", feedback, FEEDBACK_MODES)
-    if algo not in ALGORITHMS:
-        raise unknown_name("RL algorithm", algo, ALGORITHMS)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ConfigError(f"rounds must be an integer >= 1; got {rounds!r}.")
-    if feedback == "human" and store_url is None:
-        raise ConfigError(
-            "feedback='human' needs store_url= (the store the feedback server uses, e.g. 'sqlite:///feedback.db'); "
-            "start the server with `instruct-env serve <store_url>` and give evaluators their tokens."
-        )
-    remote = store_url is not None and str(store_url).startswith(("http://", "https://"))
-    if remote and feedback == "simulated":
-        raise ConfigError(
-            f"feedback='simulated' needs a store its simulated evaluators can answer in this process; got the "
-            f"feedback server {str(store_url)!r}. Pass the server's store URL (e.g. 'sqlite:///feedback.db'), "
-            "or use feedback='human' with the server."
-        )
-    token = token if token is not None else os.environ.get(TOKEN_ENV)
-    if remote and not token:
-        raise ConfigError(
-            f"store_url={str(store_url)!r} is a feedback server, whose API needs an admin token; got none. Pass "
-            f"token= or set {TOKEN_ENV} (create an admin with `instruct-env add-evaluator --store STORE --admin NAME`)."
-        )
-    if cfg.background_refit and dist.world_size() > 1:
-        raise ConfigError(
-            f"background_refit=True refits during RL, so the {dist.world_size()} ranks would score with different "
-            "reward models; set background_refit=False for a data-parallel run (rank 0 refits between rounds)."
-        )
-    rl_config = rl_config if rl_config is not None else _default_rl_config(algo, cfg.seed)
-    max_new_tokens = rl_config.max_new_tokens
-    train = list(train_data) if train_data is not None else _builtin(tasks, "train", 200, cfg.seed)
-    val = list(val_data) if val_data is not None else _builtin(tasks, "validation", 16, cfg.seed)
-    if not train or not val:
-        raise ConfigError("run_feedback_loop needs non-empty train_data and val_data.")
-    dist.broadcast_module(policy)  # every rank starts from (and takes its frozen reward features from) rank 0's
-    if not hasattr(policy, "value_head"):
-        policy = ActorCritic(policy)
-        policy.freeze_reference()
-    main, rank = dist.is_main(), dist.rank()
-    # Rank 0 picks the folder (and the run id in every query's metadata) and is the only rank that writes in it.
-    if main:
-        workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="instruct-env-feedback-"))
-        workdir.mkdir(parents=True, exist_ok=True)
-    workdir, run_id = dist.broadcast_object((Path(workdir) if main else None, uuid.uuid4().hex[:12]))
-    store: FeedbackStore | None = None
-    if remote:
-        oracle = HumanOracle(url=str(store_url), token=token, min_answers=cfg.evaluators)
-    else:
-        if not main:
-            dist.barrier()  # rank 0 creates the store (its schema) first
-        store = FeedbackStore(store_url if store_url is not None else workdir / "feedback.db",
-                              min_evaluators=cfg.evaluators, gold_rate=0.0, seed=cfg.seed)
-        if main:
-            dist.barrier()
-        oracle = HumanOracle(store, min_answers=cfg.evaluators)
-    log = log_fn or (lambda record: None)
-    rng = np.random.default_rng(dist.rank_seed(cfg.seed))
-    pool_source = dist.shard(train)  # every rank samples its pool from its own prompts
-    generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(dist.rank_seed(cfg.seed))
-    val_generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(cfg.seed + 1)
-
-    features = FeatureExtractor(policy, tokenizer, pooling=cfg.pooling, logprob_features=cfg.logprob_features,
-                                max_tokens=cfg.max_prompt_tokens + max_new_tokens + 1)  # frozen copy of the start
-    reward_model = RewardModel(features, dataclasses.replace(cfg.reward_model, seed=cfg.seed))
-    learner = None  # rank 0's; the other ranks score with a replica of its promoted model
-    if main:
-        learner = OnlineRewardLearner(RemoteStore(str(store_url), token) if remote else store, reward_model,
-                                      workdir / "reward_model", refit_every=10**9, refit_interval_s=10**9,
-                                      min_holdout=cfg.min_holdout, tolerance=cfg.promotion_tolerance, seed=cfg.seed)
-    source: Any = learner if learner is not None else _Replica(reward_model)
-    def simulated_evaluators(seed_of: Callable[[int], int], prefix: str) -> list[SimulatedOracle]:
-        return [SimulatedOracle(cfg.metric, noise=cfg.noise, bias=cfg.bias, skip_rate=cfg.skip_rate,
-                                flip_rate=cfg.flip_rate, seed=seed_of(i), name=f"{prefix}-{i}")
-                for i in range(cfg.evaluators)]
-
-    simulated = simulated_evaluators(lambda i: cfg.seed * 1000 + i, "simulated") \
-        if feedback == "simulated" and main else []
-    by_id = {s.id: s for s in train}
-    if cfg.rl_reward == "proxy":
-        reward: Any = ProxyReward(source, uncertainty_penalty=cfg.uncertainty_penalty)
-    elif feedback == "simulated":
-        # Simulated evaluators rate RL's completions at once (on every rank: they are functions of the sample),
-        # with their own seeds so the store's evaluators keep their random streams.
-        reward = HumanReward(OraclePool(simulated_evaluators(lambda i: dist.rank_seed(cfg.seed * 1000 + 500 + i),
-                                                             "direct")), cfg.direct_kind)
-    else:  # people rate RL's completions through the store (an oracle of its own, with its own log watermark)
-        direct_oracle = HumanOracle(url=str(store_url), token=token, min_answers=cfg.evaluators) if remote else \
-            HumanOracle(store, min_answers=cfg.evaluators)
-        reward = HumanReward(direct_oracle, cfg.direct_kind, timeout=cfg.human_timeout_s or None)
-    env_kwargs = {"dataset": train, "reward": reward, "max_prompt_tokens": cfg.max_prompt_tokens}
-    trainer = make_trainer(algo, rl_config, policy, tokenizer, env_kwargs,
-                           log_fn=lambda metrics: log({"phase": "rl", **metrics}))
-
-    def validate(record: RoundRecord) -> None:
-        result = evaluate(policy.lm, tokenizer, val, max_prompt_tokens=cfg.max_prompt_tokens,
-                          max_new_tokens=max_new_tokens, batch_size=cfg.eval_batch_size, split="validation",
-                          keep_records=False)
-        record.val_task, record.val_exact_match = result.overall["task"], result.overall["exact_match"]
-        sampled = generate_pool(policy, tokenizer, val, 1, max_prompt_tokens=cfg.max_prompt_tokens,
-                                max_new_tokens=max_new_tokens, temperature=cfg.pool_temperature, generator=val_generator)
-        record.val_task_sampled = _macro_task(sampled)
-        policy.eval()
-
-    records = [RoundRecord(round=0)]
-    start = time.perf_counter()
-    validate(records[0])
-    records[0].seconds = time.perf_counter() - start
-    log({"phase": "round", **records[0].to_dict()})
-    try:
-        for r in range(1, rounds + 1):
-            start = time.perf_counter()
-            record = RoundRecord(round=r)
-            # 1. generate
-            prompts = [pool_source[int(i)]
-                       for i in rng.choice(len(pool_source), min(cfg.pool_prompts, len(pool_source)), replace=False)]
-            pool = generate_pool(policy, tokenizer, prompts, cfg.samples_per_prompt,
-                                 max_prompt_tokens=cfg.max_prompt_tokens, max_new_tokens=max_new_tokens,
-                                 temperature=cfg.pool_temperature, generator=generator)
-            # 2. select
-            selector = ActiveSelector(source if cfg.selection == "qbc" else None, strategy=cfg.selection,
-                                      random_share=cfg.random_share, per_instruction=cfg.per_instruction,
-                                      seed=int(rng.integers(2**31)))
-            items = selector.select(pool, cfg.queries_per_round, kind=cfg.kind)
-            items = [dataclasses.replace(item, metadata={**item.metadata, "run": run_id, "round": r, "rank": rank,
-                                                         "item": i})
-                     for i, item in enumerate(items)]
-            # 3. collect
-            ticket = oracle.ask(items, cfg.kind)
-            if feedback == "simulated":
-                dist.barrier()  # every rank's queries are stored before rank 0's evaluators answer them
-                for evaluator in simulated:
-                    evaluator.answer_store(store, by_id)
-                dist.barrier()
-                result = oracle.poll(ticket)
-            else:
-                try:
-                    result = oracle.wait(ticket, timeout=cfg.human_timeout_s)
-                except FeedbackTimeout as exc:  # go on with what people answered so far
-                    result = exc.partial
-            # Every rank has finished collecting once this sum is known, so rank 0's refit sees all their answers.
-            record.answers = int(dist.all_reduce_sum(float(result.n_answers().sum())))
-            # 4. update the reward model (rank 0) and give every rank the promoted one
-            update = dist.broadcast_object(_refit(learner) if learner is not None else None)
-            if learner is None:
-                source.load(update["state"], features)
-            record.refit, record.promoted, record.rm_version = update["refit"], update["promoted"], update["version"]
-            record.labels_used, record.holdout_labels = update["labels_used"], update["holdout_labels"]
-            record.rm_heldout_accuracy = update["rm_heldout_accuracy"]
-            record.rm_verifier_agreement, record.pool_task = verifier_agreement(source.current, pool)
-            # 5. RL with the proxy reward (once a reward model exists) or the evaluators' answers
-            if (record.rm_version >= 1 or cfg.rl_reward == "direct") and cfg.rl_updates:
-                judged = getattr(reward, "judgements", 0)
-                if cfg.background_refit:
-                    learner.refit_every = max(1, cfg.queries_per_round // 4)
-                    learner.start(poll_interval=5.0)
-                try:
-                    rewards = [trainer.update_step().get("reward_mean", math.nan) for _ in range(cfg.rl_updates)]
-                finally:
-                    if cfg.background_refit:
-                        learner.stop()
-                        learner.refit_every = 10**9
-                record.rl_updates, record.rl_reward = len(rewards), float(np.nanmean(rewards))
-                record.rl_judgements = int(dist.all_reduce_sum(float(getattr(reward, "judgements", 0) - judged)))
-            validate(record)
-            record.seconds = time.perf_counter() - start
-            records.append(record)
-            log({"phase": "round", **record.to_dict()})
-    finally:
-        if learner is not None:
-            learner.close()
-            if remote:
-                learner.store.close()
-        oracle.close()
-        if isinstance(reward, HumanReward):
-            reward.oracle.close()
-        if store is not None:
-            store.close()
-    return records
 
 
 def _refit(learner: Any) -> dict[str, Any]:

@@ -21,23 +21,30 @@ the held-out metric and warns when the training reward rises while the held-out 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from instruct_env.error import ConfigError
 from instruct_env.tasks.sample import Sample
 
+if TYPE_CHECKING:  # torch is imported when generation runs, not with this module
+    import torch
+
+    from agents.common.generation import SamplingConfig
+
 __all__ = [
     "METRICS",
     "EvalResult",
     "score_completions",
     "generate_completions",
+    "generate_batched",
     "evaluate",
     "HeldOutTracker",
     "paired_bootstrap",
@@ -267,8 +274,96 @@ def score_completions(
 
 
 def _unwrap(model: Any) -> Any:
-    """The language model inside an :class:`~agents.common.model.ActorCritic` (or ``model``)."""
+    """The language model inside an :class:`~agents.common.model.ActorCritic` (or ``model``).
+
+    Not :func:`agents.common.distributed.unwrap`, which takes a module out of its data-parallel wrapper.
+    """
     return getattr(model, "lm", model) if hasattr(model, "value_head") else model
+
+
+def generate_batched(
+    lm: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    sampling: SamplingConfig | None = None,
+    generator: torch.Generator | None = None,
+    sort_by_length: bool = True,
+    mixed_precision: bool = True,
+    progress: Any = None,
+) -> list[list[int]]:
+    """Complete encoded prompts in left-padded batches; the completions' token ids, in the prompts' order.
+
+    Each completion stops before its first end-of-sequence token and holds no padding. The model
+    is put in eval mode and restored after.
+
+    Args:
+        lm: A causal LM, or an encoder-decoder LM (greedy decoding only, through ``lm.generate``).
+        tokenizer: Its tokenizer (for the end-of-sequence and padding ids).
+        prompts: Token ids of each prompt.
+        max_new_tokens: Completion budget.
+        batch_size: Prompts per :func:`~agents.common.generation.generate` call.
+        sampling: How tokens are drawn (default: greedy).
+        generator: Random source of the sampling; batches draw from it in order.
+        sort_by_length: Batch the prompts sorted by length (little padding); else in the given order.
+        mixed_precision: Run under :func:`~agents.common.device.autocast` (bf16 on CUDA).
+        progress: Optional callable wrapping the batch iterator (e.g. ``RunLogger.progress``).
+    """
+    import torch
+
+    from agents.common.device import autocast
+    from agents.common.generation import SamplingConfig, generate
+
+    sampling = sampling if sampling is not None else SamplingConfig(temperature=0.0)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1; got {batch_size}.")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ConfigError("The tokenizer has no eos_token_id; generation could never stop.")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    encoder_decoder = bool(getattr(lm.config, "is_encoder_decoder", False))
+    if encoder_decoder and sampling.temperature != 0:
+        raise ConfigError(f"Encoder-decoder models are decoded greedily here; got temperature={sampling.temperature}. "
+                          "Use a causal LM to sample, or temperature 0.")
+    device = next(lm.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else range(len(prompts))
+    batches = [list(order[i:i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    completions: list[list[int]] = [[] for _ in prompts]
+    was_training = lm.training
+    lm.eval()
+    try:
+        for batch in progress(batches) if progress is not None else batches:
+            ids, mask = _left_padded([prompts[i] for i in batch], pad)
+            ids, mask = ids.to(device), mask.to(device)
+            with torch.no_grad(), autocast(device) if mixed_precision else contextlib.nullcontext():
+                if encoder_decoder:
+                    out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad)
+                    tokens = out[:, 1:].tolist()  # drop the decoder start token
+                else:
+                    tokens = generate(lm, ids, mask, max_new_tokens, eos, pad, sampling, generator).tokens.tolist()
+            for row, i in enumerate(batch):
+                seq = tokens[row]
+                seq = seq[: seq.index(eos)] if eos in seq else seq
+                completions[i] = [t for t in seq if t != pad]
+    finally:
+        lm.train(was_training)
+    return completions
+
+
+def _left_padded(prompts: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both (B, P): the prompts right-aligned after ``pad`` tokens."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # (B, P)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, P)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return ids, mask
 
 
 def generate_completions(
@@ -284,65 +379,28 @@ def generate_completions(
 ) -> tuple[list[str], list[int]]:
     """Greedy completions for ``samples``; returns ``(texts, lengths in tokens without EOS)``.
 
-    Prompts are encoded with ``formatter`` (the default :class:`~instruct_env.tasks.PromptFormatter`
-    when ``None``), sorted by length so each batch has little padding, left-padded, and decoded
-    with the model's own device. ``model`` may be a causal LM, an encoder-decoder LM or an
-    :class:`~agents.common.model.ActorCritic`. The model is put in eval mode and restored after.
+    Prompts are encoded with ``formatter``, sorted by length so each batch has little padding,
+    left-padded, and decoded with the model's own device (:func:`generate_batched`). The model is
+    put in eval mode and restored after.
 
     Args:
+        model: A causal LM, an encoder-decoder LM or an :class:`~agents.common.model.ActorCritic`.
+        tokenizer: The model's tokenizer.
+        samples: The samples to answer.
+        formatter: Prompt template (default: :class:`~instruct_env.tasks.PromptFormatter`).
+        max_prompt_tokens: Prompt budget.
+        max_new_tokens: Completion budget.
+        batch_size: Prompts per batch.
         progress: Optional callable wrapping the batch iterator (e.g. ``RunLogger.progress``).
     """
-    import torch
-
-    from agents.common.device import autocast
-    from agents.common.generation import SamplingConfig, generate
     from instruct_env.tasks import PromptFormatter
 
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1; got {batch_size}.")
-    lm = _unwrap(model)
     formatter = formatter if formatter is not None else PromptFormatter()
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ConfigError("The tokenizer has no eos_token_id; generation could never stop.")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    device = next(lm.parameters()).device
-    encoder_decoder = bool(getattr(lm.config, "is_encoder_decoder", False))
     prompts = [formatter.encode(s, tokenizer, max_prompt_tokens, budget_name="max_prompt_tokens")[0] for s in samples]
-    order = sorted(range(len(samples)), key=lambda i: len(prompts[i]))
-    texts: list[str] = [""] * len(samples)
-    lengths: list[int] = [0] * len(samples)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    iterator = progress(batches) if progress is not None else batches
-    was_training = lm.training
-    lm.eval()
-    try:
-        for batch in iterator:
-            width = max(len(prompts[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, P), left-padded
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
-                mask[row, width - len(prompts[i]):] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            with torch.no_grad(), autocast(device):
-                if encoder_decoder:
-                    out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                      do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad)
-                    tokens = out[:, 1:].tolist()  # drop the decoder start token
-                else:
-                    gen = generate(lm, ids, mask, max_new_tokens, eos, pad, SamplingConfig(temperature=0.0))
-                    tokens = gen.tokens.tolist()
-            for row, i in enumerate(batch):
-                seq = tokens[row]
-                if eos in seq:
-                    seq = seq[: seq.index(eos)]
-                seq = [t for t in seq if t != pad]
-                texts[i] = tokenizer.decode(seq, skip_special_tokens=True)
-                lengths[i] = len(seq)
-    finally:
-        lm.train(was_training)
-    return texts, lengths
+    completions = generate_batched(_unwrap(model), tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, progress=progress)
+    texts = [tokenizer.decode(seq, skip_special_tokens=True) for seq in completions]
+    return texts, [len(seq) for seq in completions]
 
 
 def evaluate(
