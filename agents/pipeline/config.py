@@ -206,8 +206,8 @@ class FeedbackSection:
             raise ConfigError(f"feedback.mode must be null, 'simulated' or 'human'; got {self.mode!r}.")
         if self.mode == "human" and not self.store:
             raise ConfigError("feedback.mode='human' needs feedback.store: the store your feedback server uses.")
-        if self.rounds < 1:
-            raise ConfigError(f"feedback.rounds must be >= 1; got {self.rounds}.")
+        # Checked by the loop's own rule, now (before any training); the loop section carries the same number.
+        self.loop = dataclasses.replace(self.loop, rounds=self.rounds)
 
 
 @dataclass
