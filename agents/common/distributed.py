@@ -363,11 +363,19 @@ def wrap_module(module: torch.nn.Module, strategy: str, units: Sequence[nn.Modul
     return DistributedDataParallel(module, **kwargs)
 
 
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a :func:`wrap_module` wrapper (``module`` itself when not wrapped)."""
+def unwrap(module: torch.nn.Module, *, lm: bool = False) -> torch.nn.Module:
+    """The module inside a :func:`wrap_module` wrapper (``module`` itself when not wrapped).
+
+    With ``lm=True``, also the language model inside an :class:`~agents.common.model.ActorCritic`
+    (anything with a ``value_head`` and an ``lm``; an ILQL decoder, whose V head is ``v_head``, stays
+    whole): what generation, evaluation and SFT run on.
+    """
     from torch.nn.parallel import DistributedDataParallel
 
-    return module.module if isinstance(module, DistributedDataParallel) else module
+    inner: torch.nn.Module = module.module if isinstance(module, DistributedDataParallel) else module
+    if lm and hasattr(inner, "value_head"):
+        inner = getattr(inner, "lm", inner)
+    return inner
 
 
 def sync_gradients(module: torch.nn.Module, parameters: Iterable[torch.nn.Parameter]) -> None:

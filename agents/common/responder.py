@@ -83,10 +83,11 @@ class PolicyResponder:
     ) -> None:
         import torch
 
+        from agents.common import distributed as dist
         from agents.common.generation import SamplingConfig
         from instruct_env.tasks import PromptFormatter
 
-        lm = getattr(model, "lm", model) if hasattr(model, "value_head") else model  # an ActorCritic
+        lm = dist.unwrap(model, lm=True)
         if getattr(lm.config, "is_encoder_decoder", False):
             raise ConfigError("The chat page needs a causal (decoder-only) model; this one is encoder-decoder.")
         if tokenizer.eos_token_id is None:

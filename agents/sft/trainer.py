@@ -32,7 +32,6 @@ from agents.sft.config import SFTConfig
 from agents.sft.data import (
     IGNORE_INDEX,
     Example,
-    SampleSource,
     can_paraphrase,
     collate_causal,
     collate_seq2seq,
@@ -41,7 +40,7 @@ from agents.sft.data import (
     take_per_task,
 )
 from instruct_env.error import ConfigError, EmptyDatasetError
-from instruct_env.tasks.sample import Sample
+from instruct_env.tasks.sample import Sample, SampleSource
 
 __all__ = ["SFTTrainer", "SFTResult", "response_loss", "lr_multiplier"]
 
@@ -158,8 +157,8 @@ class SFTTrainer:
         tokenizer: Any,
         config: SFTConfig | None = None,
         *,
-        train_data: SampleSource | None = None,
-        val_data: SampleSource | None = None,
+        train_data: SampleSource | Sequence[Sample] | None = None,
+        val_data: SampleSource | Sequence[Sample] | None = None,
         tasks: Sequence[str] | None = None,
         formatter: Any = None,
         run_logger: Any = None,
@@ -168,7 +167,7 @@ class SFTTrainer:
 
         self.config = config if config is not None else SFTConfig()
         cfg = self.config
-        self.model = getattr(model, "lm", model) if hasattr(model, "value_head") else model
+        self.model: Any = dist.unwrap(model, lm=True)  # a Hugging Face model (PreTrainedModel or PEFT)
         self.tokenizer = tokenizer
         if tokenizer.eos_token_id is None:
             raise ConfigError("SFT needs a tokenizer with an eos_token_id: the model must learn where answers end.")
