@@ -69,6 +69,7 @@ class FeedbackKind:
         agreement_level: Krippendorff level used for agreement (``None``: no agreement metric).
         gold_allowed: Whether queries of this kind may carry a gold answer.
         guidelines: Default instructions shown to evaluators on this kind's page.
+        answer_field: The answer's field that :meth:`label` compares with a gold answer.
     """
 
     name: ClassVar[str] = ""
@@ -78,6 +79,7 @@ class FeedbackKind:
     agreement_level: ClassVar[str | None] = "nominal"
     gold_allowed: ClassVar[bool] = True
     guidelines: ClassVar[str] = ""
+    answer_field: ClassVar[str] = ""
 
     def options(self) -> dict[str, Any]:
         """The options that rebuild this kind with :func:`make_kind` (stored with each query)."""
@@ -122,13 +124,18 @@ class FeedbackKind:
         return dict(answer)
 
     def label(self, answer: Mapping[str, Any]) -> Hashable:
-        """The part of a canonical answer compared with a gold answer."""
-        raise NotImplementedError
+        """The part of a canonical answer compared with a gold answer: its :attr:`answer_field`."""
+        return answer[self.answer_field]
 
     def agreement_triples(
         self, query_id: Hashable, evaluator_id: Hashable, answer: Mapping[str, Any]
     ) -> list[tuple[Hashable, Hashable, Any]]:
-        """``(item, evaluator, value)`` triples for :func:`~instruct_env.feedback.krippendorff_alpha`."""
+        """``(item, evaluator, value)`` triples for :func:`~instruct_env.feedback.krippendorff_alpha`.
+
+        None for a kind without an agreement metric (``agreement_level`` is ``None``).
+        """
+        if self.agreement_level is None:
+            return []
         return [(query_id, evaluator_id, self.label(answer))]
 
     def shortcuts(self, n_completions: int) -> list[tuple[str, str]]:
@@ -163,7 +170,7 @@ class FeedbackKind:
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.options() == other.options()  # type: ignore[union-attr]
+        return type(self) is type(other) and isinstance(other, FeedbackKind) and self.options() == other.options()
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted(self.options().items()))))
@@ -195,6 +202,7 @@ class Rating(FeedbackKind):
     """
 
     name = "rating"
+    answer_field = "rating"
     agreement_level = "ordinal"
     guidelines = (
         "Rate how well the response follows the instruction: correct, complete, and nothing "
@@ -218,20 +226,19 @@ class Rating(FeedbackKind):
         self.high = high
 
     def options(self) -> dict[str, Any]:
+        """The scale: ``{"low": ..., "high": ...}``."""
         return {"low": self.low, "high": self.high}
 
     def _example(self) -> str:
         return f'{{"rating": {self.high}}}'
 
     def validate(self, answer: Any, n_completions: int) -> dict[str, Any]:
+        """``{"rating": score}`` with an integer score on the scale."""
         self._fields(answer, ["rating"])
         rating = answer["rating"]
         if not _is_int(rating) or not self.low <= rating <= self.high:
             raise InvalidAnswer(f"rating must be an integer from {self.low} to {self.high}; got {rating!r}.")
         return {"rating": rating}
-
-    def label(self, answer: Mapping[str, Any]) -> Hashable:
-        return answer["rating"]
 
     def digit_of(self, score: int) -> str | None:
         """The key that types ``score`` on the rating page, or ``None`` if no digit does."""
@@ -242,6 +249,7 @@ class Rating(FeedbackKind):
         return None
 
     def shortcuts(self, n_completions: int) -> list[tuple[str, str]]:
+        """The page's keys for this kind."""
         keys = [d for d in (self.digit_of(s) for s in range(self.low, self.high + 1)) if d]
         if not keys:
             return []
@@ -258,6 +266,7 @@ class Thumbs(FeedbackKind):
     """Thumbs up (acceptable) or down (not acceptable)."""
 
     name = "thumbs"
+    answer_field = "thumb"
     guidelines = (
         "Thumbs up if you would accept this response as an answer to the instruction as it is; "
         "thumbs down if it is wrong, incomplete, unsafe or ignores the instruction."
@@ -267,18 +276,20 @@ class Thumbs(FeedbackKind):
         return '{"thumb": "up"}'
 
     def validate(self, answer: Any, n_completions: int) -> dict[str, Any]:
+        """``{"thumb": "up" | "down"}``."""
         self._fields(answer, ["thumb"])
         if answer["thumb"] not in ("up", "down"):
             raise InvalidAnswer(f"thumb must be 'up' or 'down'; got {answer['thumb']!r}.")
         return {"thumb": answer["thumb"]}
 
-    def label(self, answer: Mapping[str, Any]) -> Hashable:
-        return answer["thumb"]
-
-    def agreement_triples(self, query_id, evaluator_id, answer):
+    def agreement_triples(
+        self, query_id: Hashable, evaluator_id: Hashable, answer: Mapping[str, Any]
+    ) -> list[tuple[Hashable, Hashable, Any]]:
+        """One triple whose value is 1 for up and 0 for down."""
         return [(query_id, evaluator_id, int(answer["thumb"] == "up"))]
 
     def shortcuts(self, n_completions: int) -> list[tuple[str, str]]:
+        """The page's keys for this kind."""
         return [("Y or +", "thumbs up"), ("N or -", "thumbs down")]
 
 
@@ -293,6 +304,7 @@ class Pairwise(FeedbackKind):
     """
 
     name = "pairwise"
+    answer_field = "choice"
     min_completions = max_completions = 2
     shuffled = True
     guidelines = (
@@ -305,6 +317,7 @@ class Pairwise(FeedbackKind):
         return '{"choice": "A", "strength": 2}'
 
     def validate(self, answer: Any, n_completions: int) -> dict[str, Any]:
+        """``{"choice": ...}`` from :data:`PAIRWISE_CHOICES`, with an optional ``strength`` 1..3 for A or B."""
         self._fields(answer, ["choice"], ["strength"])
         choice = answer["choice"]
         if choice not in PAIRWISE_CHOICES:
@@ -333,10 +346,8 @@ class Pairwise(FeedbackKind):
     to_canonical = _swap
     to_display = _swap  # swapping is its own inverse
 
-    def label(self, answer: Mapping[str, Any]) -> Hashable:
-        return answer["choice"]
-
     def shortcuts(self, n_completions: int) -> list[tuple[str, str]]:
+        """The page's keys for this kind."""
         return [
             ("A", "the left response (A) is better"),
             ("B", "the right response (B) is better"),
@@ -350,6 +361,7 @@ class Ranking(FeedbackKind):
     """Order ``k`` completions (2..9) from best to worst; the answer is a permutation of positions."""
 
     name = "ranking"
+    answer_field = "ranking"
     min_completions = 2
     max_completions = 9
     shuffled = True
@@ -363,6 +375,7 @@ class Ranking(FeedbackKind):
         return '{"ranking": [1, 0, 2]}'
 
     def validate(self, answer: Any, n_completions: int) -> dict[str, Any]:
+        """``{"ranking": [...]}``: every display position once, best first."""
         self._fields(answer, ["ranking"])
         ranking = answer["ranking"]
         expected = list(range(n_completions))
@@ -377,20 +390,26 @@ class Ranking(FeedbackKind):
         return {"ranking": list(ranking)}
 
     def to_canonical(self, answer: Mapping[str, Any], order: Sequence[int]) -> dict[str, Any]:
+        """The ranking in completion indices instead of display positions."""
         return {**answer, "ranking": [order[p] for p in answer["ranking"]]}
 
     def to_display(self, answer: Mapping[str, Any], order: Sequence[int]) -> dict[str, Any]:
+        """The ranking in display positions instead of completion indices."""
         position = {c: p for p, c in enumerate(order)}
         return {**answer, "ranking": [position[c] for c in answer["ranking"]]}
 
     def label(self, answer: Mapping[str, Any]) -> Hashable:
+        """The whole ranking, as a tuple."""
         return tuple(answer["ranking"])
 
-    def agreement_triples(self, query_id, evaluator_id, answer):
-        # Each completion is an item whose value is its rank; ranks are ordinal.
+    def agreement_triples(
+        self, query_id: Hashable, evaluator_id: Hashable, answer: Mapping[str, Any]
+    ) -> list[tuple[Hashable, Hashable, Any]]:
+        """One triple per completion ``(query_id, completion)``, whose value is its rank (ordinal)."""
         return [((query_id, c), evaluator_id, rank) for rank, c in enumerate(answer["ranking"])]
 
     def shortcuts(self, n_completions: int) -> list[tuple[str, str]]:
+        """The page's keys for this kind."""
         return [
             (f"1-{n_completions}", "add that response to the ranking, best first"),
             ("Backspace", "remove the last response from the ranking"),
@@ -401,6 +420,7 @@ class Comment(FeedbackKind):
     """Free-text feedback on one completion."""
 
     name = "comment"
+    answer_field = "comment"
     agreement_level = None
     gold_allowed = False
     guidelines = (
@@ -412,17 +432,13 @@ class Comment(FeedbackKind):
         return '{"comment": "The list is not sorted."}'
 
     def validate(self, answer: Any, n_completions: int) -> dict[str, Any]:
+        """``{"comment": text}``: non-empty, at most :data:`MAX_COMMENT_CHARS` characters."""
         self._fields(answer, ["comment"])
         text = _text(self.name, "comment", answer["comment"], MAX_COMMENT_CHARS, "Write a comment or skip the query.")
         return {"comment": text}
 
-    def label(self, answer: Mapping[str, Any]) -> Hashable:
-        return answer["comment"]
-
-    def agreement_triples(self, query_id, evaluator_id, answer):
-        return []
-
     def shortcuts(self, n_completions: int) -> list[tuple[str, str]]:
+        """The page's keys for this kind."""
         return [("C", "write in the comment box (Esc leaves it)"), ("Ctrl+Enter", "submit from the box")]
 
 
@@ -430,6 +446,7 @@ class Edit(FeedbackKind):
     """A corrected version of the completion, written by the evaluator (becomes an SFT example)."""
 
     name = "edit"
+    answer_field = "completion"
     agreement_level = None
     gold_allowed = False
     guidelines = (
@@ -441,6 +458,7 @@ class Edit(FeedbackKind):
         return '{"completion": "the corrected answer"}'
 
     def validate(self, answer: Any, n_completions: int) -> dict[str, Any]:
+        """``{"completion": text}``: non-empty, at most :data:`MAX_EDIT_CHARS` characters."""
         self._fields(answer, ["completion"])
         text = _text(
             self.name, "completion", answer["completion"], MAX_EDIT_CHARS,
@@ -448,13 +466,8 @@ class Edit(FeedbackKind):
         )
         return {"completion": text}
 
-    def label(self, answer: Mapping[str, Any]) -> Hashable:
-        return answer["completion"]
-
-    def agreement_triples(self, query_id, evaluator_id, answer):
-        return []
-
     def shortcuts(self, n_completions: int) -> list[tuple[str, str]]:
+        """The page's keys for this kind."""
         return [("E", "edit the answer (Esc leaves the box)"), ("Ctrl+Enter", "submit from the box")]
 
 
