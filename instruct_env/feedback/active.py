@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from instruct_env.error import ConfigError
-from instruct_env.feedback.kinds import make_kind
 from instruct_env.feedback.items import FeedbackItem
+from instruct_env.feedback.kinds import make_kind
 
 __all__ = ["ActiveSelector", "STRATEGIES"]
 
@@ -153,7 +153,7 @@ class ActiveSelector:
             grouped.setdefault(key, [])
             if all(c.completions != item.completions for c in grouped[key]):  # identical completions count once
                 grouped[key].append(item)
-        options = []
+        options: list[_Option] = []
         for key, items in grouped.items():
             if high == 1:
                 options.extend(_Option(key, it.completions, it) for it in items)

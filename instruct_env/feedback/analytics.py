@@ -42,7 +42,7 @@ def store_metrics(store: FeedbackStore) -> dict[str, Any]:
     queries = store.queries()
     answers = store.current_answers(status=None)
     chat = store.chat_query_ids()
-    per_evaluator = {
+    per_evaluator: dict[int, dict[str, Any]] = {
         e.id: {
             "id": e.id, "name": e.name, "role": e.role, "answered": 0, "skipped": 0,
             "edits": edits_undos.get((e.id, "edit"), 0), "undos": edits_undos.get((e.id, "undo"), 0),
@@ -63,14 +63,14 @@ def store_metrics(store: FeedbackStore) -> dict[str, Any]:
     for stats in per_evaluator.values():
         if stats["gold_answered"]:
             stats["gold_accuracy"] = stats["gold_correct"] / stats["gold_answered"]
-    regular = [q for q in queries.values() if not q.is_gold and q.id not in chat]
+    regular = [qid for qid, q in queries.items() if not q.is_gold and qid not in chat]
     return {
         "evaluators": list(per_evaluator.values()),
         "queries": {
             "total": len(queries),
             "gold": sum(q.is_gold for q in queries.values()),
             "chat": len(chat),
-            "complete": sum(answers_per_query.get(q.id, 0) >= store.min_evaluators for q in regular),
+            "complete": sum(answers_per_query.get(qid, 0) >= store.min_evaluators for qid in regular),
             "min_evaluators": store.min_evaluators,
         },
         "agreement": agreement(queries, answers),

@@ -25,8 +25,11 @@ __all__ = ["RemoteStore"]
 
 
 class _LocalStore:
-    """A :class:`FeedbackStore` in this process as a learner's source: opened from a URL (and then closed
-    here) or shared, read in batches of 5,000 events, and pickled as what reopens it."""
+    """A :class:`FeedbackStore` in this process as a learner's source.
+
+    Opened from a URL (and then closed here) or shared; read in batches of 5,000 events; pickled
+    as what reopens it.
+    """
 
     def __init__(self, store: FeedbackStore | str | os.PathLike[str]) -> None:
         if isinstance(store, FeedbackStore):
@@ -128,6 +131,7 @@ class RemoteStore:
     batch_queries = 10_000
 
     def add_queries(self, queries: list[Query]) -> list[int]:
+        """Store queries (in batches under the server's body limit, each with an idempotency key); return their ids."""
         fields = ("kind", "instruction", "completions", "context", "options", "selector", "score", "metadata")
         batches: list[list[dict[str, Any]]] = [[]]
         size = 0
@@ -173,14 +177,17 @@ class RemoteStore:
         return [Evaluator(e["id"], e["name"], e["role"], 0.0) for e in self._request("GET", "/api/admin/evaluators").json()]
 
     def evaluator_names(self) -> dict[int, str]:
+        """Evaluator id -> name."""
         return {e.id: e.name for e in self.evaluators()}
 
     def min_evaluators(self) -> int:
+        """The store's ``min_evaluators`` (read once from the server's metrics)."""
         if self._min_evaluators is None:
             self._min_evaluators = int(self._request("GET", "/api/admin/metrics").json()["queries"]["min_evaluators"])
         return self._min_evaluators
 
     def close(self) -> None:
+        """Close the HTTP client."""
         self.client.close()
 
     def __getstate__(self) -> dict[str, Any]:

@@ -17,6 +17,12 @@ if you want one label per query. Gold queries are quality checks and are left ou
 (the environments' default template) unless ``prompt=`` says otherwise: another formatter, or any
 function from :class:`~instruct_env.feedback.store.Query` to ``str``.
 
+Arguments of the training formats:
+    ``store``         the :class:`~instruct_env.feedback.store.FeedbackStore` to read.
+    ``prompt``        how to write the prompt (see above).
+    ``include_gold``  also export answers to gold queries.
+    ``with_ids``      add ``query_id`` and ``evaluator_id`` to each record.
+
 Pairwise answers become one pair (``tie`` and ``both_bad`` give none); a ranking of ``k``
 completions gives all ``k (k - 1) / 2`` ordered pairs. ``margin`` is the pairwise ``strength``
 (1-3) where the evaluator gave one; pass ``default_margin=`` to give every record a margin (TRL
@@ -83,6 +89,26 @@ def event_records(store: FeedbackStore, since: int = 0, batch_size: int = 1000) 
         watermark = events[-1].id
 
 
+def _records(
+    store: FeedbackStore,
+    kinds: Iterable[str],
+    prompt: Any,
+    include_gold: bool,
+    with_ids: bool,
+    make: Callable[[str, Query, Any, str], Iterable[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """``make(kind, query, answer, prompt text)``'s records for every current answer of ``kinds``."""
+    make_prompt = _prompt_fn(prompt)
+    records = []
+    for kind in kinds:
+        for query, answer, query_id, evaluator_id in _answers(store, kind, include_gold):
+            for record in make(kind, query, answer, make_prompt(query)):
+                if with_ids:
+                    record.update(query_id=query_id, evaluator_id=evaluator_id)
+                records.append(record)
+    return records
+
+
 def preference_pairs(
     store: FeedbackStore,
     *,
@@ -91,40 +117,29 @@ def preference_pairs(
     default_margin: float | None = None,
     with_ids: bool = False,
 ) -> list[dict[str, Any]]:
-    """Preference pairs from ``pairwise`` and ``ranking`` answers.
+    """Preference pairs ``{"prompt", "chosen", "rejected"[, "margin"]}`` from ``pairwise`` and ``ranking`` answers.
 
-    Args:
-        store: The feedback store.
-        prompt: How to write the prompt (see the module docstring).
-        include_gold: Also export answers to gold queries.
-        default_margin: Margin of records without a strength; ``None`` leaves ``margin`` out of them.
-        with_ids: Add ``query_id`` and ``evaluator_id`` to each record.
-
-    Returns:
-        Records ``{"prompt", "chosen", "rejected"[, "margin"]}``.
+    ``default_margin`` is the margin of records without a strength (``None`` leaves ``margin`` out
+    of them); the other arguments are described in the module docstring.
     """
-    make_prompt = _prompt_fn(prompt)
-    records = []
-    for kind in ("pairwise", "ranking"):
-        for query, answer, query_id, evaluator_id in _answers(store, kind, include_gold):
-            text = make_prompt(query)
-            c = query.completions
-            if kind == "pairwise":
-                if answer["choice"] not in ("A", "B"):
-                    continue
-                better, worse = (0, 1) if answer["choice"] == "A" else (1, 0)
-                ordered = [(better, worse, answer.get("strength", default_margin))]
-            else:
-                r = answer["ranking"]
-                ordered = [(r[i], r[j], default_margin) for i in range(len(r)) for j in range(i + 1, len(r))]
-            for better, worse, margin in ordered:
-                record: dict[str, Any] = {"prompt": text, "chosen": c[better], "rejected": c[worse]}
-                if margin is not None:
-                    record["margin"] = float(margin)
-                if with_ids:
-                    record.update(query_id=query_id, evaluator_id=evaluator_id)
-                records.append(record)
-    return records
+
+    def pairs(kind: str, query: Query, answer: Any, text: str) -> Iterator[dict[str, Any]]:
+        if kind == "pairwise":
+            if answer["choice"] not in ("A", "B"):
+                return
+            better, worse = (0, 1) if answer["choice"] == "A" else (1, 0)
+            ordered = [(better, worse, answer.get("strength", default_margin))]
+        else:
+            r = answer["ranking"]
+            ordered = [(r[i], r[j], default_margin) for i in range(len(r)) for j in range(i + 1, len(r))]
+        for better, worse, margin in ordered:
+            record: dict[str, Any] = {"prompt": text, "chosen": query.completions[better],
+                                      "rejected": query.completions[worse]}
+            if margin is not None:
+                record["margin"] = float(margin)
+            yield record
+
+    return _records(store, ("pairwise", "ranking"), prompt, include_gold, with_ids, pairs)
 
 
 def unpaired_thumbs(
@@ -135,49 +150,32 @@ def unpaired_thumbs(
     rating_threshold: float | None = None,
     with_ids: bool = False,
 ) -> list[dict[str, Any]]:
-    """Unpaired binary feedback from ``thumbs`` answers (and ratings, if ``rating_threshold`` is set).
+    """Unpaired binary feedback ``{"prompt", "completion", "label"}`` (a ``bool`` label) from ``thumbs`` answers.
 
-    Args:
-        store: The feedback store.
-        prompt: How to write the prompt (see the module docstring).
-        include_gold: Also export answers to gold queries.
-        rating_threshold: If given, a rating ``>= rating_threshold`` also counts as a thumbs up
-            and a lower one as a thumbs down.
-        with_ids: Add ``query_id`` and ``evaluator_id`` to each record.
-
-    Returns:
-        Records ``{"prompt", "completion", "label"}`` with a boolean ``label``.
+    With ``rating_threshold``, ratings count too: one ``>= rating_threshold`` is a thumbs up, a
+    lower one a thumbs down. The other arguments are described in the module docstring.
     """
-    make_prompt = _prompt_fn(prompt)
-    records = []
-    for kind in ("thumbs", "rating"):
-        if kind == "rating" and rating_threshold is None:
-            continue
-        for query, answer, query_id, evaluator_id in _answers(store, kind, include_gold):
-            label = answer["thumb"] == "up" if kind == "thumbs" else answer["rating"] >= rating_threshold
-            record: dict[str, Any] = {"prompt": make_prompt(query), "completion": query.completions[0], "label": bool(label)}
-            if with_ids:
-                record.update(query_id=query_id, evaluator_id=evaluator_id)
-            records.append(record)
-    return records
+
+    def labelled(kind: str, query: Query, answer: Any, text: str) -> list[dict[str, Any]]:
+        label = answer["thumb"] == "up" if kind == "thumbs" else answer["rating"] >= rating_threshold
+        return [{"prompt": text, "completion": query.completions[0], "label": bool(label)}]
+
+    kinds = ("thumbs",) if rating_threshold is None else ("thumbs", "rating")
+    return _records(store, kinds, prompt, include_gold, with_ids, labelled)
 
 
 def sft_examples(
     store: FeedbackStore, *, prompt: Any = None, include_gold: bool = False, with_ids: bool = False
 ) -> list[dict[str, Any]]:
-    """Supervised examples from ``edit`` answers: the evaluator's corrected completion.
+    """Supervised examples ``{"prompt", "completion"}`` from ``edit`` answers: the evaluator's corrected completion.
 
-    Returns:
-        Records ``{"prompt", "completion"}``.
+    The arguments are described in the module docstring.
     """
-    make_prompt = _prompt_fn(prompt)
-    records = []
-    for query, answer, query_id, evaluator_id in _answers(store, "edit", include_gold):
-        record: dict[str, Any] = {"prompt": make_prompt(query), "completion": answer["completion"]}
-        if with_ids:
-            record.update(query_id=query_id, evaluator_id=evaluator_id)
-        records.append(record)
-    return records
+
+    def corrected(kind: str, query: Query, answer: Any, text: str) -> list[dict[str, Any]]:
+        return [{"prompt": text, "completion": answer["completion"]}]
+
+    return _records(store, ("edit",), prompt, include_gold, with_ids, corrected)
 
 
 FORMATS: dict[str, Callable[..., Any]] = {

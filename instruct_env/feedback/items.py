@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from instruct_env.error import ConfigError
-from instruct_env.feedback.kinds import make_kind
+from instruct_env.feedback.kinds import Rating, make_kind
 from instruct_env.feedback.store import Query
 from instruct_env.tasks.sample import Sample
 
@@ -66,7 +66,10 @@ class FeedbackItem:
     @classmethod
     def from_sample(cls, sample: Sample, completions: str | Sequence[str], **fields: Any) -> FeedbackItem:
         """An item for ``sample``'s instruction and context (``fields``: selector, score, metadata)."""
-        return cls(sample.instruction, completions, sample.context, sample=sample, **fields)
+        items = (completions,) if isinstance(completions, str) else completions
+        # A non-sequence goes through as given, for __post_init__ to refuse with its message.
+        return cls(sample.instruction, tuple(items) if isinstance(items, Sequence) else items, sample.context,
+                   sample=sample, **fields)
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -173,6 +176,7 @@ class Judgement:
 
     @property
     def skipped(self) -> bool:
+        """Whether the evaluator skipped the item."""
         return self.answer is None
 
 
@@ -190,6 +194,7 @@ def answer_value(kind: str, answer: Mapping[str, Any] | None, options: Mapping[s
         return math.nan
     if kind == "rating":
         spec = make_kind("rating", **dict(options or {}))
+        assert isinstance(spec, Rating)  # make_kind("rating") builds a Rating
         return (answer["rating"] - spec.low) / (spec.high - spec.low)
     if kind == "thumbs":
         return 1.0 if answer["thumb"] == "up" else 0.0

@@ -79,7 +79,7 @@ def labels_from_answer(query: Query, answer: Mapping[str, Any], evaluator: str =
     >>> [(lb.items[0][1], lb.items[1][1]) for lb in labels_from_answer(q, {"ranking": [0, 2, 1]})]
     [('1 2 3', '2 1 3'), ('1 2 3', '3 2 1'), ('2 1 3', '3 2 1')]
     """
-    item = FeedbackItem(query.instruction, query.completions, query.context)
+    item = FeedbackItem(query.instruction, tuple(query.completions), query.context)
     pairs = item.pairs(formatter)
     kind = query.kind
 
@@ -133,6 +133,7 @@ class RefitReport:
     losses: Mapping[str, float]
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(self).items()}
 
 
@@ -441,6 +442,7 @@ class OnlineRewardLearner:
 
     @property
     def running(self) -> bool:
+        """Whether the background worker is running."""
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float | None = 60.0) -> None:

@@ -59,7 +59,7 @@ from instruct_env.feedback.items import (
     answer_value,
     prompt_text,
 )
-from instruct_env.feedback.kinds import FeedbackKind, make_kind
+from instruct_env.feedback.kinds import FeedbackKind, Rating, make_kind
 from instruct_env.feedback.log import AnswerLog
 from instruct_env.feedback.store import FeedbackStore
 from instruct_env.tasks.sample import Sample
@@ -145,6 +145,7 @@ class Oracle:
         """Block until ``ticket``'s result is complete and return it.
 
         Args:
+            ticket: A ticket this oracle issued.
             timeout: Seconds to wait at most; ``None`` waits for ever.
 
         Raises:
@@ -184,8 +185,10 @@ class Oracle:
 
 
 class _PicklesWithoutLock:
-    """Pickling for objects guarded by ``self._lock``: a lock does not pickle, so it is left out and
-    a fresh one is made when the object is unpickled."""
+    """Pickling for objects guarded by ``self._lock``.
+
+    A lock does not pickle, so it is left out and a fresh one is made when the object is unpickled.
+    """
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -306,6 +309,7 @@ class SimulatedOracle(_PicklesWithoutLock, Oracle):
         if kind.name in ("pairwise", "ranking"):
             perceived[0] += self.position_bias
         if kind.name == "rating":
+            assert isinstance(kind, Rating)  # make_kind("rating") builds a Rating
             span = kind.high - kind.low
             return {"rating": int(round(kind.low + float(np.clip(perceived[0], 0.0, 1.0)) * span))}
         if kind.name == "thumbs":
@@ -331,6 +335,7 @@ class SimulatedOracle(_PicklesWithoutLock, Oracle):
     # -- the oracle interface -----------------------------------------------------------------
 
     def ask(self, items: Sequence[FeedbackItem], kind: str = "rating", **options: Any) -> Ticket:
+        """Judge ``items`` now (answers become visible to :meth:`poll` after ``latency`` seconds)."""
         spec = _check_batch(items, kind, options)
         ticket = _new_ticket(spec, len(items))
         qualities = self.quality(items)
@@ -343,6 +348,7 @@ class SimulatedOracle(_PicklesWithoutLock, Oracle):
         return ticket
 
     def poll(self, ticket: Ticket) -> FeedbackResult:
+        """The answers to ``ticket``: all of them once its latency has passed, none before."""
         entry = self._results.get(ticket.id)
         if entry is None:
             raise ConfigError(
@@ -380,7 +386,8 @@ class SimulatedOracle(_PicklesWithoutLock, Oracle):
             if view is None:
                 break
             query = store.get_query(view.id)
-            sample = (samples or {}).get(query.metadata.get("sample_id"))
+            sample_id = query.metadata.get("sample_id")
+            sample = (samples or {}).get(sample_id) if isinstance(sample_id, str) else None
             if sample is None and self.metric.name == "task":
                 raise ConfigError(
                     f"Query {view.id} names sample {query.metadata.get('sample_id')!r}, which is not in samples=; "
@@ -477,6 +484,7 @@ class HumanOracle(_PicklesWithoutLock, Oracle):
         return self.backend.store if isinstance(self.backend, _LocalStore) else None
 
     def ask(self, items: Sequence[FeedbackItem], kind: str = "rating", **options: Any) -> Ticket:
+        """Post one store query per item; people answer them in the store."""
         spec = _check_batch(items, kind, options)
         queries = [item.to_query(kind, spec.options()) for item in items]
         query_ids = self.backend.add_queries(queries) if queries else []
@@ -501,6 +509,7 @@ class HumanOracle(_PicklesWithoutLock, Oracle):
         return self._names.get(evaluator_id, f"evaluator-{evaluator_id}")
 
     def poll(self, ticket: Ticket) -> FeedbackResult:
+        """Every evaluator's current answer or skip to ``ticket``'s queries, after reading the log."""
         if len(ticket.query_ids) != ticket.n_items:
             raise ConfigError(f"Ticket {ticket.id} has no store query ids: it was not issued by a HumanOracle.")
         self.refresh()
@@ -518,6 +527,7 @@ class HumanOracle(_PicklesWithoutLock, Oracle):
         return FeedbackResult(ticket, result.judgements, bool(np.all(result.n_answers() >= needed)))
 
     def close(self) -> None:
+        """Close the store connection or HTTP client (a store passed as an object stays open)."""
         self.backend.close()
 
 
@@ -568,6 +578,7 @@ class OraclePool(Oracle):
         self._tickets: dict[str, list[tuple[int, Ticket, list[int]]]] = {}
 
     def ask(self, items: Sequence[FeedbackItem], kind: str = "rating", **options: Any) -> Ticket:
+        """Send each item to ``per_item`` members."""
         spec = _check_batch(items, kind, options)
         ticket = _new_ticket(spec, len(items))
         assigned: list[list[int]] = [[] for _ in self.oracles]
@@ -585,6 +596,7 @@ class OraclePool(Oracle):
         return ticket
 
     def poll(self, ticket: Ticket) -> FeedbackResult:
+        """The members' judgements so far, under the item positions of ``ticket``."""
         parts = self._tickets.get(ticket.id)
         if parts is None:
             raise ConfigError(f"Ticket {ticket.id} was not issued by this OraclePool ({self.name!r}).")
@@ -604,5 +616,6 @@ class OraclePool(Oracle):
         return FeedbackResult(ticket, partial.judgements, bool(np.all(done)))
 
     def close(self) -> None:
+        """Close every member."""
         for oracle in self.oracles:
             oracle.close()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
+from instruct_env._validation import check_int, check_probability
 from instruct_env.error import ConfigError, UnknownNameError
 from instruct_env.feedback.errors import FeedbackConflict, InvalidAnswer, QueryNotFound
 from instruct_env.feedback.log import replay
@@ -44,12 +45,6 @@ from instruct_env.feedback.store.urls import parse_store_url, redact_url
 __all__ = ["FeedbackStore"]
 
 _NOT_CHAT = "NOT EXISTS (SELECT 1 FROM chat_turns c WHERE c.query_id = {query})"  # chat queries queue for nobody
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return value
 
 
 def _check_key(key: Any) -> str | None:
@@ -124,10 +119,8 @@ class FeedbackStore(EvaluatorAccounts):
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.min_evaluators = _check_int("min_evaluators", min_evaluators, 1)
-        if isinstance(gold_rate, bool) or not isinstance(gold_rate, (int, float)) or not 0 <= gold_rate <= 1:
-            raise ConfigError(f"gold_rate must be a number in [0, 1]; got {gold_rate!r}.")
-        self.gold_rate = float(gold_rate)
+        self.min_evaluators = check_int("min_evaluators", min_evaluators, 1)
+        self.gold_rate = float(check_probability("gold_rate", gold_rate))
         if (
             isinstance(assignment_ttl, bool)
             or not isinstance(assignment_ttl, (int, float))
@@ -434,7 +427,7 @@ class FeedbackStore(EvaluatorAccounts):
             raise ConfigError(f"A chat message must be a non-empty string; got {message!r:.80}.")
         if not isinstance(reply, str):
             raise ConfigError(f"A chat reply must be a string; got {type(reply).__name__}.")
-        _check_int("turn", turn, 0)
+        turn = check_int("turn", turn, 0)
         now = self._clock()
         with self._transaction(write=True) as tx:
             self._evaluator(tx, evaluator_id)
@@ -626,11 +619,11 @@ class FeedbackStore(EvaluatorAccounts):
 
         Keep ``events[-1].id`` as the next watermark: every event is read exactly once.
         """
-        _check_int("watermark", watermark, 0)
+        watermark = check_int("watermark", watermark, 0)
         sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id"
         params: tuple[Any, ...] = (watermark,)
         if limit is not None:
-            sql, params = sql + " LIMIT ?", (watermark, _check_int("limit", limit, 1))
+            sql, params = sql + " LIMIT ?", (watermark, check_int("limit", limit, 1))
         with self._transaction(write=False) as tx:
             return [event_from_row(r) for r in tx.all(sql, params)]
 

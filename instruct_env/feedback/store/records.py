@@ -68,6 +68,7 @@ class Evaluator:
 
     @property
     def is_admin(self) -> bool:
+        """Whether the evaluator has the admin role."""
         return self.role == "admin"
 
 
@@ -149,6 +150,7 @@ class Query:
 
     @property
     def is_gold(self) -> bool:
+        """Whether the query has a gold answer."""
         return self.gold is not None
 
     def payload(self) -> dict[str, Any]:
@@ -233,6 +235,7 @@ class Event:
     time: float
 
     def to_json(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict (the export's ``events`` format)."""
         return {
             "id": self.id,
             "query_id": self.query_id,
@@ -279,12 +282,13 @@ class Progress:
     remaining: int
 
     def to_json(self) -> dict[str, int]:
+        """The counts as a JSON-ready dict."""
         return {"answered": self.answered, "skipped": self.skipped, "remaining": self.remaining}
 
 
 @dataclass(frozen=True)
 class ChatTurn:
-    """One exchange on the chat page: the evaluator's message and the policy's reply.
+    """One exchange of a chat: the evaluator's message and the policy's reply.
 
     Attributes:
         query_id: The ``thumbs`` query holding the exchange (rate it with :meth:`FeedbackStore.submit`).
@@ -304,16 +308,16 @@ class ChatTurn:
 
 
 def chat_history(turns: Iterable[ChatTurn], max_chars: int | None = None) -> str:
-    """The transcript of earlier turns: the context of the next turn's query (rebuilt when read, not stored).
+    r"""The transcript of earlier turns: the context of the next turn's query (rebuilt when read, not stored).
 
     With ``max_chars``, the oldest turns are left out until the transcript fits (the newest turn
     is kept whole even if it alone is longer), so each stored turn is bounded and a long
     conversation's storage grows linearly, not with its square.
 
     >>> chat_history([ChatTurn(1, 1, 0, "Hi", "Hello!")])
-    'User: Hi\\nAssistant: Hello!'
+    'User: Hi\nAssistant: Hello!'
     >>> chat_history([ChatTurn(1, 1, 0, "Hi", "Hello!"), ChatTurn(2, 1, 1, "Bye", "Bye!")], max_chars=30)
-    'User: Bye\\nAssistant: Bye!'
+    'User: Bye\nAssistant: Bye!'
     """
     lines = [f"User: {t.message}\nAssistant: {t.reply}" for t in turns]
     if max_chars is not None:
