@@ -13,13 +13,13 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from instruct_env.error import ConfigError
-from instruct_env.tasks.sample import Sample
+from instruct_env.tasks.sample import Sample, SampleSource
 
 __all__ = [
     "IGNORE_INDEX",
@@ -113,15 +113,7 @@ def collate_seq2seq(examples: Sequence[Example], pad_id: int) -> dict[str, torch
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class SampleSource(Protocol):
-    """Samples by index: a sequence of them or a dataset such as :class:`~instruct_env.tasks.BuiltinDataset`."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int, /) -> Sample: ...
-
-
-def take_per_task(samples: SampleSource, n: int) -> list[Sample]:
+def take_per_task(samples: SampleSource | Sequence[Sample], n: int) -> list[Sample]:
     """The first ``n`` samples of each task, in the source's order (few-shot selection)."""
     counts: dict[str, int] = {}
     chosen = []

@@ -229,6 +229,13 @@ def _build(
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 
 
+def _skip_json_ws(text: str, pos: int = 0) -> int:
+    """The position of the first character at or after ``pos`` that is not JSON whitespace."""
+    match = _JSON_WS.match(text, pos)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
 def _json_records(text: str, path: str) -> Iterator[tuple[int, Any]]:
     """Yield ``(line, record)`` for each element of a top-level JSON list."""
     decoder = json.JSONDecoder()
@@ -248,7 +255,7 @@ def _json_records(text: str, path: str) -> Iterator[tuple[int, Any]]:
                 f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}."
             ) from None
 
-    pos = _JSON_WS.match(text).end()
+    pos = _skip_json_ws(text)
     if pos == len(text):
         return
     if text[pos] != "[":
@@ -257,7 +264,7 @@ def _json_records(text: str, path: str) -> Iterator[tuple[int, Any]]:
             f"{path}: line {line_at(pos)}: expected a JSON list of records at the top level, got "
             f"{_type_name(value)}. (For one object per line use a .jsonl file.)"
         )
-    pos = _JSON_WS.match(text, pos + 1).end()
+    pos = _skip_json_ws(text, pos + 1)
     if text.startswith("]", pos):
         pos += 1
     else:
@@ -265,9 +272,9 @@ def _json_records(text: str, path: str) -> Iterator[tuple[int, Any]]:
             start = pos
             record, pos = decode(pos)
             yield line_at(start), record
-            pos = _JSON_WS.match(text, pos).end()
+            pos = _skip_json_ws(text, pos)
             if text.startswith(",", pos):
-                pos = _JSON_WS.match(text, pos + 1).end()
+                pos = _skip_json_ws(text, pos + 1)
             elif text.startswith("]", pos):
                 pos += 1
                 break
@@ -276,7 +283,7 @@ def _json_records(text: str, path: str) -> Iterator[tuple[int, Any]]:
                 raise DataFormatError(
                     f"{path}: line {line_at(pos)}: expected ',' or ']' after a record, got {where}."
                 )
-    pos = _JSON_WS.match(text, pos).end()
+    pos = _skip_json_ws(text, pos)
     if pos != len(text):
         raise DataFormatError(f"{path}: line {line_at(pos)}: unexpected data after the closing ']'.")
 
@@ -400,9 +407,9 @@ def load_file(
 def from_hf_dataset(
     dataset: Any, fields: Mapping[str, str] | None = None, task: str | None = None
 ) -> list[Sample]:
-    """Convert an already loaded Hugging Face ``datasets.Dataset`` (or any iterable of row
-    mappings) to samples, with the same layouts and checks as :func:`load_file`.
+    """Convert an already loaded Hugging Face ``datasets.Dataset`` to samples.
 
+    Any iterable of row mappings works too; the layouts and checks are those of :func:`load_file`.
     Nothing is downloaded. Errors name the row (0-based) instead of a line.
 
     Args:

@@ -55,6 +55,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from instruct_env.error import InstructEnvError
 
@@ -93,32 +94,44 @@ class MiniLangError(InstructEnvError, ValueError):
 
 @dataclass(frozen=True)
 class Num:
+    """An integer literal."""
+
     value: int
 
 
 @dataclass(frozen=True)
 class Var:
+    """A variable reference."""
+
     name: str
 
 
 @dataclass(frozen=True)
 class Call:
+    """A call of a built-in function."""
+
     func: str
     args: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class ListLit:
+    """A list literal."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Neg:
+    """Unary minus."""
+
     operand: Node
 
 
 @dataclass(frozen=True)
 class BinOp:
+    """A binary operation: ``+``, ``-`` or ``*``."""
+
     op: str
     left: Node
     right: Node
@@ -145,6 +158,7 @@ def _tokenize(source: str) -> list[tuple[str, str, int]]:
             bad = source[pos:].lstrip()[:1]
             raise MiniLangError(f"Unexpected character {bad!r} at position {pos}.")
         number, name, op = match.groups()
+        assert match.lastindex is not None  # every alternative of _TOKEN is a group
         start = match.start(match.lastindex)
         if number is not None:
             tokens.append(("INT", number, start))
@@ -341,7 +355,7 @@ def evaluate(node: Node, env: Mapping[str, Value]) -> Value:
         items = [evaluate(item, env) for item in node.items]
         if any(isinstance(item, list) for item in items):
             raise MiniLangError("List literals hold integers only.")
-        return items
+        return cast("list[int]", items)  # no item is a list (checked above)
     if isinstance(node, Call):
         if node.func not in FUNCTIONS:
             from instruct_env.error import suggest

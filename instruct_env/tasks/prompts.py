@@ -1,4 +1,4 @@
-"""Turning a :class:`~instruct_env.tasks.Sample` into prompt text and prompt tokens.
+r"""Turning a :class:`~instruct_env.tasks.Sample` into prompt text and prompt tokens.
 
 Default template (``template="default"``)::
 
@@ -9,8 +9,8 @@ Default template (``template="default"``)::
     ### Response:
 
 The ``### Input:`` block is left out when the context is empty, and the prompt ends right
-after ``"### Response:\\n"`` where the answer starts. ``template="plain"`` is a shorter
-variant (``"{instruction}\\n{context}\\nAnswer: "``); any :class:`PromptTemplate` can be
+after ``"### Response:\n"`` where the answer starts. ``template="plain"`` is a shorter
+variant (``"{instruction}\n{context}\nAnswer: "``); any :class:`PromptTemplate` can be
 passed. It is compact on purpose: a tiny model pays for every prompt token.
 
 Chat models:
@@ -168,8 +168,14 @@ class PromptFormatter:
 
     # -- demonstrations ------------------------------------------------------------------------
 
+    def _source(self) -> SampleSource | Sequence[Sample]:
+        """The demonstrations (``__init__`` requires them when ``num_shots > 0``)."""
+        if self.demonstrations is None:
+            raise ConfigError(f"num_shots={self.num_shots} needs a source of solved examples: pass demonstrations=...")
+        return self.demonstrations
+
     def _candidates(self, task: str) -> list[int]:
-        source = self.demonstrations
+        source = self._source()
         if self._by_task is None:
             task_of = getattr(source, "task_of", None)
             by_task: dict[str, list[int]] = {}
@@ -192,7 +198,7 @@ class PromptFormatter:
             if index in seen:
                 continue
             seen.add(index)
-            demo = self.demonstrations[index]
+            demo = self._source()[index]
             same_input = demo.instruction == sample.instruction and demo.context == sample.context
             if demo.id != sample.id and not same_input and demo.references:
                 chosen.append(demo)

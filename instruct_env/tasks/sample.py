@@ -17,7 +17,9 @@ class Verifier(Protocol):
     samples and rewards can be sent to worker processes.
     """
 
-    def __call__(self, completion: str, sample: Sample) -> float: ...
+    def __call__(self, completion: str, sample: Sample) -> float:
+        """The score of ``completion`` as an answer to ``sample``, in ``[0, 1]``."""
+        ...
 
 
 @dataclass(frozen=True)

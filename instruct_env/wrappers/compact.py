@@ -45,6 +45,7 @@ class CompactTokens(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
                 f"Completion env); got {space}."
             )
         ids = space["input_ids"]
+        assert isinstance(ids, spaces.Box)  # checked above
         top = int(np.max(ids.high))
         self._id_dtype = np.int16 if top <= np.iinfo(np.int16).max else np.int32
         self.observation_space = spaces.Dict(
@@ -55,6 +56,7 @@ class CompactTokens(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         )
 
     def observation(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The observation with ids and mask in the compact dtypes."""
         return {
             "input_ids": observation["input_ids"].astype(self._id_dtype),
             "attention_mask": observation["attention_mask"].astype(np.uint8),

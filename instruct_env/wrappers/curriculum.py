@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
 
 from instruct_env.error import ConfigError
 from instruct_env.tasks import BuiltinDataset
+
+if TYPE_CHECKING:
+    from instruct_env.envs.core import EnvSetup
 
 __all__ = ["Curriculum"]
 
@@ -99,7 +102,8 @@ class Curriculum(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.levels = [dict(lv) for lv in levels]
         self.threshold = float(threshold)
         self.demote_below = None if demote_below is None else float(demote_below)
-        self._setup = setup
+        # Only the InstructEnv envs hold an EnvSetup whose dataset is a BuiltinDataset (checked above).
+        self._setup = cast("EnvSetup", setup)
         # Built now (they are lazy) so that a knob none of the tasks has fails here, not mid-training.
         self._datasets = [
             BuiltinDataset(list(base.families), split=base.split, size_per_task=base.size_per_task, seed=base.seed,
@@ -129,12 +133,14 @@ class Curriculum(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._returns.clear()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset the env at the current level; ``info["curriculum_level"]`` is that level."""
         obs, info = self.env.reset(seed=seed, options=options)
         self._episode_return = 0.0
         info["curriculum_level"] = self._level
         return obs, info
 
     def step(self, action: Any):
+        """Step the env; at an episode's end, update the running mean and maybe change the level."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._episode_return += float(reward)
         if terminated or truncated:

@@ -112,12 +112,14 @@ class KLPenalty(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._pending = value
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset the env and the episode's KL sum."""
         obs, info = self.env.reset(seed=seed, options=options)
         self._remember(obs)
         self._pending, self._episode_kl = None, 0.0
         return obs, info
 
     def step(self, action: Any):
+        """Step the env and subtract ``beta * (log pi - log pi_ref)`` of ``action`` from the reward."""
         if self._pending is None and self.policy_model is None:
             raise ConfigError(
                 "KLPenalty needs log pi(a|s) of every token: call set_policy_logprob(logp) before each step(), "

@@ -49,4 +49,5 @@ class ScaleReward(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
         self.scale = float(scale)
 
     def reward(self, reward: SupportsFloat) -> float:
+        """``scale * reward``."""
         return self.scale * float(reward)

@@ -16,7 +16,7 @@ __all__ = ["TextObservation", "AnyText"]
 
 
 class AnyText(spaces.Text):
-    """A :class:`gymnasium.spaces.Text` that contains every ``str`` (any characters, any length).
+    r"""A :class:`gymnasium.spaces.Text` that contains every ``str`` (any characters, any length).
 
     Prompts and answers hold whatever characters the dataset has (punctuation, newlines,
     accents), which Gymnasium's ``Text`` would reject unless each one were listed in its
@@ -24,7 +24,7 @@ class AnyText(spaces.Text):
     ``max_length`` and the printable-ASCII charset only bound :meth:`sample`.
 
     >>> space = AnyText(max_length=16)
-    >>> space.contains("Trier les nombres : 3 1 2\\n"), space.contains(3)
+    >>> space.contains("Trier les nombres : 3 1 2\n"), space.contains(3)
     (True, False)
     """
 
@@ -32,6 +32,7 @@ class AnyText(spaces.Text):
         super().__init__(max_length, min_length=min_length, charset=string.printable, seed=seed)
 
     def contains(self, x: Any) -> bool:
+        """Whether ``x`` is a string of at least ``min_length`` characters."""
         return isinstance(x, str) and len(x) >= self.min_length
 
     def __repr__(self) -> str:
@@ -90,10 +91,12 @@ class TextObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._prompt = ""
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset the env; the observation is the prompt text."""
         _, info = self.env.reset(seed=seed, options=options)
         self._prompt = info["prompt"]
         return self._prompt, info
 
     def step(self, action: Any):
+        """Step the env; the observation is the prompt text followed by the completion so far."""
         _, reward, terminated, truncated, info = self.env.step(action)
         return self._prompt + info.get("completion", ""), reward, terminated, truncated, info
