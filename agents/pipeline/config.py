@@ -16,7 +16,7 @@ from agents.common.pretrain import PretrainConfig
 from agents.feedback_loop import FeedbackLoopConfig
 from agents.pg.config import GRPOConfig, ReinforceConfig, RLOOConfig
 from agents.q.config import ILQLConfig, SoftQConfig
-from agents.rl import ALGORITHMS
+from agents.rl import A2C, ALGORITHMS, DEFAULT_ALGORITHM, GRPO, ILQL, PPO, REINFORCE, RLOO, SOFT_Q
 from agents.sft.config import SFTConfig
 from instruct_env.error import ConfigError, unknown_name
 from instruct_env.tasks.reasoning import ReasoningGymTask
@@ -158,25 +158,6 @@ class ModelConfig:
                               f"got {self.lora_r}, {self.lora_alpha} and {self.lora_dropout}.")
 
 
-def _default_grpo() -> GRPOConfig:
-    # Sized for 2 CPU cores: 16 prompts x 8 samples per update, 210 s in all, a validation check
-    # every 40 updates; beta = 0.02, temperature 0.7 (log-probabilities at the same temperature).
-    # Chosen on the validation split (python -m benchmarks.rl_levers, benchmarks/README.md): from the
-    # shipped model's SFT (seed 0), 120 updates raised the validation task score by +0.053 with the
-    # paper's GRPO and uniform prompts, +0.066 with prompts stratified over the families (data.sampling;
-    # it also makes the training reward comparable from update to update), +0.073 with advantages
-    # scaled by the family's reward std instead of the group's, and +0.081 with that at lr 1e-4.
-    return GRPOConfig(lr=1e-4, temperature=0.7, num_envs=128, group_size=8, kl_coef=0.02, total_updates=100_000,
-                      time_budget_s=210.0, eval_every=40, advantage_scale="family")
-
-
-def _default_ppo() -> PPOConfig:
-    # 64 token-level envs x 16 steps (about 100 answers) per update, two epochs of two minibatches,
-    # sampling at temperature 0.7 like GRPO.
-    return PPOConfig(lr=5e-5, temperature=0.7, num_envs=64, n_steps=16, num_minibatches=2, update_epochs=2,
-                     time_budget_s=210.0, total_updates=100_000, eval_every=10)
-
-
 @dataclass
 class FeedbackSection:
     """Rewards from people or simulated evaluators instead of the automatic reward.
@@ -215,28 +196,21 @@ class RLSection:
     """Which RL algorithm runs, and each algorithm's own config.
 
     Only the config of ``algo`` is used. Set fields with e.g. ``--set rl.grpo.lr=1e-5``.
+
+    One field per entry of the algorithm table :data:`agents.rl.ALGORITHMS`, whose default is that
+    algorithm's config with the main job's settings (:meth:`agents.rl.Algorithm.main_job_config`);
+    written out field by field so that ``config.rl.grpo`` is typed (tests/test_algorithm_table.py
+    checks that the fields and the table agree).
     """
 
-    algo: str = "grpo"
-    grpo: GRPOConfig = field(default_factory=_default_grpo)
-    ppo: PPOConfig = field(default_factory=_default_ppo)
-    a2c: A2CConfig = field(default_factory=lambda: A2CConfig(time_budget_s=210.0, total_updates=100_000,
-                                                            eval_every=40))
-    reinforce: ReinforceConfig = field(default_factory=lambda: ReinforceConfig(
-        num_envs=128, temperature=0.7, time_budget_s=210.0, total_updates=100_000, eval_every=40))
-    rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(
-        num_envs=128, group_size=8, temperature=0.7, time_budget_s=210.0, total_updates=100_000, eval_every=40))
-    # ILQL collects its offline data from the SFT model (data="rollouts": 1024 samples, 8 per prompt) when
-    # it is built, then learns from that fixed set only. A run of a few hundred updates needs the heads to
-    # learn fast (heads_lr) and the target Q heads to follow within ~20 updates (polyak 0.05; the paper's
-    # 0.005 is for runs 100x longer): each hop of the reward back through the answer goes through them.
-    ilql: ILQLConfig = field(default_factory=lambda: ILQLConfig(
-        lr=5e-5, heads_lr=1e-3, polyak=0.05, temperature=0.7, rollout_episodes=1024, rollout_group_size=8,
-        monitor_every=20, monitor_envs=64,
-        time_budget_s=210.0, total_updates=100_000, eval_every=40))
-    sql: SoftQConfig = field(default_factory=lambda: SoftQConfig(
-        lr=5e-5, temperature=0.7, num_envs=64, n_steps=16, time_budget_s=210.0, total_updates=100_000,
-        eval_every=10))
+    algo: str = DEFAULT_ALGORITHM
+    grpo: GRPOConfig = field(default_factory=GRPO.main_job_config)
+    ppo: PPOConfig = field(default_factory=PPO.main_job_config)
+    a2c: A2CConfig = field(default_factory=A2C.main_job_config)
+    reinforce: ReinforceConfig = field(default_factory=REINFORCE.main_job_config)
+    rloo: RLOOConfig = field(default_factory=RLOO.main_job_config)
+    ilql: ILQLConfig = field(default_factory=ILQL.main_job_config)
+    sql: SoftQConfig = field(default_factory=SOFT_Q.main_job_config)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
