@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from agents.pipeline.config import DataConfig
 from instruct_env.tasks.reasoning import reasoning_gym_split
 
-__all__ = ["split_samples", "rl_env_kwargs"]
+__all__ = ["Samples", "split_samples", "rl_env_kwargs"]
+
+
+class Samples(Protocol):
+    """What a split is: sized, indexable and iterable (a list, a ``BuiltinDataset``, a concatenation)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class _Concat:
     """Read-only concatenation of indexable sample sources (built-in families, then reasoning-gym)."""
 
-    def __init__(self, parts: Sequence[Sequence[Any]]) -> None:
+    def __init__(self, parts: Sequence[Samples]) -> None:
         self.parts = list(parts)
         self._ends = list(itertools.accumulate(len(p) for p in self.parts))
 
@@ -32,8 +42,11 @@ class _Concat:
         part = bisect.bisect_right(self._ends, index)
         return self.parts[part][index - (self._ends[part - 1] if part else 0)]
 
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self)))
 
-def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | None = None) -> Sequence[Any]:
+
+def split_samples(data: DataConfig, split: str, size_per_task: int, seed: int | None = None) -> Samples:
     """The samples of one split: the built-in families, then each reasoning-gym task (or ``data.dataset``'s split).
 
     Args:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.data import rl_env_kwargs, split_samples
@@ -80,7 +80,7 @@ def load_policy_model(config: PipelineConfig, run_logger: Any = None):
         from agents.common.pretrain import pretrained_default_model
         from instruct_env.tokenizer import builtin_tokenizer
 
-        tokenizer = builtin_tokenizer()
+        tokenizer: Any = builtin_tokenizer()  # or a Hugging Face tokenizer below
         model, info = pretrained_default_model(tokenizer, config.model.default, config.model.pretrain,
                                                device=device, run_logger=run_logger)
         return model, tokenizer, info
@@ -153,7 +153,8 @@ class _Run:
         if resume is not None:
             self.out = Path(resume)
         else:
-            self.out = dist.broadcast_object(_out_dir(config) if dist.is_main() else None)
+            # Rank 0's folder on every rank (the other ranks send None, which the broadcast replaces).
+            self.out = cast(Path, dist.broadcast_object(_out_dir(config) if dist.is_main() else None))
         if dist.is_main() and resume is None:
             save_yaml(config, self.out / "config.yaml")
         self.log = RunLogger(self.out, rank=dist.rank(), progress=config.progress)
@@ -176,16 +177,16 @@ class _Run:
         #: The validation metric RL keeps the best weights by, and the metrics' options (see _check_own_data).
         self.metric, self.metric_options = config.eval.metric, dict(config.eval.metric_options)
         if data.dataset is not None:
-            self._check_own_data()
+            self._check_own_data(data.dataset)
 
-    def _check_own_data(self) -> None:
+    def _check_own_data(self, dataset: str) -> None:
         """Say how ``data.dataset`` was split and which reward RL uses; refuse to score trained inputs."""
         from agents.common.own_data import effective_reward, load_own_data
         from instruct_env.envs.core import auto_reward
         from instruct_env.tasks.splits import check_disjoint
 
         data = self.config.data
-        own = load_own_data(data.dataset, data.fields, data.split_column)
+        own = load_own_data(dataset, data.fields, data.split_column)
         train = own.splits["train"]
         check_disjoint(train, self.test, f"the test split of {data.dataset!r}")
         check_disjoint(train, self.val, f"the validation split of {data.dataset!r}")
@@ -253,11 +254,10 @@ class _Run:
         tmp.replace(self.checkpoint_dir / "pipeline.pkl")
         self.last_checkpoint = time.perf_counter()
 
-    def restore(self, model: Any) -> None:
+    def restore(self, model: Any, state: dict[str, Any]) -> None:
         """Take up a resumed run's finished stages (and their model weights)."""
         import torch
 
-        state = self.resumed
         self.done, self.results = list(state["done"]), dict(state["results"])
         self.sections, self.seconds, self.warnings = dict(state["sections"]), dict(state["seconds"]), \
             list(state["warnings"])
@@ -311,114 +311,158 @@ def _run_sft(run: _Run, model: Any, tokenizer: Any) -> None:
     run.sections["SFT"] = sft_section(result, sft_config.num_examples)
 
 
-def _run_rl(run: _Run, model: Any, tokenizer: Any):
-    """RL from ``model`` (trained in place); returns the trained policy's language model."""
-    import numpy as np
+class _RLStage:
+    """One RL stage with the automatic reward: the trainer, its validation checks, checkpoints and summary.
 
-    from agents.common.evaluation import HeldOutTracker
-    from agents.common.interrupt import Interrupted
-    from agents.common.model import ActorCritic
-    from agents.common.report import kept_starting_model_warning, rl_section, rl_stop_reason, window_means
-    from agents.rl import make_trainer
+    The trainer calls :meth:`on_update` after every update and :meth:`validate` every
+    ``eval_every`` updates; each check feeds the tracker that keeps the best weights.
+    """
 
-    cfg = run.config
-    _, rl_config = cfg.stage_configs()
-    metric = run.metric
-    policy = ActorCritic(model)
-    policy.freeze_reference()  # the KL reference is the model RL starts from (the SFT model)
-    if cfg.feedback.mode:
-        return _run_feedback_rl(run, policy, tokenizer, rl_config)
-    tracker = HeldOutTracker(metric)
-    rewards_since_eval: list[float] = []
-    trainer = None
+    def __init__(self, run: _Run, policy: Any, tokenizer: Any, rl_config: Any) -> None:
+        from agents.common.evaluation import HeldOutTracker
+        from agents.rl import make_trainer
 
-    def decoding(policy_: Any) -> Any:
+        self.run, self.policy, self.tokenizer, self.rl_config = run, policy, tokenizer, rl_config
+        self.algo, self.metric = run.config.rl.algo, run.metric
+        self.tracker = HeldOutTracker(self.metric)
+        self.rewards_since_eval: list[float] = []
+        self.trainer: Any = None
+        self.env_kwargs = rl_env_kwargs(run.config.data)
+        budget = rl_config.time_budget_s
+        self.progress = run.log.progress(total=rl_config.total_updates if budget is None else None,
+                                         desc=f"RL ({self.algo}, {budget:.0f} s)" if budget else f"RL ({self.algo})",
+                                         unit="update")
+        self.trainer = make_trainer(self.algo, rl_config, policy, tokenizer, self.env_kwargs,
+                                    log_fn=self.on_update, eval_fn=self.validate)
+
+    def decoding(self, policy: Any) -> Any:
         """What is evaluated, kept and returned: the LM, or ILQL's decoding (the LM perturbed by its Q and V heads)."""
-        return trainer.decoder() if trainer is not None and hasattr(trainer, "decoder") else policy_.lm
+        trainer = self.trainer
+        return trainer.decoder() if trainer is not None and hasattr(trainer, "decoder") else policy.lm
 
-    def validate(policy_: Any) -> dict[str, float]:
-        result = run.evaluate(decoding(policy_), tokenizer, run.val, "validation", "validation check")
-        return {f"val_{m}": result.overall[m] for m in dict.fromkeys(("task", "exact_match", "length", metric))}
+    def validate(self, policy: Any) -> dict[str, float]:
+        """The validation check: ``val_<metric>`` of the current decoding."""
+        result = self.run.evaluate(self.decoding(policy), self.tokenizer, self.run.val, "validation",
+                                   "validation check")
+        return {f"val_{m}": result.overall[m] for m in dict.fromkeys(("task", "exact_match", "length", self.metric))}
 
-    def on_update(metrics: dict[str, Any]) -> None:
-        step = int(metrics["update"])
+    def on_update(self, metrics: dict[str, Any]) -> None:
+        """Log an update; record a validation check; checkpoint when due; stop here on a signal."""
+        import numpy as np
+
+        run, step = self.run, int(metrics["update"])
         train = {k: v for k, v in metrics.items() if not k.startswith("val_") and k != "update"}
         run.log.log(train, step=step, stage="rl")
-        rewards_since_eval.append(float(metrics.get("reward_mean", math.nan)))
-        progress.update(1)
-        progress.set_postfix(reward=f"{metrics.get('reward_mean', math.nan):.3f}")
-        if f"val_{metric}" in metrics:
-            check(step, metrics, float(np.nanmean(rewards_since_eval)))
-            rewards_since_eval.clear()
+        self.rewards_since_eval.append(float(metrics.get("reward_mean", math.nan)))
+        self.progress.update(1)
+        self.progress.set_postfix(reward=f"{metrics.get('reward_mean', math.nan):.3f}")
+        if f"val_{self.metric}" in metrics:
+            self.check(step, metrics, float(np.nanmean(self.rewards_since_eval)))
+            self.rewards_since_eval.clear()
         if run.checkpoint_due(step):
-            save_checkpoint()
+            self.save_checkpoint()
         run.stop.check()  # SIGINT/SIGTERM during this update: stop here, between updates
 
-    def save_checkpoint() -> None:
-        trainer.save(run.checkpoint_dir / "rl")
-        run.save_state(rl={"tracker": tracker, "rewards_since_eval": list(rewards_since_eval),
-                           "updates": trainer.num_updates})
+    def save_checkpoint(self) -> None:
+        """The trainer's own checkpoint and the stage's state (tracker, rewards since the last check)."""
+        self.trainer.save(self.run.checkpoint_dir / "rl")
+        self.run.save_state(rl={"tracker": self.tracker, "rewards_since_eval": list(self.rewards_since_eval),
+                                "updates": self.trainer.num_updates})
 
-    def check(step: int, values: dict[str, Any], train_reward: float | None) -> None:
-        run.log.log({"task": values["val_task"], "exact_match": values["val_exact_match"],
-                     "length": values["val_length"], "train_reward": train_reward}, step=step, stage="rl", kind="eval")
-        tracker.update(step, float(values[f"val_{metric}"]), train_reward,
-                       model=decoding(policy) if cfg.eval.keep_best else None)
+    def check(self, step: int, values: dict[str, Any], train_reward: float | None) -> None:
+        """Log a validation check and let the tracker keep the weights if they are the best so far."""
+        self.run.log.log({"task": values["val_task"], "exact_match": values["val_exact_match"],
+                          "length": values["val_length"], "train_reward": train_reward},
+                         step=step, stage="rl", kind="eval")
+        self.tracker.update(step, float(values[f"val_{self.metric}"]), train_reward,
+                            model=self.decoding(self.policy) if self.run.config.eval.keep_best else None)
 
+    def begin(self) -> None:
+        """Continue an interrupted stage from its checkpoint, or check the starting point."""
+        run = self.run
+        resumed = run.resumed.get("rl") if run.resumed is not None else None
+        if resumed is not None:  # continue the interrupted stage from its checkpoint: weights, optimizer, RNGs, env
+            self.trainer.load_state(run.checkpoint_dir / "rl")
+            self.tracker.__dict__.update(resumed["tracker"].__dict__)
+            self.rewards_since_eval[:] = resumed["rewards_since_eval"]
+            self.progress.update(self.trainer.num_updates)
+        else:
+            # The starting point counts for the best checkpoint (checked once the trainer exists: ILQL's decoding
+            # needs its heads, which start near zero, so it starts close to the SFT model).
+            self.check(0, self.validate(self.policy), None)
+
+    def train(self) -> list[dict[str, Any]]:
+        """Train until the budget ends; on a signal, checkpoint and re-raise."""
+        from agents.common.interrupt import Interrupted
+
+        try:
+            with self.run.stop.deferred():  # a signal lets the current update finish, then on_update stops the run
+                return self.trainer.train()
+        except Interrupted:
+            self.save_checkpoint()
+            self.run.interrupted_at = f"after RL update {self.trainer.num_updates}"
+            raise
+        finally:
+            self.progress.close()
+
+    def keep_best(self, history: list[dict[str, Any]]) -> bool:
+        """Check the final weights (if the last update did not), then restore the best ones (``eval.keep_best``)."""
+        import numpy as np
+
+        from agents.common.report import kept_starting_model_warning
+
+        tracker, updates = self.tracker, self.trainer.num_updates
+        if history and f"val_{self.metric}" not in history[-1]:  # a last check on the final weights
+            self.check(updates, self.validate(self.policy), float(np.nanmean(self.rewards_since_eval)))
+        restored = bool(self.run.config.eval.keep_best and tracker.best_step != updates
+                        and tracker.restore_best(self.decoding(self.policy)))
+        if restored and tracker.best_step == 0:
+            message = kept_starting_model_warning(self.metric, tracker.best_value, updates)
+            logger.warning(message)
+            self.run.warnings.append(message)
+        return restored
+
+    def summarize(self, history: list[dict[str, Any]], restored: bool) -> None:
+        """Hand the training rewards to the report: ``run.rl_training`` and the RL section."""
+        from agents.common.report import rl_section, rl_stop_reason, window_means
+
+        run, trainer, rl_config = self.run, self.trainer, self.rl_config
+        rewards = [h.get("reward_mean", math.nan) for h in history]
+        families = sorted({k.split("/", 1)[1] for h in history for k in h if k.startswith("reward/")})
+        training = {
+            "reward": self.env_kwargs["reward"],
+            "updates": trainer.num_updates,
+            "train": window_means(rewards),
+            "per_family": {f: window_means([h.get(f"reward/{f}", math.nan) for h in history]) for f in families},
+        }
+        run.rl_training = training
+        stopped_by = rl_stop_reason(self.algo, trainer.num_updates, rl_config.total_updates, rl_config.time_budget_s)
+        logger.info("RL ran %d updates: %s.", trainer.num_updates, stopped_by)
+        run.sections["RL"] = rl_section(
+            algo=self.algo, updates=trainer.num_updates, stopped_by=stopped_by, elapsed_s=trainer.elapsed,
+            reward_name=training["reward"], train=training["train"], metric=self.metric, val_samples=len(run.val),
+            eval_every=rl_config.eval_every, best_value=self.tracker.best_value, best_step=self.tracker.best_step,
+            restored=restored)
+
+
+def _run_rl(run: _Run, model: Any, tokenizer: Any) -> Any:
+    """RL from ``model`` (trained in place); returns the trained policy's language model."""
+    from agents.common.model import ActorCritic
+
+    _, rl_config = run.config.stage_configs()
+    policy = ActorCritic(model)
+    policy.freeze_reference()  # the KL reference is the model RL starts from (the SFT model)
+    if run.config.feedback.mode:
+        return _run_feedback_rl(run, policy, tokenizer, rl_config)
     start = time.perf_counter()
-    env_kwargs = rl_env_kwargs(cfg.data)
-    budget = rl_config.time_budget_s
-    progress = run.log.progress(total=rl_config.total_updates if budget is None else None,
-                                desc=f"RL ({cfg.rl.algo}, {budget:.0f} s)" if budget else f"RL ({cfg.rl.algo})",
-                                unit="update")
-    trainer = make_trainer(cfg.rl.algo, rl_config, policy, tokenizer, env_kwargs, log_fn=on_update,
-                           eval_fn=validate)
-    resumed = run.resumed.get("rl") if run.resumed is not None else None
-    if resumed is not None:  # continue the interrupted stage from its checkpoint: weights, optimizer, RNGs, env
-        trainer.load_state(run.checkpoint_dir / "rl")
-        tracker.__dict__.update(resumed["tracker"].__dict__)
-        rewards_since_eval[:] = resumed["rewards_since_eval"]
-        progress.update(trainer.num_updates)
-    else:
-        # The starting point counts for the best checkpoint (checked once the trainer exists: ILQL's decoding
-        # needs its heads, which start near zero, so it starts close to the SFT model).
-        check(0, validate(policy), None)
-    try:
-        with run.stop.deferred():  # a signal lets the current update finish, then on_update stops the run
-            history = trainer.train()
-    except Interrupted:
-        save_checkpoint()
-        run.interrupted_at = f"after RL update {trainer.num_updates}"
-        raise
-    finally:
-        progress.close()
-    if history and f"val_{metric}" not in history[-1]:  # a last check on the final weights
-        check(trainer.num_updates, validate(policy), float(np.nanmean(rewards_since_eval)))
-    restored = cfg.eval.keep_best and tracker.best_step != trainer.num_updates and \
-        tracker.restore_best(decoding(policy))
-    if restored and tracker.best_step == 0:
-        message = kept_starting_model_warning(metric, tracker.best_value, trainer.num_updates)
-        logger.warning(message)
-        run.warnings.append(message)
+    stage = _RLStage(run, policy, tokenizer, rl_config)
+    stage.begin()
+    history = stage.train()
+    restored = stage.keep_best(history)
     run.timed("rl", time.perf_counter() - start)
-    run.warnings.extend(tracker.warnings)
-    rewards = [h.get("reward_mean", math.nan) for h in history]
-    families = sorted({k.split("/", 1)[1] for h in history for k in h if k.startswith("reward/")})
-    run.rl_training = {
-        "reward": env_kwargs["reward"],
-        "updates": trainer.num_updates,
-        "train": window_means(rewards),
-        "per_family": {f: window_means([h.get(f"reward/{f}", math.nan) for h in history]) for f in families},
-    }
-    stopped_by = rl_stop_reason(cfg.rl.algo, trainer.num_updates, rl_config.total_updates, rl_config.time_budget_s)
-    logger.info("RL ran %d updates: %s.", trainer.num_updates, stopped_by)
-    run.sections["RL"] = rl_section(
-        algo=cfg.rl.algo, updates=trainer.num_updates, stopped_by=stopped_by, elapsed_s=trainer.elapsed,
-        reward_name=env_kwargs["reward"], train=run.rl_training["train"], metric=metric, val_samples=len(run.val),
-        eval_every=rl_config.eval_every, best_value=tracker.best_value, best_step=tracker.best_step,
-        restored=bool(restored))
-    return decoding(policy)
-
+    run.warnings.extend(stage.tracker.warnings)
+    stage.summarize(history, restored)
+    return stage.decoding(policy)
 
 
 def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
@@ -540,7 +584,7 @@ def _train_and_evaluate(run: _Run):
         model = _with_adapter(run, model)
     run.model, run.tokenizer = model, tokenizer  # what an interruption saves
     if run.resumed is not None:
-        run.restore(model)
+        run.restore(model, run.resumed)
     if first not in run.results:
         run.test_eval(first, model, tokenizer)
     for stage in run.stages:
@@ -554,19 +598,19 @@ def _train_and_evaluate(run: _Run):
         run.done.append(stage)
         run.save_state(model)
     if run.rl_training is not None:
-        run.sections["Did RL improve the model?"] = _rl_effect(run, before=list(run.results)[-2],
+        run.sections["Did RL improve the model?"] = _rl_effect(run, run.rl_training, before=list(run.results)[-2],
                                                                after=list(run.results)[-1])
     return model, tokenizer, pretrain_info
 
 
-def _rl_effect(run: _Run, before: str, after: str) -> str:
+def _rl_effect(run: _Run, training: dict[str, Any], before: str, after: str) -> str:
     """The report's answer to "did RL improve the model?" (training reward and held-out score)."""
     from agents.common.evaluation import paired_bootstrap
     from agents.common.report import rl_effect_section
 
     a, b = run.results[before], run.results[after]
-    return rl_effect_section(updates=run.rl_training["updates"], reward_name=run.rl_training.get("reward", run.config.data.reward),
-                             train=run.rl_training["train"], per_family=run.rl_training["per_family"],
+    return rl_effect_section(updates=training["updates"], reward_name=training.get("reward", run.config.data.reward),
+                             train=training["train"], per_family=training["per_family"],
                              heldout=(a.overall["task"], b.overall["task"]),
                              change=paired_bootstrap(a, b, "task", seed=run.config.seed), before=before, after=after,
                              samples=b.num_samples)
@@ -588,12 +632,7 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
     result). ``config`` should then be the run's own ``config.yaml``.
     """
     from agents.common import distributed as dist
-    from agents.common.config import to_dict
-    from agents.common.device import select_device
     from agents.common.interrupt import Interrupted
-    from agents.common.logging import read_metrics
-    from agents.common.plots import plot_metrics
-    from agents.common.report import pretrain_note, run_summary, write_report
 
     config = config if config is not None else PipelineConfig()
     run = _Run(config, stages, resume)
@@ -609,26 +648,40 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
     # A sharded model (distributed.strategy="fsdp") is gathered whole for the save; every rank takes part.
     final_state = dist.full_state_dict(model) if run.stages and dist.is_sharded(model) else None
     if not dist.is_main():  # the model is rank 0's too; rank 0 writes the model, results and report
-        return PipelineResult(out_dir=run.out, report=run.out / "report.md", metrics=run.log.path, plots={},
-                              results=run.results, model_dir=run.out / "model" if run.stages else None,
-                              wall_time_s=time.perf_counter() - run.start, stage_seconds=dict(run.seconds),
-                              warnings=list(run.warnings))
-    model_dir = None
-    if run.stages:
-        model_dir = run.out / "model"
-        model.save_pretrained(model_dir, state_dict=final_state)  # None: the model's own (whole) weights
-        tokenizer.save_pretrained(model_dir)
-        if config.data.dataset is not None:  # what it was trained on, so that a later eval can refuse those inputs
-            from instruct_env.tasks.splits import input_key
+        return _result(run, report=run.out / "report.md", plots={},
+                       model_dir=run.out / "model" if run.stages else None)
+    model_dir = _save_model(run, model, tokenizer, final_state, pretrain_info) if run.stages else None
+    return _write_outputs(run, model_dir, pretrain_info, command)
 
-            keys = {input_key(s) for s in split_samples(config.data, "train", config.data.train_size_per_task)}
-            earlier = Path(config.model.name) / "trained_inputs.json" if config.model.name else None
-            if earlier is not None and earlier.is_file():
-                keys |= set(json.loads(earlier.read_text()))
-            (model_dir / "trained_inputs.json").write_text(json.dumps(sorted(keys)))
-        if pretrain_info is not None:
-            info = pretrain_info if isinstance(pretrain_info, dict) else dataclasses.asdict(pretrain_info)
-            (model_dir / "pretrain_info.json").write_text(json.dumps(info, indent=2))
+
+def _save_model(run: _Run, model: Any, tokenizer: Any, state_dict: Any, pretrain_info: Any) -> Path:
+    """Save the final model in ``<out>/model`` with what a later run needs to know about it."""
+    config, model_dir = run.config, run.out / "model"
+    model.save_pretrained(model_dir, state_dict=state_dict)  # None: the model's own (whole) weights
+    tokenizer.save_pretrained(model_dir)
+    if config.data.dataset is not None:  # what it was trained on, so that a later eval can refuse those inputs
+        from instruct_env.tasks.splits import input_key
+
+        keys = {input_key(s) for s in split_samples(config.data, "train", config.data.train_size_per_task)}
+        earlier = Path(config.model.name) / "trained_inputs.json" if config.model.name else None
+        if earlier is not None and earlier.is_file():
+            keys |= set(json.loads(earlier.read_text()))
+        (model_dir / "trained_inputs.json").write_text(json.dumps(sorted(keys)))
+    if pretrain_info is not None:
+        info = pretrain_info if isinstance(pretrain_info, dict) else dataclasses.asdict(pretrain_info)
+        (model_dir / "pretrain_info.json").write_text(json.dumps(info, indent=2))
+    return model_dir
+
+
+def _write_outputs(run: _Run, model_dir: Path | None, pretrain_info: Any, command: str) -> PipelineResult:
+    """Write the final answers, ``results.json``, the plots and the report (rank 0)."""
+    from agents.common.config import to_dict
+    from agents.common.device import select_device
+    from agents.common.logging import read_metrics
+    from agents.common.plots import plot_metrics
+    from agents.common.report import pretrain_note, run_summary, write_report
+
+    config = run.config
     final = run.results[list(run.results)[-1]]
     with open(run.out / "completions.jsonl", "w", encoding="utf-8") as fh:
         for record in final.records:
@@ -642,6 +695,10 @@ def run_pipeline(config: PipelineConfig | None = None, stages: Sequence[str] = S
     report = write_report(run.out / "report.md", run.results, config=to_dict(config), summary=summary,
                           pretrain_note=pretrain_note(pretrain_info), sections=run.sections, warnings=run.warnings,
                           plots=plots)
+    return _result(run, report=report, plots=plots, model_dir=model_dir)
+
+
+def _result(run: _Run, *, report: Path, plots: dict[str, Path], model_dir: Path | None) -> PipelineResult:
     return PipelineResult(out_dir=run.out, report=report, metrics=run.log.path, plots=plots, results=run.results,
                           model_dir=model_dir, wall_time_s=time.perf_counter() - run.start,
                           stage_seconds=dict(run.seconds), warnings=list(run.warnings))
