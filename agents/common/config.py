@@ -87,7 +87,7 @@ def convert(value: Any, tp: Any, name: str) -> Any:
     """
     if tp is Any:
         raise ConfigError(f"{name}: fields typed Any are not allowed in a configuration dataclass.")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if isinstance(value, Mapping):
@@ -324,7 +324,8 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, str]]:
 def _set_path(cls: type, data: dict[str, Any], path: str, value: Any) -> None:
     """Set ``value`` at the dotted ``path`` in the nested mapping ``data``, checking names on ``cls``."""
     parts = path.split(".")
-    node, node_cls, done = data, cls, []
+    node, node_cls = data, cls
+    done: list[str] = []
     for i, part in enumerate(parts):
         fields = {f.name for f in dataclasses.fields(node_cls) if f.init}
         if part not in fields:
@@ -336,7 +337,7 @@ def _set_path(cls: type, data: dict[str, Any], path: str, value: Any) -> None:
         if i == len(parts) - 1:
             node[part] = value
             return
-        if not dataclasses.is_dataclass(tp):
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
             raise ConfigError(f"{'.'.join(done)} is a value, not a section; cannot set {path!r}.")
         child = node.get(part)
         if child is None:
