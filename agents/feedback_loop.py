@@ -95,6 +95,7 @@ import numpy as np
 import torch
 
 from agents.common import distributed as dist
+from agents.rl import GRPO
 from instruct_env.error import ConfigError, unknown_name
 from instruct_env.feedback.reward_model import RewardModelConfig
 from instruct_env.tasks.sample import Sample
@@ -116,7 +117,7 @@ _KINDS = ("rating", "thumbs", "pairwise")
 #: What RL learns from in the loop.
 _RL_REWARDS = ("proxy", "direct")
 #: The loop's default RL config where it differs from the algorithm's (GRPO: 8 prompts x 4, seconds on 2 cores).
-_RL_DEFAULTS: dict[str, dict[str, Any]] = {"grpo": {"num_envs": 32, "group_size": 4, "lr": 2e-5, "kl_coef": 0.02}}
+_RL_DEFAULTS: dict[str, dict[str, Any]] = {GRPO.name: {"num_envs": 32, "group_size": 4, "lr": 2e-5, "kl_coef": 0.02}}
 
 
 @dataclass
@@ -176,7 +177,7 @@ class FeedbackLoopConfig:
     rounds: int = 3
     feedback: str = "simulated"
     store_url: str | None = None
-    algo: str = "grpo"
+    algo: str = GRPO.name
     kind: str = "pairwise"
     queries_per_round: int = 64
     pool_prompts: int = 64
@@ -726,7 +727,7 @@ def generate_pool(policy: Any, tokenizer: Any, samples: Sequence[Sample], per_pr
     formatter = formatter if formatter is not None else PromptFormatter()
     rows = [s for s in samples for _ in range(per_prompt)]
     prompts = [formatter.encode(s, tokenizer, max_prompt_tokens)[0] for s in rows]
-    completions = generate_batched(getattr(policy, "lm", policy), tokenizer, prompts, max_new_tokens=max_new_tokens,
+    completions = generate_batched(dist.unwrap(policy, lm=True), tokenizer, prompts, max_new_tokens=max_new_tokens,
                                    batch_size=batch_size, sampling=SamplingConfig(temperature=temperature),
                                    generator=generator, sort_by_length=False, mixed_precision=False)
     return [FeedbackItem.from_sample(sample, tokenizer.decode(seq, skip_special_tokens=True))

@@ -273,14 +273,6 @@ def score_completions(
     )
 
 
-def _unwrap(model: Any) -> Any:
-    """The language model inside an :class:`~agents.common.model.ActorCritic` (or ``model``).
-
-    Not :func:`agents.common.distributed.unwrap`, which takes a module out of its data-parallel wrapper.
-    """
-    return getattr(model, "lm", model) if hasattr(model, "value_head") else model
-
-
 def generate_batched(
     lm: Any,
     tokenizer: Any,
@@ -393,11 +385,12 @@ def generate_completions(
         batch_size: Prompts per batch.
         progress: Optional callable wrapping the batch iterator (e.g. ``RunLogger.progress``).
     """
+    from agents.common import distributed as dist
     from instruct_env.tasks import PromptFormatter
 
     formatter = formatter if formatter is not None else PromptFormatter()
     prompts = [formatter.encode(s, tokenizer, max_prompt_tokens, budget_name="max_prompt_tokens")[0] for s in samples]
-    completions = generate_batched(_unwrap(model), tokenizer, prompts, max_new_tokens=max_new_tokens,
+    completions = generate_batched(dist.unwrap(model, lm=True), tokenizer, prompts, max_new_tokens=max_new_tokens,
                                    batch_size=batch_size, progress=progress)
     texts = [tokenizer.decode(seq, skip_special_tokens=True) for seq in completions]
     return texts, [len(seq) for seq in completions]
