@@ -1,4 +1,7 @@
-"""What every RL trainer shares: the common config fields, the train loop, logging, checkpoints.
+"""What every RL trainer shares: the train loop, logging, checkpoints.
+
+The common config fields are :class:`~agents.common.rl_config.RLConfig` (defined without torch in
+:mod:`agents.common.rl_config` and re-exported here).
 
 A trainer owns a vector environment it builds from ``env_kwargs``, the optimizer, the
 KL controller and its random generators; the *policy* (an
