@@ -56,6 +56,7 @@ def _check_key(key: Any) -> str | None:
         )
     return key
 
+
 def _checked_query(n: int, item: Query | Mapping[str, Any]) -> Query:
     """Item ``n`` of a batch for :meth:`FeedbackStore.add_queries`, as a :class:`Query` without an id."""
     if isinstance(item, Query):
@@ -75,7 +76,6 @@ def _checked_query(n: int, item: Query | Mapping[str, Any]) -> Query:
     if query.id is not None:
         raise ConfigError(f"queries[{n}] already has id {query.id}; the store assigns ids.")
     return query
-
 
 
 class FeedbackStore(EvaluatorAccounts):
