@@ -30,6 +30,7 @@ case "${1:-}" in
     test)
         shift
         "$VENV/bin/python" -m ruff check instruct_env agents tests benchmarks
+        "$VENV/bin/python" -m mypy  # instruct_env/ and agents/ (settings in pyproject.toml)
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
     *)
