@@ -1,8 +1,9 @@
 """RL from (simulated or human) feedback: alternate feedback rounds and RL rounds.
 
-A :class:`FeedbackLoop` is built from one :class:`FeedbackLoopConfig` and the objects it works on
-(the policy, its tokenizer, the data, a log function); :meth:`FeedbackLoop.run` runs ``rounds``
-rounds, each a call of one method per step (:func:`run_feedback_loop` does all of it in one call):
+A :class:`FeedbackLoop` is built from one :class:`FeedbackLoopConfig` (defined, without torch, in
+:mod:`agents.feedback_config`) and the objects it works on (the policy, its tokenizer, the data, a
+log function); :meth:`FeedbackLoop.run` runs ``rounds`` rounds, each a call of one method per step
+(:func:`run_feedback_loop` does all of it in one call):
 
 1. **generate** (:meth:`~FeedbackLoop.generate`) -- sample ``samples_per_prompt`` completions for
    ``pool_prompts`` training prompts with the current policy (temperature ``pool_temperature``);
@@ -86,8 +87,8 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,9 +96,9 @@ import numpy as np
 import torch
 
 from agents.common import distributed as dist
+from agents.feedback_config import FEEDBACK_MODES, FeedbackLoopConfig
 from agents.rl import GRPO
-from instruct_env.error import ConfigError, unknown_name
-from instruct_env.feedback.reward_model import RewardModelConfig
+from instruct_env.error import ConfigError
 from instruct_env.tasks.sample import Sample
 
 if TYPE_CHECKING:
@@ -109,179 +110,10 @@ if TYPE_CHECKING:
 __all__ = ["FeedbackLoopConfig", "FeedbackLoop", "RoundRecord", "run_feedback_loop", "generate_pool",
            "verifier_agreement", "FEEDBACK_MODES", "TOKEN_ENV"]
 
-#: Where the feedback comes from.
-FEEDBACK_MODES = ("simulated", "human")
 #: Environment variable holding the admin token of a feedback server given as ``store_url="http://..."``.
 TOKEN_ENV = "INSTRUCT_ENV_FEEDBACK_TOKEN"
-_KINDS = ("rating", "thumbs", "pairwise")
-#: What RL learns from in the loop.
-_RL_REWARDS = ("proxy", "direct")
 #: The loop's default RL config where it differs from the algorithm's (GRPO: 8 prompts x 4, seconds on 2 cores).
 _RL_DEFAULTS: dict[str, dict[str, Any]] = {GRPO.name: {"num_envs": 32, "group_size": 4, "lr": 2e-5, "kl_coef": 0.02}}
-
-
-@dataclass
-class FeedbackLoopConfig:
-    """Every setting of a :class:`FeedbackLoop`: where feedback comes from, how it is asked for and used.
-
-    Attributes:
-        rounds: Feedback + RL rounds.
-        feedback: ``"simulated"`` (simulated evaluators answer through the store) or ``"human"``
-            (people answer through the feedback server on ``store_url``).
-        store_url: The feedback store (``sqlite:///feedback.db``, a path, ``postgresql://...``) or a
-            feedback server (``http://host:8000``, with ``"human"`` only); required for ``"human"``;
-            ``None``: ``<workdir>/feedback.db``.
-        algo: RL algorithm (``grpo``, ``rloo``, ``reinforce``, ``ppo``, ``a2c``).
-        kind: Feedback asked for: ``"pairwise"``, ``"rating"`` or ``"thumbs"``.
-        queries_per_round: Items sent to evaluators per round.
-        pool_prompts: Training prompts the policy answers per round (the selection pool).
-        samples_per_prompt: Completions sampled per prompt.
-        pool_temperature: Sampling temperature of the pool.
-        selection: ``"qbc"`` (ensemble disagreement) or ``"random"``.
-        random_share: Share of each round's items drawn at random and held out (the learner
-            judges candidate reward models on them).
-        per_instruction: Most items per instruction per round.
-        evaluators: Answers wanted per item; with ``feedback="simulated"`` also the number of
-            simulated evaluators.
-        metric: What simulated evaluators judge by: ``"task"`` (each sample's verifier) or a
-            reward name such as ``"rougeL"``.
-        noise: Simulated evaluators' perception noise.
-        bias: Simulated evaluators' leniency (+) or harshness (-).
-        skip_rate: Simulated evaluators' probability of skipping an item.
-        flip_rate: Simulated evaluators' probability of an adversarial (reversed) judgement.
-        human_timeout_s: How long a round waits for people (``feedback="human"``).
-        rl_updates: RL updates per round.
-        uncertainty_penalty: The proxy reward subtracts this times the ensemble's disagreement.
-        rl_reward: What RL learns from: ``"proxy"`` (the promoted reward model) or ``"direct"``
-            (the evaluators' answers to every completion, through
-            :class:`~instruct_env.feedback.rewards.HumanReward`; costs ``evaluators`` answers per
-            completion, so with people it suits small batches).
-        direct_kind: Feedback asked for each completion in ``"direct"`` mode: ``"rating"`` or
-            ``"thumbs"``.
-        promotion_tolerance: A refitted reward model may be this much less accurate on the
-            held-out labels than the current one and still be promoted (the hold-out is small and
-            noisy in early rounds).
-        background_refit: Keep refitting in a background thread during RL (useful with people,
-            whose late answers then count before the next round): after every
-            ``max(1, queries_per_round // 4)`` new answers. Without it the reward model is refitted
-            once per round, between collecting and RL.
-        reward_model: Ensemble shape and training.
-        pooling: Feature pooling, ``"mean"``, ``"completion"`` or ``"last"``.
-        logprob_features: Add the completion's likelihood under the frozen model to the features.
-        min_holdout: Held-out labels needed to judge (and possibly refuse) a candidate.
-        max_prompt_tokens: Prompt budget of the environment and of generation.
-        eval_batch_size: Prompts per batch in validation.
-        seed: Seed of the pool, the selection, the simulated evaluators and the reward model.
-    """
-
-    rounds: int = 3
-    feedback: str = "simulated"
-    store_url: str | None = None
-    algo: str = GRPO.name
-    kind: str = "pairwise"
-    queries_per_round: int = 64
-    pool_prompts: int = 64
-    samples_per_prompt: int = 4
-    pool_temperature: float = 1.0
-    selection: str = "qbc"
-    random_share: float = 0.2
-    per_instruction: int = 1
-    evaluators: int = 3
-    metric: str = "task"
-    noise: float = 0.1
-    bias: float = 0.0
-    skip_rate: float = 0.0
-    flip_rate: float = 0.0
-    human_timeout_s: float = 600.0
-    rl_updates: int = 20
-    uncertainty_penalty: float = 0.0
-    rl_reward: str = "proxy"
-    direct_kind: str = "rating"
-    promotion_tolerance: float = 0.0
-    background_refit: bool = False
-    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
-    pooling: str = "mean"
-    logprob_features: bool = True
-    min_holdout: int = 10
-    max_prompt_tokens: int = 128
-    eval_batch_size: int = 64
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self._check_source()
-        self._check_names()
-        self._check_counts()
-        self._check_ranges()
-
-    @property
-    def remote(self) -> bool:
-        """Whether ``store_url`` is a feedback server (its HTTP API) rather than a store."""
-        return self.store_url is not None and str(self.store_url).startswith(("http://", "https://"))
-
-    def _check_source(self) -> None:
-        """Where the feedback comes from: the mode, the store, the rounds."""
-        if self.feedback not in FEEDBACK_MODES:
-            raise unknown_name("feedback mode", self.feedback, FEEDBACK_MODES)
-        if self.feedback == "human" and self.store_url is None:
-            raise ConfigError(
-                "feedback='human' needs store_url= (the store the feedback server uses, e.g. 'sqlite:///feedback.db'); "
-                "start the server with `instruct-env serve <store_url>` and give evaluators their tokens."
-            )
-        if self.remote and self.feedback == "simulated":
-            raise ConfigError(
-                f"feedback='simulated' needs a store its simulated evaluators can answer in this process; got the "
-                f"feedback server {str(self.store_url)!r}. Pass the server's store URL (e.g. 'sqlite:///feedback.db'), "
-                "or use feedback='human' with the server."
-            )
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError(f"rounds must be an integer >= 1 (feedback + RL rounds); got {self.rounds!r}. "
-                              "Set at least one round (in a pipeline config: feedback.rounds).")
-
-    def _check_names(self) -> None:
-        """Settings that name one of a few choices."""
-        from agents.rl import ALGORITHMS
-
-        if self.algo not in ALGORITHMS:
-            raise unknown_name("RL algorithm", self.algo, ALGORITHMS)
-        if self.kind not in _KINDS:
-            raise unknown_name("feedback kind for the loop", self.kind, _KINDS)
-        if self.rl_reward not in _RL_REWARDS:
-            raise unknown_name("loop RL reward", self.rl_reward, _RL_REWARDS)
-        if self.direct_kind not in ("rating", "thumbs"):
-            raise ConfigError(f"FeedbackLoopConfig.direct_kind must be 'rating' or 'thumbs' (answers that are numbers); "
-                              f"got {self.direct_kind!r}.")
-        if self.selection not in ("qbc", "random"):
-            raise unknown_name("selection strategy", self.selection, ("qbc", "random"))
-        if self.pooling not in ("mean", "completion", "last"):
-            raise ConfigError(f"FeedbackLoopConfig.pooling must be 'mean', 'completion' or 'last'; got {self.pooling!r}.")
-
-    def _check_counts(self) -> None:
-        """Settings that count something."""
-        for low, names in ((1, ("queries_per_round", "pool_prompts", "samples_per_prompt", "per_instruction",
-                                "evaluators", "max_prompt_tokens", "eval_batch_size")),
-                           (0, ("rl_updates", "min_holdout", "seed"))):
-            for name in names:
-                if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
-                    raise ConfigError(f"FeedbackLoopConfig.{name} must be an integer >= {low}; got {getattr(self, name)!r}.")
-        if self.kind == "pairwise" and self.samples_per_prompt < 2:
-            raise ConfigError(
-                f"FeedbackLoopConfig: kind='pairwise' compares completions of one prompt, so samples_per_prompt must "
-                f"be >= 2; got {self.samples_per_prompt}."
-            )
-
-    def _check_ranges(self) -> None:
-        """Shares, rates and other numbers with bounds."""
-        if isinstance(self.promotion_tolerance, bool) or not isinstance(self.promotion_tolerance, (int, float)) \
-                or not 0 <= self.promotion_tolerance < 1:
-            raise ConfigError(f"FeedbackLoopConfig.promotion_tolerance must be in [0, 1); got {self.promotion_tolerance!r}.")
-        for name in ("random_share", "skip_rate", "flip_rate"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"FeedbackLoopConfig.{name} must be in [0, 1]; got {getattr(self, name)!r}.")
-        if not self.pool_temperature > 0 or not self.human_timeout_s >= 0 or self.noise < 0 or self.uncertainty_penalty < 0:
-            raise ConfigError(
-                "FeedbackLoopConfig: pool_temperature must be > 0, and human_timeout_s, noise and uncertainty_penalty "
-                f">= 0; got {self.pool_temperature}, {self.human_timeout_s}, {self.noise}, {self.uncertainty_penalty}."
-            )
 
 
 @dataclass
@@ -352,8 +184,11 @@ class FeedbackLoop:
             everywhere; the loop runs ``config.rl_updates`` updates per round itself, so its
             ``total_updates`` and ``time_budget_s`` are not used); default: a small one for 2 CPU cores.
         tasks: Built-in task families for the default train / validation data (``None``: all).
-        train_data: Prompts RL and the pool draw from (default: 200 per family of the train split).
-        val_data: Held-out samples for the task score (default: 16 per family of the validation split).
+        train_data: Prompts RL and the pool draw from (default: 200 per family of the train split);
+            any iterable of samples (a list, a :class:`~instruct_env.tasks.BuiltinDataset`), read
+            once into a list.
+        val_data: Held-out samples for the task score (default: 16 per family of the validation
+            split); any iterable of samples, read once into a list.
         workdir: Folder for the store and the learner's state (default: a new temporary folder).
         log_fn: Called with every RL update's metrics (``"phase": "rl"``) and every round record
             (``"phase": "round"``), on every rank.
@@ -362,8 +197,8 @@ class FeedbackLoop:
     """
 
     def __init__(self, config: FeedbackLoopConfig, policy: Any, tokenizer: Any, *, rl_config: Any = None,
-                 tasks: Sequence[str] | None = None, train_data: Sequence[Sample] | None = None,
-                 val_data: Sequence[Sample] | None = None, workdir: str | Path | None = None,
+                 tasks: Sequence[str] | None = None, train_data: Iterable[Sample] | None = None,
+                 val_data: Iterable[Sample] | None = None, workdir: str | Path | None = None,
                  log_fn: Callable[[dict[str, Any]], None] | None = None, token: str | None = None) -> None:
         from agents.rl import default_config
 
@@ -633,8 +468,8 @@ def run_feedback_loop(
     config: FeedbackLoopConfig | None = None,
     rl_config: Any = None,
     tasks: Sequence[str] | None = None,
-    train_data: Sequence[Sample] | None = None,
-    val_data: Sequence[Sample] | None = None,
+    train_data: Iterable[Sample] | None = None,
+    val_data: Iterable[Sample] | None = None,
     workdir: str | Path | None = None,
     log_fn: Callable[[dict[str, Any]], None] | None = None,
     token: str | None = None,

@@ -118,6 +118,41 @@ def test_print_config_round_trips(capsys):
         "seed=4", "sft.num_examples=8", "sft.lr=1e-3"])
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["feedback.loop.algo=rloo"],
+         "feedback.loop.algo='rloo' conflicts with rl.algo='grpo': the pipeline sets feedback.loop.algo from rl.algo. "
+         "Set rl.algo instead."),
+        (["feedback.rounds=2", "feedback.loop.rounds=4"], "feedback.loop.rounds=4 conflicts with feedback.rounds=2"),
+        (["feedback.mode=simulated", "feedback.store=a.db", "feedback.loop.feedback=human",
+          "feedback.loop.store_url=a.db"], "feedback.loop.feedback='human' conflicts with feedback.mode='simulated'"),
+        (["feedback.mode=simulated", "feedback.loop.store_url=b.db"],
+         "feedback.loop.store_url='b.db' conflicts with feedback.store=null"),
+    ],
+)
+def test_feedback_loop_run_keys_that_differ_from_the_pipeline_are_refused(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        build_config(PipelineConfig, {}, overrides)
+    assert message in str(info.value)
+
+
+def test_feedback_loop_run_keys_are_filled_in_and_printed_configs_load_back(capsys):
+    overrides = ["rl.algo=rloo", "feedback.mode=human", "feedback.store=fb.db", "feedback.rounds=2"]
+    config = build_config(PipelineConfig, {}, overrides)
+    loop = config.feedback.loop
+    assert (loop.rounds, loop.feedback, loop.store_url, loop.algo) == (2, "human", "fb.db", "rloo")
+    assert main(["pipeline", "--print-config", *[a for o in overrides for a in ("--set", o)]]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert {k: printed["feedback"]["loop"][k] for k in ("rounds", "feedback", "store_url", "algo")} == {
+        "rounds": 2, "feedback": "human", "store_url": "fb.db", "algo": "rloo"}
+    assert build_config(PipelineConfig, printed) == config
+    # Equal values are accepted; without a mode the loop keeps its own (default) mode and store.
+    assert build_config(PipelineConfig, {}, overrides + ["feedback.loop.algo=rloo", "feedback.loop.rounds=2"]) == config
+    unset = build_config(PipelineConfig, {}, ["feedback.store=fb.db"]).feedback.loop
+    assert (unset.feedback, unset.store_url) == ("simulated", None)
+
+
 def test_cli_reports_config_errors(capsys):
     assert main(["sft", "--set", "sft.lrr=1", "--print-config"]) == 2
     assert "Did you mean 'lr'?" in capsys.readouterr().err

@@ -7,7 +7,9 @@ import sys
 import typing
 
 TORCH_FREE = ["agents.rl", "agents.pg.config", "agents.ac.config", "agents.q.config", "agents.sft.config",
-              "agents.common.rl_config", "agents.common.distributed_config", "instruct_env._validation"]
+              "agents.common.rl_config", "agents.common.distributed_config", "instruct_env._validation",
+              "agents.common.model_config", "agents.feedback_config", "instruct_env.feedback.reward_model_config",
+              "agents.pipeline", "agents.pipeline.config"]
 
 
 def test_configs_import_without_torch():
@@ -33,8 +35,29 @@ def test_old_import_paths_still_work():
     assert callable(check_positive_int) and callable(check_range)
 
 
+def test_moved_configs_keep_their_old_import_paths():
+    from agents.common.model import DefaultModelConfig as FromModel
+    from agents.common.model_config import DefaultModelConfig
+    from agents.feedback_config import FEEDBACK_MODES, FeedbackLoopConfig
+    from agents.feedback_loop import FEEDBACK_MODES as LOOP_MODES
+    from agents.feedback_loop import FeedbackLoopConfig as FromLoop
+    from instruct_env.feedback.reward_model import POOLINGS
+    from instruct_env.feedback.reward_model import RewardModelConfig as FromRewardModel
+    from instruct_env.feedback.reward_model_config import Pooling, RewardModelConfig
+
+    assert FromModel is DefaultModelConfig and FromLoop is FeedbackLoopConfig and FromRewardModel is RewardModelConfig
+    assert LOOP_MODES == FEEDBACK_MODES == ("simulated", "human") and POOLINGS == typing.get_args(Pooling)
+
+
 def test_kl_estimator_choices_are_the_estimators():
     from agents.common.kl import KL_ESTIMATORS
     from agents.common.rl_config import KLEstimator
 
     assert typing.get_args(KLEstimator) == tuple(KL_ESTIMATORS)
+
+
+def test_eval_metric_choices_are_the_evaluation_metrics_but_length():
+    from agents.common.evaluation import METRICS
+    from agents.pipeline.config import EvalMetric
+
+    assert typing.get_args(EvalMetric) == tuple(m for m in METRICS if m != "length")

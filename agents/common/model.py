@@ -1,16 +1,20 @@
-"""Language models: the embedded default, Hugging Face loading, and the actor-critic policy."""
+"""Language models: the embedded default, Hugging Face loading, and the actor-critic policy.
+
+The default model's shape, :class:`DefaultModelConfig`, lives in the torch-free
+:mod:`agents.common.model_config` (so configs import without torch) and is re-exported here.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import inspect
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from agents.common.model_config import DefaultModelConfig
 from instruct_env.error import ConfigError, require
 
 if TYPE_CHECKING:
@@ -26,34 +30,6 @@ __all__ = [
     "position_ids_from_mask",
     "output_cache",
 ]
-
-
-@dataclass
-class DefaultModelConfig:
-    """Shape of the embedded default model: a small GPT-2 built from a config.
-
-    Attributes:
-        n_layer: Transformer blocks.
-        n_embd: Width.
-        n_head: Attention heads (must divide ``n_embd``).
-        n_positions: Longest sequence (prompt + completion).
-        dropout: Dropout in embeddings, attention and residuals.
-    """
-
-    n_layer: int = 4
-    n_embd: int = 128
-    n_head: int = 4
-    n_positions: int = 256
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("n_layer", "n_embd", "n_head", "n_positions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}).")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}.")
 
 
 def build_default_model(tokenizer, config: DefaultModelConfig | None = None, seed: int | None = None):

@@ -7,17 +7,19 @@ checked against and generated from it (see :mod:`agents.common.config`).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents.ac.config import A2CConfig, PPOConfig
-from agents.common.model import DefaultModelConfig
+from agents.common.model_config import DefaultModelConfig, ModelKind
 from agents.common.pretrain import PretrainConfig
-from agents.feedback_loop import FeedbackLoopConfig
+from agents.feedback_config import FeedbackLoopConfig, FeedbackMode
 from agents.pg.config import GRPOConfig, ReinforceConfig, RLOOConfig
 from agents.q.config import ILQLConfig, SoftQConfig
 from agents.rl import A2C, ALGORITHMS, DEFAULT_ALGORITHM, GRPO, ILQL, PPO, REINFORCE, RLOO, SOFT_Q
 from agents.sft.config import SFTConfig
+from instruct_env._validation import check_choice
 from instruct_env.error import ConfigError, unknown_name
 from instruct_env.tasks.reasoning import ReasoningGymTask
 
@@ -30,6 +32,23 @@ __all__ = [
     "EvalConfig",
     "PipelineConfig",
 ]
+
+#: Validation metrics that can pick the best RL checkpoint (``agents.common.evaluation.METRICS`` but length).
+EvalMetric = Literal["task", "exact_match", "bleu", "rougeL"]
+
+
+def _check_set_by(top_name: str, top_value: Any, section: str, cfg: Any, name: str) -> None:
+    """Refuse ``cfg.<name>`` (``section.name`` in messages) when it is set, i.e. not its default, to other than ``top_value``.
+
+    The pipeline sets that field from ``top_name``; a value equal to ``top_value`` is accepted, so
+    a configuration printed with ``--print-config`` loads back.
+    """
+    value = getattr(cfg, name)
+    default = {f.name: f.default for f in dataclasses.fields(cfg)}[name]
+    if value != default and value != top_value:
+        shown = "null" if top_value is None else repr(top_value)
+        raise ConfigError(f"{section}.{name}={value!r} conflicts with {top_name}={shown}: the pipeline sets "
+                          f"{section}.{name} from {top_name}. Set {top_name} instead.")
 
 
 @dataclass
@@ -142,7 +161,7 @@ class ModelConfig:
     """
 
     name: str | None = None
-    kind: str = "auto"
+    kind: ModelKind = "auto"
     default: DefaultModelConfig = field(default_factory=DefaultModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     lora_r: int = 0
@@ -151,8 +170,7 @@ class ModelConfig:
     lora_target_modules: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("auto", "causal", "seq2seq"):
-            raise ConfigError(f"model.kind must be 'auto', 'causal' or 'seq2seq'; got {self.kind!r}.")
+        check_choice("model.kind", self.kind, ModelKind, or_words=True)
         if self.lora_r < 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"model.lora_r must be >= 0 (0: no adapter), lora_alpha > 0 and 0 <= lora_dropout < 1; "
                               f"got {self.lora_r}, {self.lora_alpha} and {self.lora_dropout}.")
@@ -174,21 +192,32 @@ class FeedbackSection:
             running feedback server (what data-parallel ranks share); required for ``"human"``
             (default ``<run>/feedback/feedback.db`` for ``"simulated"``).
         rounds: Feedback + RL rounds.
-        loop: How feedback is asked for and used.
+        loop: How feedback is asked for and used. Its run keys are set from the keys above and
+            ``rl.algo``: ``loop.rounds`` from ``rounds``, ``loop.feedback`` from ``mode``,
+            ``loop.store_url`` from ``store`` (both when ``mode`` is set) and ``loop.algo`` from
+            ``rl.algo``; a loop value that differs from them is an error (set the key above instead).
     """
 
-    mode: str | None = None
+    mode: FeedbackMode | None = None
     store: str | None = None
     rounds: int = 3
     loop: FeedbackLoopConfig = field(default_factory=FeedbackLoopConfig)
 
     def __post_init__(self) -> None:
-        if self.mode not in (None, "simulated", "human"):
-            raise ConfigError(f"feedback.mode must be null, 'simulated' or 'human'; got {self.mode!r}.")
+        check_choice("feedback.mode", self.mode, (None, *typing.get_args(FeedbackMode)), or_words=True)
         if self.mode == "human" and not self.store:
             raise ConfigError("feedback.mode='human' needs feedback.store: the store your feedback server uses.")
-        # Checked by the loop's own rule, now (before any training); the loop section carries the same number.
-        self.loop = dataclasses.replace(self.loop, rounds=self.rounds)
+        # The loop's run keys are this section's (its algo is rl.algo, set by PipelineConfig). Without a mode the
+        # loop does not run, and keeps its own mode and store.
+        run_keys = {"rounds": ("feedback.rounds", self.rounds), "feedback": ("feedback.mode", self.mode),
+                    "store_url": ("feedback.store", self.store)}
+        for name, (top_name, top_value) in run_keys.items():
+            _check_set_by(top_name, top_value, "feedback.loop", self.loop, name)
+        filled: dict[str, Any] = {"rounds": self.rounds}
+        if self.mode is not None:
+            filled.update(feedback=self.mode, store_url=self.store)
+        # Checked by the loop's own rules now, before any training.
+        self.loop = dataclasses.replace(self.loop, **filled)
 
 
 @dataclass
@@ -236,18 +265,17 @@ class EvalConfig:
     """
 
     batch_size: int = 128
-    metric: str = "task"
+    metric: EvalMetric = "task"
     keep_best: bool = True
     metric_options: dict[str, dict[str, bool | int | float | str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from agents.common.evaluation import METRICS
+        from agents.common.evaluation import check_metric_options
 
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be >= 1; got {self.batch_size}.")
-        if self.metric not in ("task", "exact_match", "bleu", "rougeL"):
-            raise unknown_name("evaluation metric", self.metric, [m for m in METRICS if m != "length"])
-        from agents.common.evaluation import check_metric_options
+        if self.metric not in typing.get_args(EvalMetric):
+            raise unknown_name("evaluation metric", self.metric, typing.get_args(EvalMetric))
 
         check_metric_options(self.metric_options)
 
@@ -258,7 +286,8 @@ class PipelineConfig:
 
     ``seed`` and ``device`` are the run's; they are copied into the SFT and RL configs, and
     ``data.max_prompt_tokens`` / ``data.max_new_tokens`` likewise -- set them here, not there
-    (a conflicting value in a stage config is an error rather than silently ignored).
+    (a conflicting value in a stage config is an error rather than silently ignored). The same holds
+    for ``feedback.loop.algo``, set from ``rl.algo``.
 
     Attributes:
         name: Run name; the default output folder is ``runs/<name>`` (a timestamp if ``None``).
@@ -308,13 +337,12 @@ class PipelineConfig:
         )
         for top_name, top_value, places in shared:
             for section, cfg, name in places:
-                value = getattr(cfg, name)
-                default = {f.name: f.default for f in dataclasses.fields(cfg)}[name]
-                if value != default and value != top_value:
-                    raise ConfigError(
-                        f"{section}.{name}={value!r} conflicts with {top_name}={top_value!r}: the pipeline sets "
-                        f"{section}.{name} from {top_name}. Set {top_name} instead."
-                    )
+                _check_set_by(top_name, top_value, section, cfg, name)
+        # The feedback loop runs the RL algorithm of this run (its other run keys are the feedback section's).
+        _check_set_by("rl.algo", self.rl.algo, "feedback.loop", self.feedback.loop, "algo")
+        if self.feedback.loop.algo != self.rl.algo:
+            self.feedback = dataclasses.replace(self.feedback,
+                                                loop=dataclasses.replace(self.feedback.loop, algo=self.rl.algo))
 
     def stage_configs(self) -> tuple[SFTConfig, Any]:
         """The SFT and RL configs with the run-level fields copied in."""

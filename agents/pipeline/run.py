@@ -474,9 +474,10 @@ def _run_feedback_rl(run: _Run, policy: Any, tokenizer: Any, rl_config: Any):
     data = cfg.data
     train = split_samples(data, "train", data.train_size_per_task)
     start = time.perf_counter()
+    # The loop section carries feedback.rounds, feedback.mode, feedback.store and rl.algo (see FeedbackSection).
     records = run_feedback_loop(
-        policy, tokenizer, rounds=fb.rounds, feedback=fb.mode, store_url=fb.store, algo=cfg.rl.algo,
-        config=fb.loop, rl_config=rl_config, train_data=train, val_data=run.val, workdir=run.out / "feedback",
+        policy, tokenizer, config=fb.loop, rl_config=rl_config, train_data=train, val_data=run.val,
+        workdir=run.out / "feedback",
         log_fn=lambda record: run.log.log(record, step=int(record.get("round", 0)), stage="feedback"),
     )
     run.timed("rl (feedback rounds)", time.perf_counter() - start)

@@ -44,6 +44,7 @@ import dataclasses
 import math
 import os
 import threading
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from instruct_env.error import ConfigError
+from instruct_env.feedback.reward_model_config import Pooling, RewardModelConfig
 
 __all__ = [
     "Pair",
@@ -72,7 +74,7 @@ Pair = tuple[str, str]
 Featurizer = Callable[[Sequence[Pair]], np.ndarray]
 
 #: How hidden states become one vector: all tokens, the completion's tokens, or the last token.
-POOLINGS = ("mean", "completion", "last")
+POOLINGS: tuple[str, ...] = typing.get_args(Pooling)
 
 #: Label kinds the reward model learns from, and how many pairs each label holds.
 LABEL_KINDS = {"pairwise": 2, "rating": 1, "thumbs": 1}
@@ -116,44 +118,6 @@ class Label:
             raise ConfigError(f"Label target must be a number in [0, 1]; got {self.target!r}.")
         if not isinstance(self.weight, (int, float)) or not self.weight > 0:
             raise ConfigError(f"Label weight must be > 0; got {self.weight!r}.")
-
-
-@dataclass
-class RewardModelConfig:
-    """Shape and training of a :class:`RewardModel`.
-
-    Attributes:
-        n_heads: Ensemble size (each head sees its own bootstrap resample of the labels).
-        hidden: Width of each head's hidden layer; 0 makes the heads linear.
-        epochs: Full-batch Adam steps of a fit from scratch.
-        warm_epochs: Steps of a warm-started fit (``None``: ``epochs``).
-        lr: Adam learning rate.
-        weight_decay: Decoupled weight decay (AdamW).
-        bootstrap: Resample the labels per head (``False``: every head sees every label once;
-            the heads then differ only by their initial weights).
-        seed: Seeds the heads' initial weights and the resamples.
-    """
-
-    n_heads: int = 4
-    hidden: int = 32
-    epochs: int = 300
-    warm_epochs: int | None = None
-    lr: float = 1e-2
-    weight_decay: float = 1e-2
-    bootstrap: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name, minimum in (("n_heads", 1), ("hidden", 0), ("epochs", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"RewardModelConfig.{name} must be an integer >= {minimum}; got {value!r}.")
-        if self.warm_epochs is not None and (not isinstance(self.warm_epochs, int) or self.warm_epochs < 1):
-            raise ConfigError(f"RewardModelConfig.warm_epochs must be an integer >= 1 or None; got {self.warm_epochs!r}.")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
-            raise ConfigError(f"RewardModelConfig.lr must be in (0, 1); got {self.lr!r}. Typical: 1e-3 to 3e-2.")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ConfigError(f"RewardModelConfig.weight_decay must be >= 0; got {self.weight_decay!r}.")
 
 
 @dataclass(frozen=True)
