@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from instruct_env.error import ConfigError, suggest
 
-__all__ = ["check_int", "check_range", "check_positive", "check_probability", "check_choice", "choices_of",
-           "or_list"]
+__all__ = ["check_int", "check_range", "check_finite", "check_positive", "check_probability", "check_choice",
+           "choices_of", "or_list"]
 
 T = TypeVar("T")
 
@@ -60,6 +60,27 @@ def check_range(name: str, value: Any, low: float, high: float, *, low_open: boo
     if not ok:
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ConfigError(f"{name} must be a number in {interval}; got {value!r}.{hint}")
+    checked: float = value  # returned as given (an int stays an int)
+    return checked
+
+
+def check_finite(name: str, value: Any, low: float | None = None, *, low_open: bool = False, hint: str = "") -> float:
+    """``value`` if it is a finite number (``>= low``, or ``> low`` with ``low_open``); else :class:`ConfigError`.
+
+    The message says ``must be a finite number >= 0`` (or ``> 0``, or no bound when ``low`` is
+    ``None``); the value is returned as given.
+
+    >>> check_finite("BLEU option beta", float("inf"), 0)
+    Traceback (most recent call last):
+    ...
+    instruct_env.error.ConfigError: BLEU option beta must be a finite number >= 0; got inf.
+    """
+    ok = _is_number(value) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if not ok:
+        bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+        raise ConfigError(f"{name} must be a finite number{bound}; got {value!r}.{hint}")
     checked: float = value  # returned as given (an int stays an int)
     return checked
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sqlite3
 import threading
 
@@ -298,6 +299,28 @@ def test_a_query_not_in_your_queue_looks_like_an_unknown_one(env):
     unknown = client.get("/api/queries/999", headers=bearer(ann))
     assert theirs.status_code == unknown.status_code == 404
     assert theirs.json()["detail"].replace(str(mine), "N") == unknown.json()["detail"].replace("999", "N")
+
+
+def test_pages_give_the_stores_advice_in_their_own_words(env):
+    client, store, _, ann, _ = env
+    _, bob = store.add_evaluator("bob")
+    theirs = client.get("/api/next", headers=bearer(bob)).json()["query"]["id"]
+    api = client.post("/api/answers", json={"query_id": theirs, "answer": {"thumb": "up"}}, headers=bearer(ann))
+    assert api.status_code == 404 and "GET /api/next" in api.json()["detail"]
+    assert client.get("/api/next").json()["detail"].endswith("send 'Authorization: Bearer <token>' or log in.")
+    empty = client.post("/login", data={"token": ""}, headers=ORIGIN)
+    login(client, ann)
+    answer = client.post("/answer", data={"query_id": str(theirs), "thumb": "up"}, headers=ORIGIN, follow_redirects=False)
+    thumb = client.post("/chat/thumb", data={"query_id": str(theirs), "conversation": "1", "thumb": "up"}, headers=ORIGIN)
+    queue = client.get(answer.headers["location"])  # (this assigns ann her first query, so it comes last)
+    for page, status, advice in ((empty, 401, "enter the evaluator token an admin gave you."),
+                                 (queue, 200, "answer the queries that the queue page shows you."),
+                                 (thumb, 404, "answer the queries that the queue page shows you.")):
+        shown = re.search(r'id="(?:login|flash)-error">([^<]*)<', page.text)
+        assert page.status_code == status and shown is not None, page.text
+        assert shown.group(1).endswith(advice), shown.group(1)
+        assert not re.search(r"\w\(\)|/api/|Authorization|&lt;secret&gt;", shown.group(1)), shown.group(1)
+    assert store.events_since(0) == []
 
 
 # -- 5. Chat storage grows linearly, turns are capped ---------------------------------------------

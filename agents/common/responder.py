@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from instruct_env._validation import check_int
 from instruct_env.error import ConfigError
 from instruct_env.feedback.store import ChatTurn, chat_history
 
@@ -40,11 +41,6 @@ def chat_prompt(messages: list[dict[str, str]]) -> tuple[str, list[ChatTurn]]:
         for i in range(len(messages) // 2)
     ]
     return messages[-1]["content"], turns
-
-
-def _check_count(label: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{label} must be an integer >= 1; got {value!r}.")
 
 
 class PolicyResponder:
@@ -92,7 +88,7 @@ class PolicyResponder:
             raise ConfigError("The chat page needs a causal (decoder-only) model; this one is encoder-decoder.")
         if tokenizer.eos_token_id is None:
             raise ConfigError("The tokenizer has no EOS token; replies could never end.")
-        _check_count("max_new_tokens", max_new_tokens)
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens)
         context = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
         if max_prompt_tokens is None:
             max_prompt_tokens = 256 if context is None else int(context) - max_new_tokens
@@ -101,7 +97,7 @@ class PolicyResponder:
                     f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of "
                     f"{context} tokens; lower max_new_tokens (--max-new-tokens) below {context}."
                 )
-        _check_count("max_prompt_tokens", max_prompt_tokens)
+        max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens)
         if context is not None and max_prompt_tokens + max_new_tokens > context:
             raise ConfigError(
                 f"max_prompt_tokens ({max_prompt_tokens}) + max_new_tokens ({max_new_tokens}) exceed the model's "

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from instruct_env._validation import check_int
 from instruct_env.error import ConfigError
 from instruct_env.feedback.items import FeedbackItem
 from instruct_env.feedback.kinds import make_kind
@@ -111,8 +112,7 @@ class ActiveSelector:
         Raises:
             ConfigError: a candidate with other than one completion, or ``n < 1``.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n must be an integer >= 1; got {n!r}.")
+        n = check_int("n", n)
         spec = make_kind(kind, **kind_options)
         for i, item in enumerate(candidates):
             if not isinstance(item, FeedbackItem) or len(item.completions) != 1:

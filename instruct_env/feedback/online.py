@@ -56,6 +56,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from instruct_env._validation import check_int
 from instruct_env.error import ConfigError
 from instruct_env.feedback.items import FeedbackItem, answer_value
 from instruct_env.feedback.log import AnswerLog, FeedbackSource
@@ -178,8 +179,7 @@ class OnlineRewardLearner:
             raise ConfigError(f"model must be a RewardModel; got {type(model).__name__}.")
         for name, value, minimum in (("refit_every", refit_every, 1), ("min_holdout", min_holdout, 0),
                                      ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+            check_int(name, value, minimum)
         if not isinstance(refit_interval_s, (int, float)) or not refit_interval_s > 0:
             raise ConfigError(f"refit_interval_s must be a number of seconds > 0; got {refit_interval_s!r}.")
         if not isinstance(holdout_fraction, (int, float)) or not 0 <= holdout_fraction < 1:

@@ -44,6 +44,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from instruct_env._validation import check_finite
 from instruct_env.error import ConfigError, RewardError
 from instruct_env.feedback.kinds import make_kind
 from instruct_env.feedback.oracle import FeedbackItem, FeedbackResult, FeedbackTimeout, Oracle, Ticket
@@ -165,8 +166,7 @@ class ProxyReward(_InfoReward):
             raise ConfigError(f"oracle must be an Oracle or None; got {type(oracle).__name__}.")
         _check_single_kind(kind, kind_options, "ProxyReward")
         for arg, value in (("label_fraction", label_fraction), ("uncertainty_penalty", uncertainty_penalty)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{arg} must be a finite number >= 0; got {value!r}.")
+            check_finite(arg, value, 0)
         if label_fraction > 1:
             raise ConfigError(f"label_fraction must be in [0, 1]; got {label_fraction!r}.")
         self.source = model
@@ -282,8 +282,7 @@ class DelayedHumanReward(_InfoReward):
         _check_numeric_oracle("DelayedHumanReward", oracle, kind, kind_options)
         if callback is not None and not callable(callback):
             raise ConfigError(f"callback must be callable or None; got {type(callback).__name__}.")
-        if isinstance(placeholder, bool) or not isinstance(placeholder, (int, float)) or not math.isfinite(placeholder):
-            raise ConfigError(f"placeholder must be a finite number; got {placeholder!r}.")
+        check_finite("placeholder", placeholder)
         self.oracle, self.kind, self.kind_options = oracle, kind, dict(kind_options)
         self.callback, self.placeholder, self.name = callback, float(placeholder), name
         self.pending: dict[str, Ticket] = {}

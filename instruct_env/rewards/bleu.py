@@ -10,12 +10,12 @@ every option with sacreBLEU.
 
 from __future__ import annotations
 
-import math
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
+from instruct_env._validation import check_finite, check_int
 from instruct_env.error import ConfigError
 from instruct_env.rewards._ngrams import (
     MatchStats,
@@ -109,19 +109,6 @@ def _check_bool(owner: str, name: str, value: object) -> bool:
     return bool(value)
 
 
-def _check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{owner} option {name} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
-
-
-def _check_number(owner: str, name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{owner} option {name} must be a finite number >= 0; got {value!r}.")
-    return value  # type: ignore[return-value]  # kept as given: sacreBLEU computes with it as is
-
-
 def _options_repr(obj: object, defaults: dict[str, Any]) -> str:
     """``name=value`` for every option that differs from its default."""
     return ", ".join(f"{k}={getattr(obj, k)!r}" for k, d in defaults.items() if getattr(obj, k) != d)
@@ -187,7 +174,7 @@ class BleuReward(Reward):
                 f"Expected one of {', '.join(SMOOTH_METHODS)}."
             )
         if smooth_value is not None:
-            _check_number("BLEU", "smooth_value", smooth_value)
+            check_finite("BLEU option smooth_value", smooth_value, 0)
             if SMOOTH_METHODS[smooth_method] is None:
                 raise ConfigError(
                     f"BLEU smooth_value={smooth_value!r} has no effect with smooth_method={smooth_method!r}; "
@@ -197,7 +184,7 @@ class BleuReward(Reward):
         self.lowercase = _check_bool("BLEU", "lowercase", lowercase)
         self.smooth_method = smooth_method
         self.smooth_value = smooth_value
-        self.max_ngram_order = _check_int("BLEU", "max_ngram_order", max_ngram_order, 1)
+        self.max_ngram_order = check_int("BLEU option max_ngram_order", max_ngram_order, 1)
         self.effective_order = _check_bool("BLEU", "effective_order", effective_order)
         if tokenize in EXTERNAL_TOKENIZERS:
             check_external(tokenize)
@@ -289,11 +276,11 @@ class ChrfReward(Reward):
         whitespace: bool = False,
         eps_smoothing: bool = False,
     ) -> None:
-        self.char_order = _check_int("chrF", "char_order", char_order, 0)
-        self.word_order = _check_int("chrF", "word_order", word_order, 0)
+        self.char_order = check_int("chrF option char_order", char_order, 0)
+        self.word_order = check_int("chrF option word_order", word_order, 0)
         if self.char_order + self.word_order == 0:
             raise ConfigError("chrF needs char_order + word_order >= 1; got 0 and 0. The defaults are 6 and 0.")
-        self.beta = _check_number("chrF", "beta", beta)
+        self.beta = check_finite("chrF option beta", beta, 0)  # kept as given: sacreBLEU computes with it as is
         self.lowercase = _check_bool("chrF", "lowercase", lowercase)
         self.whitespace = _check_bool("chrF", "whitespace", whitespace)
         self.eps_smoothing = _check_bool("chrF", "eps_smoothing", eps_smoothing)

@@ -136,7 +136,20 @@ def _summary_lcs_fmeasure(ref_sents: list[tuple[str, ...]], hyp_sents: list[tupl
     return _fmeasure(hits / hyp_total, hits / ref_total)
 
 
-class CharTokenizer:
+class _SettingFree:
+    """Equality, hash and repr of a tokenizer without settings: all its instances are equal."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class CharTokenizer(_SettingFree):
     """ROUGE tokens for text without spaces between words: every non-space character, lower-cased.
 
     The built-in ``tokenizer="char"`` of :class:`RougeReward`; it has ``rouge_score``'s tokenizer
@@ -150,20 +163,11 @@ class CharTokenizer:
         """The lowercased characters of ``text``, whitespace dropped."""
         return list("".join(text.lower().split()))
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
-
-    def __repr__(self) -> str:
-        return "CharTokenizer()"
-
 
 _CJK_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 
 
-class CJKTokenizer:
+class CJKTokenizer(_SettingFree):
     """ROUGE tokens for any script: each CJK character on its own, other words whole, lower-cased.
 
     The built-in ``tokenizer="cjk"`` of :class:`RougeReward`. A Han, Hiragana, Katakana or Hangul
@@ -188,15 +192,6 @@ class CJKTokenizer:
                 rf"[{_CJK_SCRIPTS}]|(?:(?![{_CJK_SCRIPTS}])[\p{{L}}\p{{M}}\p{{N}}])+"
             )
         return CJKTokenizer._pattern.findall(text.lower())
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
-
-    def __repr__(self) -> str:
-        return "CJKTokenizer()"
 
 
 #: The built-in ``tokenizer`` names of :class:`RougeReward`.

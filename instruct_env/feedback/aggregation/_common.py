@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from instruct_env._validation import check_int
 from instruct_env.error import ConfigError
 
 
@@ -93,7 +94,7 @@ def _real_values(data: _Indexed, what: str) -> np.ndarray:
 def _class_labels(data: _Indexed, n_classes: int | None) -> tuple[np.ndarray, int]:
     """The values as class indices ``(N,)`` and the number of classes ``K >= 2``."""
     if n_classes is not None:
-        _check_int("n_classes", n_classes, minimum=2)
+        check_int("n_classes", n_classes, 2)
     hint = "Map each category to an integer 0..K-1 (and pass n_classes=K if a class is never used)."
     try:
         x = _real_values(data, "labels")
@@ -109,18 +110,6 @@ def _class_labels(data: _Indexed, n_classes: int | None) -> tuple[np.ndarray, in
     y = x.astype(np.int64)
     k = n_classes if n_classes is not None else max(2, int(y.max()) + 1)
     return y, k
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-
-
-def _check_number(name: str, value: Any, *, positive: bool) -> None:
-    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigError(f"{name} must be a finite number {bound}; got {value!r}.")
 
 
 def _vote_counts(item: np.ndarray, y: np.ndarray, n_items: int, k: int) -> np.ndarray:

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from instruct_env._validation import check_finite, check_int
 from instruct_env.error import ConfigError
-from instruct_env.feedback.aggregation._common import _check_int, _check_number, _is_row, _rows
+from instruct_env.feedback.aggregation._common import _is_row, _rows
 
 __all__ = [
     "BradleyTerryResult",
@@ -97,9 +98,9 @@ def bradley_terry(
         >>> abs(sum(result.scores.values())) < 1e-12  # centred
         True
     """
-    _check_number("prior", prior, positive=True)
-    _check_int("max_iter", max_iter, minimum=1)
-    _check_number("tol", tol, positive=False)
+    check_finite("prior", prior, 0, low_open=True)
+    check_int("max_iter", max_iter, 1)
+    check_finite("tol", tol, 0)
     names, first, second, share = _index_comparisons(comparisons, items)
     w = _comparison_weights(weights, len(share))
     m = len(names)

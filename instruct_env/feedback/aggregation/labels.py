@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from instruct_env._validation import check_finite, check_int
 from instruct_env.error import ConfigError
 from instruct_env.feedback.aggregation._common import (
-    _check_int,
-    _check_number,
     _class_labels,
     _index_triples,
     _vote_counts,
@@ -181,9 +180,9 @@ def dawid_skene(
         >>> {name: round(acc, 2) for name, acc in result.accuracy.items()}
         {'ann': 0.87, 'bob': 0.87, 'flipper': 0.13}
     """
-    _check_int("max_iter", max_iter, minimum=1)
-    _check_number("tol", tol, positive=False)
-    _check_number("smoothing", smoothing, positive=True)
+    check_int("max_iter", max_iter, 1)
+    check_finite("tol", tol, 0)
+    check_finite("smoothing", smoothing, 0, low_open=True)
     data = _index_triples(labels)
     y, k = _class_labels(data, n_classes)
     item, evaluator = data.item, data.evaluator

@@ -19,6 +19,7 @@ from fastapi.security import HTTPBearer
 
 from instruct_env.error import InstructEnvError
 from instruct_env.feedback.errors import AccessDenied, FeedbackConflict, InvalidAnswer, InvalidToken
+from instruct_env.feedback.server.errors import http_detail
 from instruct_env.feedback.server.models import (
     ERRORS,
     AnswerIn,
@@ -120,7 +121,7 @@ def _add_health(app: FastAPI) -> None:
         except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
             return JSONResponse({"status": "unavailable", "database": "not answering within 2 s"}, status_code=503)
         except InstructEnvError as exc:  # StoreUnavailable, or a store that was closed
-            return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
+            return JSONResponse({"status": "unavailable", "database": http_detail(exc)}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
 

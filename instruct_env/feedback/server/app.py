@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from instruct_env._validation import check_int
 from instruct_env.error import ConfigError, require
 from instruct_env.feedback.kinds import KINDS, make_kind
 from instruct_env.feedback.server.api import add_api
@@ -23,9 +24,8 @@ __all__ = ["create_app", "serve"]
 
 
 def _check_options(max_body_bytes: int, session_ttl: float, chat_workers: int, responder: Responder | None) -> None:
-    for name, value in (("max_body_bytes", max_body_bytes), ("chat_workers", chat_workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1; got {value!r}.")
+    check_int("max_body_bytes", max_body_bytes)
+    check_int("chat_workers", chat_workers)
     if isinstance(session_ttl, bool) or not isinstance(session_ttl, (int, float)) or not 0 < session_ttl < float("inf"):
         raise ConfigError(f"session_ttl must be a number of seconds > 0; got {session_ttl!r}.")
     if responder is not None and not callable(responder):

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from instruct_env.error import InstructEnvError
 from instruct_env.feedback.errors import FeedbackConflict, InvalidAnswer, QueryNotFound
-from instruct_env.feedback.server.errors import status_of
+from instruct_env.feedback.server.errors import http_detail, status_of
 from instruct_env.feedback.server.pages import COMMON_KEYS, flash, layout
 from instruct_env.feedback.server.security import page_evaluator, same_origin, store_of
 from instruct_env.feedback.server.web import escape, form_id, read_form, redirect, template
@@ -161,7 +161,7 @@ def _add_chat_page(app: FastAPI) -> None:
             try:
                 turns = store.chat(evaluator.id, conversation)
             except QueryNotFound as exc:
-                conversation, error, status = None, str(exc), 404
+                conversation, error, status = None, http_detail(exc, page=True), 404
         page = _render_chat(request, evaluator, conversation, turns, notice=notice[:300], error=error[:500])
         return HTMLResponse(page, status_code=status)
 
@@ -194,7 +194,7 @@ async def _generate(request: Request, evaluator: Evaluator, responder: Responder
     try:  # in the chat pool: a slow policy holds up only the chat, never the API's threads
         reply = await asyncio.wrap_future(state.chat_pool.submit(responder, chat_messages(turns, message)))
     except InstructEnvError as exc:  # e.g. a message too long for the policy's context
-        return await _refuse(request, evaluator, 422, str(exc), conversation, message)
+        return await _refuse(request, evaluator, 422, http_detail(exc, page=True), conversation, message)
     except Exception:  # a broken policy must not take the page down; its details are for the log only
         _log.exception("The chat responder failed")
         return await _refuse(request, evaluator, 502, "The policy failed to reply; try again, or tell an admin "
@@ -227,7 +227,7 @@ async def _send_message(request: Request, evaluator: Evaluator, form: dict[str, 
     try:
         turns = await _turns_before(store, evaluator, conversation, turn)
     except (QueryNotFound, FeedbackConflict) as exc:
-        return await _refuse(request, evaluator, status_of(exc), str(exc), conversation, message)
+        return await _refuse(request, evaluator, status_of(exc), http_detail(exc, page=True), conversation, message)
     reply = await _generate(request, evaluator, responder, turns, message, conversation)
     if isinstance(reply, Response):
         return reply
@@ -237,7 +237,7 @@ async def _send_message(request: Request, evaluator: Evaluator, form: dict[str, 
             lambda: store.add_chat_turn(evaluator.id, conversation, turn, message, reply, metadata)
         )
     except InstructEnvError as exc:
-        return await _refuse(request, evaluator, status_of(exc), str(exc), conversation, message)
+        return await _refuse(request, evaluator, status_of(exc), http_detail(exc, page=True), conversation, message)
     return RedirectResponse(f"/chat?c={added.conversation}#turn-{added.turn}", status_code=303)
 
 
@@ -262,7 +262,7 @@ async def _rate_reply(request: Request, evaluator: Evaluator, form: dict[str, st
     try:
         await run_in_threadpool(rate)
     except InstructEnvError as exc:
-        return await _refuse(request, evaluator, status_of(exc), str(exc), conversation)
+        return await _refuse(request, evaluator, status_of(exc), http_detail(exc, page=True), conversation)
     return RedirectResponse(f"/chat?c={conversation}&notice=Saved.+Press+U+to+undo.", status_code=303)
 
 

@@ -1,6 +1,6 @@
-"""How the project's exceptions and the framework's errors become JSON error replies.
+"""How the project's exceptions and the framework's errors become JSON error replies and page messages.
 
-Every error reply is ``{"error": <code>, "detail": <message>}``; :data:`STATUS` maps each of the
+:func:`http_detail` words an exception's message for a JSON reply or a page. Every error reply is ``{"error": <code>, "detail": <message>}``; :data:`STATUS` maps each of the
 project's exception types to its HTTP status and code, most specific first.
 """
 
@@ -35,18 +35,35 @@ STATUS: tuple[tuple[type[InstructEnvError], int, str], ...] = (  # most specific
 """Exception type -> (HTTP status, error code); the first matching row applies."""
 
 
-# The store's advice names its Python methods; over HTTP the same advice names the API.
-_HTTP_ADVICE = (
-    ("answer the queries that next_query() assigns you.", "answer the queries that GET /api/next gives you."),
-    ("pass the evaluator's token ('12.<secret>').", "send 'Authorization: Bearer <token>' or log in."),
+# The store's advice names its Python methods; a client of the server reads the same advice in its
+# own terms: a JSON reply names the API, a page names what a person does on the pages.
+_ADVICE = (  # (the store's words, the API's, the pages')
+    (
+        "answer the queries that next_query() assigns you.",
+        "answer the queries that GET /api/next gives you.",
+        "answer the queries that the queue page shows you.",
+    ),
+    (
+        "pass the evaluator's token ('12.<secret>').",
+        "send 'Authorization: Bearer <token>' or log in.",
+        "enter the evaluator token an admin gave you.",
+    ),
 )
 
 
-def http_detail(exc: Exception) -> str:
-    """The message of ``exc`` for an HTTP client: the store's advice put in terms of the API."""
+def http_detail(exc: Exception, *, page: bool = False) -> str:
+    """The message of ``exc`` as the server shows it: the store's advice put in the client's terms.
+
+    Every reply and page that shows an exception's message takes it from here.
+
+    Args:
+        exc: The exception (usually one of the store's).
+        page: ``True`` for an HTML page (words a person acts on: "the queue page"); ``False`` for
+            a JSON reply (the API's paths and headers).
+    """
     text = str(exc)
-    for store_words, http_words in _HTTP_ADVICE:
-        text = text.replace(store_words, http_words)
+    for store_words, api_words, page_words in _ADVICE:
+        text = text.replace(store_words, page_words if page else api_words)
     return text
 
 

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from instruct_env.error import InstructEnvError
 from instruct_env.feedback.errors import InvalidAnswer, InvalidToken
 from instruct_env.feedback.kinds import Rating, make_kind
+from instruct_env.feedback.server.errors import http_detail
 from instruct_env.feedback.server.security import COOKIE_NAME, page_evaluator, same_origin, store_of
 from instruct_env.feedback.server.web import escape, form_id, read_form, redirect, script, template
 from instruct_env.feedback.store import Evaluator, QueryView
@@ -177,7 +178,7 @@ def _add_login(app: FastAPI) -> None:
         try:
             _, key = await run_in_threadpool(store_of(request).open_session, token, ttl)
         except InvalidToken as exc:
-            return _login_page(request, str(exc), 401)
+            return _login_page(request, http_detail(exc, page=True), 401)
         response = redirect("/")
         response.set_cookie(
             COOKIE_NAME, key, max_age=int(ttl), httponly=True, samesite="strict",
@@ -227,7 +228,7 @@ async def _page_action(request: Request, action: str) -> Response:
         await run_in_threadpool(lambda: store.submit(evaluator.id, query_id, answer, idempotency_key=key))
         return redirect("/", notice="Saved. Press U to undo.")
     except InstructEnvError as exc:
-        return redirect("/", error=str(exc))
+        return redirect("/", error=http_detail(exc, page=True))
 
 
 def _add_queue(app: FastAPI) -> None:

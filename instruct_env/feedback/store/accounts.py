@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from instruct_env.error import ConfigError, suggest
-from instruct_env.feedback.errors import FeedbackConflict, InvalidToken, QueryNotFound
+from instruct_env.feedback.errors import FeedbackConflict, InvalidToken
 from instruct_env.feedback.store.backends import _Tx
 from instruct_env.feedback.store.records import (
     EVALUATOR_COLUMNS,
@@ -190,9 +190,4 @@ class EvaluatorAccounts:
         return [evaluator_from_row(r) for r in rows]
 
     def _evaluator(self, tx: _Tx, evaluator_id: int) -> Evaluator:
-        if isinstance(evaluator_id, bool) or not isinstance(evaluator_id, int):
-            raise QueryNotFound(f"Evaluator ids are integers; got {evaluator_id!r}.")
-        row = tx.one(f"SELECT {EVALUATOR_COLUMNS} FROM evaluators WHERE id = ?", (evaluator_id,))
-        if row is None:
-            raise QueryNotFound(f"No evaluator has id {evaluator_id}.")
-        return evaluator_from_row(row)
+        return evaluator_from_row(tx.row_by_id("evaluators", EVALUATOR_COLUMNS, "evaluator", evaluator_id))

@@ -179,6 +179,20 @@ class _Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(self.run(sql, params).fetchall())
 
+    def row_by_id(self, table: str, columns: str, noun: str, record_id: Any) -> Any:
+        """The ``columns`` of the row of ``table`` with this id.
+
+        Raises:
+            QueryNotFound: ``record_id`` is not an integer (a ``bool`` is not), or no row has it;
+                ``noun`` names the record in the message ("No query has id 7.").
+        """
+        if isinstance(record_id, bool) or not isinstance(record_id, int):
+            raise QueryNotFound(f"{noun.capitalize()} ids are integers; got {record_id!r}.")
+        row = self.one(f"SELECT {columns} FROM {table} WHERE id = ?", (record_id,))
+        if row is None:
+            raise QueryNotFound(f"No {noun} has id {record_id}.")
+        return row
+
     def insert(self, sql: str, params: Sequence[Any]) -> int:
         try:
             return self.backend.insert(self.conn, self.backend.sql(sql), tuple(params))

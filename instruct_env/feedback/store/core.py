@@ -255,11 +255,7 @@ class FeedbackStore(EvaluatorAccounts):
             return rebuild_contexts(tx, found)
 
     def _query(self, tx: _Tx, query_id: int) -> Query:
-        if isinstance(query_id, bool) or not isinstance(query_id, int):
-            raise QueryNotFound(f"Query ids are integers; got {query_id!r}.")
-        row = tx.one(f"SELECT {QUERY_COLUMNS} FROM queries WHERE id = ?", (query_id,))
-        if row is None:
-            raise QueryNotFound(f"No query has id {query_id}.")
+        row = tx.row_by_id("queries", QUERY_COLUMNS, "query", query_id)
         return rebuild_contexts(tx, {query_id: query_from_row(row)})[query_id]
 
     # -- assignment ---------------------------------------------------------------------------

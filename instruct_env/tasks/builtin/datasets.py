@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from instruct_env.error import ConfigError
+from instruct_env._validation import check_int
 from instruct_env.tasks import minilang
 from instruct_env.tasks.builtin.common import _stable_int, lexicon, normalise_split
 from instruct_env.tasks.builtin.family import TaskFamily
@@ -19,12 +19,6 @@ __all__ = [
     "tokenizer_corpus",
     "pretraining_corpus",
 ]
-
-
-def _check_count(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _item_rng(stream: str, seed: int, split: str, task: str, index: int) -> np.random.Generator:
@@ -68,8 +62,8 @@ class BuiltinDataset:
         **knobs: int,
     ) -> None:
         self.split = normalise_split(split)
-        self.size_per_task = _check_count("size_per_task", size_per_task, 1)
-        self.seed = _check_count("seed", seed, 0)
+        self.size_per_task = check_int("size_per_task", size_per_task, 1)
+        self.seed = check_int("seed", seed, 0)
         self.families = _resolve_tasks(tasks, knobs)
         self._cache: dict[int, Sample] = {}
 
@@ -147,8 +141,8 @@ def tokenizer_corpus(
 
     from instruct_env.tasks.prompts import PromptFormatter
 
-    n_per_task = _check_count("n_per_task", n_per_task, 1)
-    seed = _check_count("seed", seed, 0)
+    n_per_task = check_int("n_per_task", n_per_task, 1)
+    seed = check_int("seed", seed, 0)
     formatter = PromptFormatter()
     texts = []
     for family in _resolve_tasks(tasks, knobs):
@@ -192,8 +186,8 @@ def pretraining_corpus(
     """
     from instruct_env.tasks.prompts import PromptFormatter
 
-    n_per_task = _check_count("n_per_task", n_per_task, 1)
-    seed = _check_count("seed", seed, 0)
+    n_per_task = check_int("n_per_task", n_per_task, 1)
+    seed = check_int("seed", seed, 0)
     formatter = formatter if formatter is not None else PromptFormatter()
     streams = [
         _cycled_samples(
