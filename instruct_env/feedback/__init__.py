@@ -88,7 +88,8 @@ _LAZY = {
     **dict.fromkeys(("FeedbackTimeout", "Oracle", "SimulatedOracle", "HumanOracle", "OraclePool"), "oracle"),
     "RemoteStore": "client",
     **dict.fromkeys(("AnswerLog", "FeedbackSource"), "log"),
-    **dict.fromkeys(("Label", "RewardModel", "RewardModelConfig", "FeatureExtractor", "Accuracy"), "reward_model"),
+    **dict.fromkeys(("Label", "RewardModel", "FeatureExtractor", "Accuracy"), "reward_model"),
+    "RewardModelConfig": "reward_model_config",  # no torch
     **dict.fromkeys(("OnlineRewardLearner", "RefitReport", "labels_from_answer"), "online"),
     "ActiveSelector": "active",
     **dict.fromkeys(("ProxyReward", "DelayedHumanReward", "HumanReward"), "rewards"),
