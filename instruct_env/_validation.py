@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from instruct_env.error import ConfigError, suggest
 
-__all__ = ["check_int", "check_range", "check_finite", "check_positive", "check_probability", "check_choice",
-           "choices_of", "or_list"]
+__all__ = ["check_int", "check_int_fields", "check_range", "check_finite", "check_positive", "check_probability",
+           "check_choice", "choices_of", "or_list"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,24 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}.")
     return int(value)
+
+
+def check_int_fields(config: object, *names: str, minimum: int = 1) -> None:
+    """:func:`check_int` on each of ``config``'s fields ``names``, in order, named ``<Class>.<field>``.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Rollout:
+    ...     num_envs: int = 4
+    ...     n_steps: int = 0
+    >>> check_int_fields(Rollout(), "num_envs", "n_steps")
+    Traceback (most recent call last):
+    ...
+    instruct_env.error.ConfigError: Rollout.n_steps must be an integer >= 1; got 0.
+    """
+    owner = type(config).__name__
+    for name in names:
+        check_int(f"{owner}.{name}", getattr(config, name), minimum)
 
 
 def check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False,

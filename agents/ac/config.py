@@ -6,7 +6,13 @@ import math
 from dataclasses import dataclass
 
 from agents.common.rl_config import RLConfig
-from instruct_env._validation import check_int, check_positive, check_probability, check_range
+from instruct_env._validation import (
+    check_int,
+    check_int_fields,
+    check_positive,
+    check_probability,
+    check_range,
+)
 from instruct_env.error import ConfigError
 
 __all__ = ["ActorCriticConfig", "PPOConfig", "A2CConfig"]
@@ -41,9 +47,7 @@ class ActorCriticConfig(RLConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
-        check_int(f"{owner}.num_envs", self.num_envs)
-        check_int(f"{owner}.n_steps", self.n_steps)
-        check_int(f"{owner}.num_minibatches", self.num_minibatches)
+        check_int_fields(self, "num_envs", "n_steps", "num_minibatches")
         if self.num_minibatches > self.num_envs:
             raise ConfigError(
                 f"{owner}: num_minibatches={self.num_minibatches} is more than num_envs={self.num_envs}; a rollout "

@@ -89,8 +89,7 @@ class RLConfig:
         check.check_int(f"{owner}.total_updates", self.total_updates)
         if self.time_budget_s is not None:
             check.check_positive(f"{owner}.time_budget_s", self.time_budget_s, hint=" Use None for no time limit.")
-        check.check_int(f"{owner}.eval_every", self.eval_every, minimum=0)
-        check.check_int(f"{owner}.seed", self.seed, minimum=0)
+        check.check_int_fields(self, "eval_every", "seed", minimum=0)
         if self.device is not None and not isinstance(self.device, str):
             raise ConfigError(f"{owner}.device must be None or a device string such as 'cpu' or 'cuda'; "
                               f"got {self.device!r}.")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agents.common.rl_config import KLEstimator, KLIn, RLConfig
-from instruct_env._validation import check_choice, check_int, check_range
+from instruct_env._validation import check_choice, check_int, check_int_fields, check_range
 from instruct_env.error import ConfigError
 
 __all__ = ["PolicyGradientConfig", "ReinforceConfig", "GRPOConfig", "RLOOConfig", "Baseline", "AdvantageScale",
@@ -42,9 +42,7 @@ class PolicyGradientConfig(RLConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
-        check_int(f"{owner}.num_envs", self.num_envs)
-        check_int(f"{owner}.group_size", self.group_size)
-        check_int(f"{owner}.num_minibatches", self.num_minibatches)
+        check_int_fields(self, "num_envs", "group_size", "num_minibatches")
         if self.num_envs % self.group_size:
             fix = max(self.group_size, self.num_envs // self.group_size * self.group_size)
             raise ConfigError(

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agents.common.rl_config import RLConfig
-from instruct_env._validation import check_choice, check_int, check_positive, check_probability, check_range
+from instruct_env._validation import (
+    check_choice,
+    check_int,
+    check_int_fields,
+    check_positive,
+    check_probability,
+    check_range,
+)
 from instruct_env.error import ConfigError
 
 __all__ = ["ILQLConfig", "SoftQConfig", "PathConsistency"]
@@ -76,9 +83,7 @@ class ILQLConfig(RLConfig):
         if not isinstance(self.data, str) or not self.data.strip():
             raise ConfigError(f"{owner}.data must name a JSONL file, a feedback store URL or 'rollouts'; "
                               f"got {self.data!r}.")
-        check_int(f"{owner}.rollout_episodes", self.rollout_episodes)
-        check_int(f"{owner}.rollout_group_size", self.rollout_group_size)
-        check_int(f"{owner}.batch_size", self.batch_size)
+        check_int_fields(self, "rollout_episodes", "rollout_group_size", "batch_size")
         if self.heads_lr is not None:
             check_range(f"{owner}.heads_lr", self.heads_lr, 0.0, 1.0, low_open=True, hint=" Use None for lr.")
         check_probability(f"{owner}.gamma", self.gamma)
@@ -140,8 +145,7 @@ class SoftQConfig(RLConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
-        for name in ("num_envs", "n_steps", "buffer_episodes", "batch_size", "gradient_steps"):
-            check_int(f"{owner}.{name}", getattr(self, name))
+        check_int_fields(self, "num_envs", "n_steps", "buffer_episodes", "batch_size", "gradient_steps")
         check_int(f"{owner}.learning_starts", self.learning_starts, minimum=0)
         if self.learning_starts > self.buffer_episodes:
             raise ConfigError(f"{owner}: learning_starts={self.learning_starts} exceeds buffer_episodes="
