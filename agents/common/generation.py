@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.common.distributed import unwrap
-from agents.common.model import lm_forward, output_cache, position_ids_from_mask
+from agents.common.model import check_context, lm_forward, output_cache, position_ids_from_mask
 from instruct_env.error import ConfigError
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_n
     sampling = sampling or SamplingConfig()
     input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
     B, L = input_ids.shape
+    check_context(model, L, max_new_tokens, " (max_prompt_tokens and max_new_tokens of the env, trainer or "
+                  "evaluation; in the main job data.max_prompt_tokens and data.max_new_tokens)")
     device = input_ids.device
     positions = position_ids_from_mask(attention_mask)
     out = lm_forward(model, input_ids, attention_mask, positions, use_cache=True)

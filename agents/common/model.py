@@ -29,6 +29,8 @@ __all__ = [
     "lm_forward",
     "position_ids_from_mask",
     "output_cache",
+    "context_size",
+    "check_context",
 ]
 
 
@@ -116,6 +118,58 @@ def load_model(name_or_path: str, kind: str = "auto", **kwargs: Any):
         kind = "seq2seq" if getattr(cfg, "is_encoder_decoder", False) else "causal"
     cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     return cls.from_pretrained(name_or_path, **kwargs)
+
+
+def context_size(model: Any) -> int | None:
+    """The most positions ``model`` embeds (``n_positions`` or ``max_position_embeddings``), if its config says.
+
+    ``model`` may be an :class:`ActorCritic` or a data-parallel wrapper; ``None`` when the config
+    names no limit.
+    """
+    found = _context_field(model)
+    return found[1] if found is not None else None
+
+
+def _context_field(model: Any) -> tuple[str, int] | None:
+    from agents.common.distributed import unwrap
+
+    config = getattr(unwrap(model, lm=True), "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return name, value
+    return None
+
+
+def check_context(model: Any, prompt_tokens: int, new_tokens: int, hint: str = "") -> None:
+    """Raise :class:`~instruct_env.error.ConfigError` when a prompt plus its answer would not fit ``model``.
+
+    A model with learned absolute positions (GPT-2, the embedded default) fails with an
+    ``IndexError`` deep inside its embedding beyond its context; this says what to change instead.
+
+    Args:
+        model: The language model (or an :class:`ActorCritic`).
+        prompt_tokens: The longest prompt, in tokens.
+        new_tokens: The answer budget, in tokens.
+        hint: Which settings set the two numbers, for the message (e.g. the main job's fields).
+
+    >>> from types import SimpleNamespace
+    >>> check_context(SimpleNamespace(config=SimpleNamespace(n_positions=256)), 200, 56)
+    >>> check_context(SimpleNamespace(config=SimpleNamespace(n_positions=256)), 250, 32)
+    Traceback (most recent call last):
+    ...
+    instruct_env.error.ConfigError: A prompt of 250 tokens plus 32 new tokens needs 282 positions, but the model has 256 (its config's n_positions). Shorten the prompt budget or the answer budget so that they add up to at most 256.
+    """
+    found = _context_field(model)
+    if found is None:
+        return
+    field, limit = found
+    if prompt_tokens + new_tokens > limit:
+        raise ConfigError(
+            f"A prompt of {prompt_tokens} tokens plus {new_tokens} new tokens needs {prompt_tokens + new_tokens} "
+            f"positions, but the model has {limit} (its config's {field}). Shorten the prompt budget or the "
+            f"answer budget so that they add up to at most {limit}{hint}."
+        )
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -579,6 +579,7 @@ def _train_and_evaluate(run: _Run):
             "RL needs a causal (decoder-only) model, but this one is encoder-decoder. Run 'instruct-env sft' for it, "
             "or pass a causal model with --model."
         )
+    _check_budgets_fit(run.config, model)
     labels = {"sft": "SFT", "rl": "SFT+RL" if "sft" in run.stages else "RL"}
     first = "zero-shot" if "sft" in run.stages else "before RL" if run.stages else "model"
     if run.config.model.lora_r:
@@ -602,6 +603,19 @@ def _train_and_evaluate(run: _Run):
         run.sections["Did RL improve the model?"] = _rl_effect(run, run.rl_training, before=list(run.results)[-2],
                                                                after=list(run.results)[-1])
     return model, tokenizer, pretrain_info
+
+
+def _check_budgets_fit(config: PipelineConfig, model: Any) -> None:
+    """Refuse, before any training, prompt and answer budgets that the model's context cannot hold."""
+    from agents.common.model import check_context
+
+    if getattr(model.config, "is_encoder_decoder", False):
+        return  # prompt and answer have separate positions
+    data = config.data
+    check_context(model, data.max_prompt_tokens, data.max_new_tokens,
+                  "; set data.max_prompt_tokens and data.max_new_tokens")
+    check_context(model, data.max_prompt_tokens, config.sft.max_response_tokens,
+                  "; set data.max_prompt_tokens and sft.max_response_tokens")
 
 
 def _rl_effect(run: _Run, training: dict[str, Any], before: str, after: str) -> str:

@@ -1,0 +1,60 @@
+"""Prompt + answer budgets beyond the model's positions give a ConfigError that says what to change.
+
+A GPT-2-style model (the embedded default) embeds at most ``n_positions`` positions; beyond them
+torch fails with a bare ``IndexError: index out of range in self`` from the position embedding.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def small_lm(tokenizer):
+    from agents.common.model import DefaultModelConfig, build_default_model
+
+    return build_default_model(tokenizer, DefaultModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=32), seed=0)
+
+
+def _prompts(length: int, rows: int = 2):
+    import torch
+
+    ids = torch.full((rows, length), 5, dtype=torch.long)
+    return ids, torch.ones_like(ids)
+
+
+def test_generation_refuses_a_prompt_and_answer_longer_than_the_context(small_lm, tokenizer, single_thread):
+    from agents.common.generation import SamplingConfig, generate
+    from instruct_env.error import ConfigError
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    ids, mask = _prompts(30)
+    with pytest.raises(ConfigError, match=r"A prompt of 30 tokens plus 8 new tokens needs 38 positions, but the model "
+                                          r"has 32 \(its config's n_positions\)\..*at most 32 \(max_prompt_tokens"):
+        generate(small_lm, ids, mask, 8, eos, pad, SamplingConfig(temperature=0.0))
+    ids, mask = _prompts(24)  # 24 + 8 = 32 positions: fits exactly
+    out = generate(small_lm, ids, mask, 8, eos, pad, SamplingConfig(temperature=0.0))
+    assert out.tokens.shape == (2, 8)
+
+
+def test_left_padding_does_not_count_against_the_context(small_lm, tokenizer, single_thread):
+    from agents.common.generation import SamplingConfig, generate
+
+    ids, mask = _prompts(40)
+    mask[:, :16] = 0  # 24 real tokens after 16 columns of padding
+    out = generate(small_lm, ids, mask, 8, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                   SamplingConfig(temperature=0.0))
+    assert out.tokens.shape == (2, 8)
+
+
+def test_the_main_job_refuses_budgets_before_any_training(tmp_path, single_thread):
+    from agents.common.config import build_config
+    from agents.pipeline import PipelineConfig, run_pipeline
+    from instruct_env.error import ConfigError
+
+    config = build_config(PipelineConfig, {"out": str(tmp_path / "run"), "progress": False, "threads": 1},
+                          ["data.max_prompt_tokens=250", "data.max_new_tokens=32"])
+    with pytest.raises(ConfigError, match=r"A prompt of 250 tokens plus 32 new tokens needs 282 positions, but the "
+                                          r"model has 256 .*; set data.max_prompt_tokens and data.max_new_tokens\."):
+        run_pipeline(config)
+    assert not (tmp_path / "run" / "results.json").exists()
