@@ -47,14 +47,16 @@ def test_left_padding_does_not_count_against_the_context(small_lm, tokenizer, si
     assert out.tokens.shape == (2, 8)
 
 
-def test_the_main_job_refuses_budgets_before_any_training(tmp_path, single_thread):
+def test_the_main_job_stops_at_its_first_evaluation_with_the_settings_to_change(tmp_path, single_thread):
     from agents.common.config import build_config
     from agents.pipeline import PipelineConfig, run_pipeline
     from instruct_env.error import ConfigError
 
+    # Eight demonstrations make prompts of 200-250 tokens; the embedded model has 256 positions.
     config = build_config(PipelineConfig, {"out": str(tmp_path / "run"), "progress": False, "threads": 1},
-                          ["data.max_prompt_tokens=250", "data.max_new_tokens=32"])
-    with pytest.raises(ConfigError, match=r"A prompt of 250 tokens plus 32 new tokens needs 282 positions, but the "
-                                          r"model has 256 .*; set data.max_prompt_tokens and data.max_new_tokens\."):
+                          ["data.max_prompt_tokens=250", "data.max_new_tokens=32", "data.num_shots=8"])
+    with pytest.raises(ConfigError, match=r"A prompt of 2\d\d tokens plus 32 new tokens needs 2\d\d positions, but "
+                                          r"the model has 256 .*in the main job data.max_prompt_tokens and "
+                                          r"data.max_new_tokens\)\."):
         run_pipeline(config)
-    assert not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "run" / "results.json").exists()  # nothing was trained

@@ -466,3 +466,29 @@ def test_lora_from_the_command_line_trains_only_the_adapter_and_saves_a_merged_m
     assert after["transformer.wte.weight"].equal(before["transformer.wte.weight"])
     assert after["transformer.h.0.mlp.c_fc.weight"].equal(before["transformer.h.0.mlp.c_fc.weight"])
     assert not after["transformer.h.0.attn.c_attn.weight"].equal(before["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    """What a resumed run does again (an unfinished SFT, RL after its checkpoint, unsaved evaluations) leaves the log."""
+    from agents.common.logging import read_metrics
+    from agents.pipeline.run import _drop_unfinished_records
+
+    rows = ([{"stage": "test/zero-shot", "kind": "eval", "step": 0}]
+            + [{"stage": "sft", "kind": "train", "step": s} for s in (1, 2, 3)]
+            + [{"stage": "test/SFT", "kind": "eval", "step": 0}]
+            + [{"stage": "rl", "kind": kind, "step": s} for s in (1, 2, 3, 4) for kind in ("train", "eval")])
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "rl", "kind"', encoding="utf-8")
+
+    # Stopped during SFT: the SFT records and the evaluation after it go; the zero-shot evaluation stays.
+    _drop_unfinished_records(path, {"done": [], "results": {"zero-shot": {}}, "rl": None})
+    assert [(r["stage"], r["step"]) for r in read_metrics(path)] == [("test/zero-shot", 0)]
+
+    # Stopped during RL with a checkpoint after update 2: updates 3 and 4 will be logged again.
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    _drop_unfinished_records(path, {"done": ["sft"], "results": {"zero-shot": {}, "SFT": {}}, "rl": {"updates": 2}})
+    kept = read_metrics(path)
+    assert [r["step"] for r in kept if r["stage"] == "sft"] == [1, 2, 3]
+    assert [(r["kind"], r["step"]) for r in kept if r["stage"] == "rl"] == [("train", 1), ("eval", 1), ("train", 2),
+                                                                              ("eval", 2)]
+    assert len(kept) == 9

@@ -157,6 +157,8 @@ class _Run:
             self.out = cast(Path, dist.broadcast_object(_out_dir(config) if dist.is_main() else None))
         if dist.is_main() and resume is None:
             save_yaml(config, self.out / "config.yaml")
+        if dist.is_main() and self.resumed is not None:
+            _drop_unfinished_records(self.out / "metrics.jsonl", self.resumed)
         self.log = RunLogger(self.out, rank=dist.rank(), progress=config.progress)
         self.seconds: dict[str, float] = {}
         self.warnings: list[str] = []
@@ -564,6 +566,35 @@ def _resume_state(out: Path, stages: Sequence[str]) -> dict[str, Any]:
     return state
 
 
+def _drop_unfinished_records(path: Path, state: dict[str, Any]) -> None:
+    """Remove from ``metrics.jsonl`` what the resumed run will log again, so each step is logged once.
+
+    An unfinished SFT starts again from its beginning, and so does an RL stage without a checkpoint;
+    an RL stage with one continues after its checkpointed update. Evaluations of stages whose
+    results were not saved are run again.
+    """
+    from agents.common.logging import read_metrics
+
+    if not path.exists():
+        return
+    done, rl_updates = set(state["done"]), (state.get("rl") or {}).get("updates", 0)
+
+    def logged_again(row: dict[str, Any]) -> bool:
+        stage = str(row.get("stage", ""))
+        if stage.startswith("test/"):
+            return stage[len("test/"):] not in state["results"]
+        if stage == "sft":
+            return "sft" not in done
+        if stage in ("rl", "feedback"):
+            return "rl" not in done and int(row.get("step", 0)) > rl_updates
+        return False
+
+    kept = [row for row in read_metrics(path) if not logged_again(row)]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
 def _train_and_evaluate(run: _Run):
     """Load the model, evaluate it, run the stages (each followed by an evaluation)."""
     from agents.common import distributed as dist
@@ -579,7 +610,6 @@ def _train_and_evaluate(run: _Run):
             "RL needs a causal (decoder-only) model, but this one is encoder-decoder. Run 'instruct-env sft' for it, "
             "or pass a causal model with --model."
         )
-    _check_budgets_fit(run.config, model)
     labels = {"sft": "SFT", "rl": "SFT+RL" if "sft" in run.stages else "RL"}
     first = "zero-shot" if "sft" in run.stages else "before RL" if run.stages else "model"
     if run.config.model.lora_r:
@@ -603,19 +633,6 @@ def _train_and_evaluate(run: _Run):
         run.sections["Did RL improve the model?"] = _rl_effect(run, run.rl_training, before=list(run.results)[-2],
                                                                after=list(run.results)[-1])
     return model, tokenizer, pretrain_info
-
-
-def _check_budgets_fit(config: PipelineConfig, model: Any) -> None:
-    """Refuse, before any training, prompt and answer budgets that the model's context cannot hold."""
-    from agents.common.model import check_context
-
-    if getattr(model.config, "is_encoder_decoder", False):
-        return  # prompt and answer have separate positions
-    data = config.data
-    check_context(model, data.max_prompt_tokens, data.max_new_tokens,
-                  "; set data.max_prompt_tokens and data.max_new_tokens")
-    check_context(model, data.max_prompt_tokens, config.sft.max_response_tokens,
-                  "; set data.max_prompt_tokens and sft.max_response_tokens")
 
 
 def _rl_effect(run: _Run, training: dict[str, Any], before: str, after: str) -> str:
