@@ -23,7 +23,7 @@ from instruct_env.feedback.errors import (
     QueryNotFound,
     StoreUnavailable,
 )
-from instruct_env.feedback.store import FeedbackStore, Query, parse_store_url, redact_url, replay
+from instruct_env.feedback.store import EventCounts, FeedbackStore, Query, parse_store_url, redact_url, replay
 
 
 @pytest.fixture
@@ -492,6 +492,53 @@ def test_metrics_report_counts_and_agreement(db):
     assert [e["undos"] for e in metrics["evaluators"]] == [1, 0, 0]
     assert metrics["queries"] == {"total": 4, "gold": 0, "chat": 0, "complete": 3, "min_evaluators": 3}
     assert metrics["watermark"] == store.last_event_id() == 13
+    store.close()
+
+
+def test_event_counts_agree_with_counting_the_log(db):
+    store = FeedbackStore(db, min_evaluators=2, gold_rate=0.0, seed=2)
+    assert store.event_counts() == EventCounts({}, 0)
+    store.add_queries(thumbs(6))
+    ann, bob = (store.add_evaluator(name)[0] for name in ("ann", "bob"))
+    for person in (ann, bob):
+        first = store.next_query(person.id).id
+        store.submit(person.id, first, {"thumb": "up"})
+        store.submit(person.id, store.next_query(person.id).id, {"thumb": "up"})
+        store.skip(person.id, store.next_query(person.id).id, "unsure")
+        store.submit(person.id, first, {"thumb": "down"}, edit=True)
+    store.undo(ann.id)
+    store.undo(ann.id)
+    counted: dict[tuple[int, str], int] = {}
+    for event in store.events_since(0):
+        counted[event.evaluator_id, event.type] = counted.get((event.evaluator_id, event.type), 0) + 1
+    counts = store.event_counts()
+    assert counts == EventCounts(counted, store.last_event_id())
+    assert counts.counts[ann.id, "undo"] == 2 and (bob.id, "undo") not in counts.counts
+    assert {t for _, t in counts.counts} == {"submit", "edit", "skip", "undo"}
+    store.close()
+
+
+def test_metrics_know_every_query_an_answer_names_while_evaluators_keep_answering(db):
+    # Metrics read the answers before the queries (which are never deleted): a query added and
+    # answered after the queries were read is in neither read, never answered but unknown.
+    class AnsweredDuringMetrics(FeedbackStore):
+        def queries(self, ids=None, kind=None):
+            found = super().queries(ids, kind)
+            if self.during_metrics:
+                self.during_metrics = False
+                self.add_queries(thumbs(1))
+                self.submit(ann.id, self.next_query(ann.id).id, {"thumb": "up"})
+            return found
+
+    store = AnsweredDuringMetrics(db, min_evaluators=1, gold_rate=0.0, seed=0)
+    store.during_metrics = False
+    ann, _ = store.add_evaluator("ann")
+    store.add_queries(thumbs(1))
+    store.submit(ann.id, store.next_query(ann.id).id, {"thumb": "up"})
+    store.during_metrics = True
+    metrics = store.metrics()
+    assert metrics["queries"]["total"] == 1 and metrics["evaluators"][0]["answered"] == 1
+    assert store.metrics()["queries"]["total"] == 2
     store.close()
 
 

@@ -1,13 +1,16 @@
 """What a feedback store's answers say about its evaluators and its queries.
 
-:func:`store_metrics` is what the admin page, ``instruct-env metrics`` and
+:func:`store_metrics` is what the admin page (``GET /api/admin/metrics``) and
 :meth:`FeedbackStore.metrics <instruct_env.feedback.store.FeedbackStore.metrics>` report: counts
 per evaluator, gold accuracy, how many queries are complete, and agreement (Krippendorff's alpha)
 per feedback kind. It uses only the store's public reads, so it works on any store the same way.
 
-The reads are separate calls: while evaluators keep answering, a count may already include an
-answer the watermark does not (it is a monitoring view, not an export; read the log with
-``events_since`` for an exact one).
+The edit and undo counts and the watermark come from one read
+(:meth:`~instruct_env.feedback.store.FeedbackStore.event_counts`); the current answers, chats,
+evaluators and queries are separate reads after it, so while evaluators keep answering an answered
+or skipped count may already include an answer the watermark does not (it is a monitoring view,
+not an export; read the log with ``events_since`` for an exact one). Queries and evaluators are
+read last: they are never deleted, so every answer read before them finds its query and evaluator.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ if TYPE_CHECKING:
     from instruct_env.feedback.store import CurrentAnswer, FeedbackStore, Query
 
 __all__ = ["store_metrics", "agreement"]
-
-_EVENT_BATCH = 10_000
 
 
 def store_metrics(store: FeedbackStore) -> dict[str, Any]:
@@ -38,17 +39,18 @@ def store_metrics(store: FeedbackStore) -> dict[str, Any]:
         neither gold nor chat, with at least ``min_evaluators`` answers), ``agreement`` (kind ->
         alpha, or ``None`` where no query has two answers) and ``watermark`` (the newest event id).
     """
-    edits_undos, watermark = _event_counts(store)
-    queries = store.queries()
+    events = store.event_counts()
     answers = store.current_answers(status=None)
     chat = store.chat_query_ids()
+    evaluators = store.evaluators()
+    queries = store.queries()
     per_evaluator: dict[int, dict[str, Any]] = {
         e.id: {
             "id": e.id, "name": e.name, "role": e.role, "answered": 0, "skipped": 0,
-            "edits": edits_undos.get((e.id, "edit"), 0), "undos": edits_undos.get((e.id, "undo"), 0),
+            "edits": events.counts.get((e.id, "edit"), 0), "undos": events.counts.get((e.id, "undo"), 0),
             "gold_answered": 0, "gold_correct": 0, "gold_accuracy": None,
         }
-        for e in store.evaluators()
+        for e in evaluators
     }
     answers_per_query: dict[int, int] = {}
     for a in answers:
@@ -74,20 +76,8 @@ def store_metrics(store: FeedbackStore) -> dict[str, Any]:
             "min_evaluators": store.min_evaluators,
         },
         "agreement": agreement(queries, answers),
-        "watermark": watermark,
+        "watermark": events.watermark,
     }
-
-
-def _event_counts(store: FeedbackStore) -> tuple[dict[tuple[int, str], int], int]:
-    """``(evaluator id, event type) -> count`` over the whole log, and the newest event id."""
-    counts: dict[tuple[int, str], int] = {}
-    watermark = 0
-    while events := store.events_since(watermark, limit=_EVENT_BATCH):
-        for event in events:
-            key = (event.evaluator_id, event.type)
-            counts[key] = counts.get(key, 0) + 1
-        watermark = events[-1].id
-    return counts, watermark
 
 
 def agreement(queries: dict[int, Query], answers: list[CurrentAnswer]) -> dict[str, float | None]:

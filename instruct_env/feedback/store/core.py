@@ -28,6 +28,7 @@ from instruct_env.feedback.store.records import (
     ChatTurn,
     CurrentAnswer,
     Event,
+    EventCounts,
     Progress,
     Query,
     QueryIds,
@@ -628,6 +629,18 @@ class FeedbackStore(EvaluatorAccounts):
         with self._transaction(write=False) as tx:
             row = tx.one("SELECT MAX(id) FROM events")
         return 0 if row is None or row[0] is None else int(row[0])
+
+    def event_counts(self) -> EventCounts:
+        """How many events of each type each evaluator has in the log, and the watermark they are as of.
+
+        Counted by the database in one read transaction, so the counts and the watermark come from
+        the same snapshot; the same numbers as counting ``events_since(0)``, without reading the log.
+        """
+        with self._transaction(write=False) as tx:
+            rows = tx.all("SELECT evaluator_id, type, COUNT(*) FROM events GROUP BY evaluator_id, type")
+            row = tx.one("SELECT MAX(id) FROM events")
+        watermark = 0 if row is None or row[0] is None else int(row[0])
+        return EventCounts({(int(evaluator), str(type_)): int(n) for evaluator, type_, n in rows}, watermark)
 
     def current_answers(self, kind: str | None = None, status: str | None = "answered") -> list[CurrentAnswer]:
         """Current answers (canonical terms), by query then evaluator.

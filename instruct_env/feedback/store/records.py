@@ -25,6 +25,7 @@ __all__ = [
     "CurrentAnswer",
     "Receipt",
     "Progress",
+    "EventCounts",
     "ChatTurn",
     "QueryIds",
     "query_from_sample",
@@ -284,6 +285,20 @@ class Progress:
     def to_json(self) -> dict[str, int]:
         """The counts as a JSON-ready dict."""
         return {"answered": self.answered, "skipped": self.skipped, "remaining": self.remaining}
+
+
+@dataclass(frozen=True)
+class EventCounts:
+    """How many events of each type each evaluator has in the log, as of one watermark.
+
+    Attributes:
+        counts: ``(evaluator id, event type) -> count``; pairs without events are absent.
+        watermark: The newest event id counted (0 for an empty log): the counts cover exactly
+            the events ``events_since(0)`` returned at that moment.
+    """
+
+    counts: dict[tuple[int, str], int]
+    watermark: int
 
 
 @dataclass(frozen=True)
