@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.rl import ALGORITHMS, GRPO
-from instruct_env._validation import check_choice
+from instruct_env._validation import check_choice, check_int_fields
 from instruct_env.error import ConfigError, unknown_name
 from instruct_env.feedback.reward_model_config import Pooling, RewardModelConfig
 
@@ -170,12 +170,9 @@ class FeedbackLoopConfig:
 
     def _check_counts(self) -> None:
         """Settings that count something."""
-        for low, names in ((1, ("queries_per_round", "pool_prompts", "samples_per_prompt", "per_instruction",
-                                "evaluators", "max_prompt_tokens", "eval_batch_size")),
-                           (0, ("rl_updates", "min_holdout", "seed"))):
-            for name in names:
-                if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
-                    raise ConfigError(f"FeedbackLoopConfig.{name} must be an integer >= {low}; got {getattr(self, name)!r}.")
+        check_int_fields(self, "queries_per_round", "pool_prompts", "samples_per_prompt", "per_instruction",
+                         "evaluators", "max_prompt_tokens", "eval_batch_size")
+        check_int_fields(self, "rl_updates", "min_holdout", "seed", minimum=0)
         if self.kind == "pairwise" and self.samples_per_prompt < 2:
             raise ConfigError(
                 f"FeedbackLoopConfig: kind='pairwise' compares completions of one prompt, so samples_per_prompt must "

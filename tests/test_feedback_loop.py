@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from rl_utils import say_dataset, tiny_policy, tiny_tokenizer
@@ -47,6 +48,11 @@ def test_loop_arguments_are_checked():
         run_feedback_loop(None, None, feedback="simulate")
     with pytest.raises(ConfigError, match="feedback='human' needs store_url="):
         run_feedback_loop(None, None, feedback="human")
+    with pytest.raises(ConfigError, match="FeedbackLoopConfig.evaluators must be an integer >= 1; got True"):
+        FeedbackLoopConfig(evaluators=True)  # a bool is not a count
+    with pytest.raises(ConfigError, match="FeedbackLoopConfig.rl_updates must be an integer >= 0; got -1"):
+        FeedbackLoopConfig(rl_updates=-1)
+    assert FeedbackLoopConfig(queries_per_round=np.int64(8), seed=np.int64(0)).queries_per_round == 8
 
 
 def test_direct_mode_rewards_rl_with_the_evaluators_answers(tmp_path):
