@@ -205,6 +205,79 @@ def _batches(lengths: list[int], batch_size: int, seed: int):
         epoch += 1
 
 
+def _lr_multiplier(step: int, config: PretrainConfig) -> float:
+    """Learning-rate factor at ``step``: linear warm-up, then cosine decay to 10% at ``config.steps``."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _optimizer(model, config: PretrainConfig):
+    """AdamW (weight decay on weight matrices only) and its warm-up + cosine schedule."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_multiplier(step, config))
+    return optimizer, scheduler
+
+
+def _restore(resume: dict[str, Any], optimizer, scheduler,
+             batches) -> tuple[int, list[float], list[float], list[list[float]]]:
+    """Load an interrupted run's optimizer and schedule, skip the batches it used; its step and loss records."""
+    optimizer.load_state_dict(resume["optimizer"])
+    scheduler.load_state_dict(resume["scheduler"])
+    step, losses = resume["step"], list(resume["losses"])
+    first_losses = list(resume.get("first_losses", []))
+    curve = list(resume.get("curve", []))
+    for _ in range(step):  # the data order continues where the interrupted run stopped
+        next(batches)
+    return step, losses, first_losses, curve
+
+
+def _train_step(model, optimizer, scheduler, rows: list[list[int]], pad_id: int, device) -> float:
+    """One optimizer step of next-token prediction on every token of ``rows``; returns the loss."""
+    import torch
+    import torch.nn.functional as F
+
+    from agents.common.device import autocast
+    from agents.common.model import lm_forward
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T), right-padded
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r)
+        mask[b, : len(r)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    with autocast(device):
+        logits = lm_forward(model, ids, mask).logits[:, :-1]  # (B, T-1, V)
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, T-1)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
+
+
+def _report(step: int, losses: list[float], scheduler, progress, run_logger) -> None:
+    """Advance the progress bar; every 25 steps show and log the mean loss of the last 25."""
+    import numpy as np
+
+    if progress is not None:
+        progress.update(1)
+        if step % 25 == 0:
+            progress.set_postfix(loss=f"{np.mean(losses[-25:]):.3f}")
+    if run_logger is not None and step % 25 == 0:
+        run_logger.log({"loss": float(np.mean(losses[-25:])), "lr": scheduler.get_last_lr()[0]},
+                       step=step, stage="pretrain")
+
+
 def _train(model, corpus_ids: list[list[int]], pad_id: int, config: PretrainConfig, device, run_logger,
            resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model`` in place up to ``config.steps`` (or the time budget), from ``resume`` if given.
@@ -214,71 +287,29 @@ def _train(model, corpus_ids: list[list[int]], pad_id: int, config: PretrainConf
     """
     import numpy as np
     import torch
-    import torch.nn.functional as F
-
-    from agents.common.device import autocast
-    from agents.common.model import lm_forward
 
     torch.manual_seed(config.seed)
     model.to(device)
     model.train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
-
-    def multiplier(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    optimizer, scheduler = _optimizer(model, config)
     batch_size = min(config.batch_size, len(corpus_ids))
     batches = _batches([len(r) for r in corpus_ids], batch_size, config.seed)
-    step, losses, first_losses, curve = 0, [], [], []
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        step, losses = resume["step"], list(resume["losses"])
-        first_losses = list(resume.get("first_losses", []))
-        curve = list(resume.get("curve", []))
-        for _ in range(step):  # the data order continues where the interrupted run stopped
-            next(batches)
+        step, losses, first_losses, curve = _restore(resume, optimizer, scheduler, batches)
+    else:
+        step, losses, first_losses, curve = 0, [], [], []
     start = time.perf_counter()
     progress = run_logger.progress(total=config.steps, desc="pre-training", unit="step",
                                    initial=step) if run_logger else None
     while step < config.steps:
         rows = [corpus_ids[i] for i in next(batches)]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T), right-padded
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            ids[b, : len(r)] = torch.tensor(r)
-            mask[b, : len(r)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        with autocast(device):
-            logits = lm_forward(model, ids, mask).logits[:, :-1]  # (B, T-1, V)
-        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, T-1)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
+        losses.append(_train_step(model, optimizer, scheduler, rows, pad_id, device))
         step += 1
-        losses.append(float(loss.detach()))
         if step <= LOGGED_FIRST_STEPS:
             first_losses.append(losses[-1])
         if step % 250 == 0:
             curve.append([step, float(np.mean(losses[-250:]))])
-        if progress is not None:
-            progress.update(1)
-            if step % 25 == 0:
-                progress.set_postfix(loss=f"{np.mean(losses[-25:]):.3f}")
-        if run_logger is not None and step % 25 == 0:
-            run_logger.log({"loss": float(np.mean(losses[-25:])), "lr": scheduler.get_last_lr()[0]},
-                           step=step, stage="pretrain")
+        _report(step, losses, scheduler, progress, run_logger)
         if config.time_budget_s is not None and time.perf_counter() - start >= config.time_budget_s:
             logger.warning("Pre-training stopped by its time budget (%.0f s) after %d of %d steps; the next run "
                            "resumes from there.", config.time_budget_s, step, config.steps)
@@ -334,10 +365,8 @@ def pretrained_default_model(
     Returns:
         ``(model, info)``: a ``GPT2LMHeadModel`` in eval mode and a :class:`PretrainInfo`.
     """
-    from transformers import GPT2LMHeadModel
-
     from agents.common.device import select_device
-    from agents.common.model import DefaultModelConfig, build_default_model
+    from agents.common.model import DefaultModelConfig
     from instruct_env.tasks import pretraining_corpus
 
     if tokenizer is None:
@@ -355,46 +384,77 @@ def pretrained_default_model(
             return shipped
     corpus = pretraining_corpus(n_per_task=config.n_per_task, seed=config.seed, tasks=config.tasks)
     path = pretrain_cache_path(model_config, tokenizer, config, corpus)
-    meta_file = path / "pretrain_info.json"
-    if config.cache and not refresh and meta_file.exists():
-        try:
-            meta = json.loads(meta_file.read_text())
-            model = GPT2LMHeadModel.from_pretrained(path).to(device).eval()
-        except (OSError, ValueError) as exc:  # a damaged cache entry: train again
-            logger.warning("Ignoring the unreadable pre-trained model cache at %s (%s).", path, exc)
-        else:
-            meta.update(path=str(path), from_cache=True, elapsed_s=0.0)
-            return model, PretrainInfo(**meta)
-
-    import torch
-
+    if config.cache and not refresh:
+        cached = _load_cached(path, device)
+        if cached is not None:
+            return cached
     corpus_ids, pad = encode_corpus(tokenizer, corpus, model_config.n_positions)
-    model = build_default_model(tokenizer, model_config, seed=config.seed)
     partial = path.with_name(path.name + ".partial")
-    resume = None
-    if config.cache and not refresh and (partial / "state.pt").exists():
-        try:
-            resume = torch.load(partial / "state.pt", map_location="cpu", weights_only=False)
-            model.load_state_dict(resume["model"])
-        except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
-            logger.warning("Ignoring the unreadable partial pre-training at %s (%s).", partial, exc)
-            resume = None
-            model = build_default_model(tokenizer, model_config, seed=config.seed)
-        else:
-            logger.info("Resuming pre-training at step %d of %d from %s.", resume["step"], config.steps, partial)
+    resumable = partial if config.cache and not refresh else None
+    model, resume = _start_or_resume(tokenizer, model_config, config, resumable)
     state = _train(model, corpus_ids, pad, config, device, run_logger, resume)
-    meta = {
+    meta = _run_meta(state, resume, len(corpus), config, model_config)
+    info_path = _save_run(model, state, meta, path, partial) if config.cache else None
+    return model, PretrainInfo(path=info_path, from_cache=False, elapsed_s=state["seconds"], **meta)
+
+
+def _run_meta(state: dict[str, Any], resume: dict[str, Any] | None, corpus_examples: int, config: PretrainConfig,
+              model_config: Any) -> dict[str, Any]:
+    """What :class:`PretrainInfo` and the cache's ``pretrain_info.json`` record of a run (and its resumed part)."""
+    return {
         "steps": state["step"],
         "planned_steps": config.steps,
         "resumed_from_step": resume["step"] if resume is not None else 0,
         "final_loss": float(sum(state["losses"]) / max(1, len(state["losses"]))),
         "train_seconds": state["seconds"] + (resume["seconds"] if resume is not None else 0.0),
-        "corpus_examples": len(corpus),
+        "corpus_examples": corpus_examples,
         "config": dataclasses.asdict(config),
         "model_config": dataclasses.asdict(model_config),
     }
-    info_path = None
-    if config.cache and state["step"] >= config.steps:
+
+
+def _load_cached(path: Path, device) -> tuple[Any, PretrainInfo] | None:
+    """``(model, info)`` from the cache folder ``path``; ``None`` if it has none or cannot be read."""
+    from transformers import GPT2LMHeadModel
+
+    meta_file = path / "pretrain_info.json"
+    if not meta_file.exists():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+        model = GPT2LMHeadModel.from_pretrained(path).to(device).eval()
+    except (OSError, ValueError) as exc:  # a damaged cache entry: train again
+        logger.warning("Ignoring the unreadable pre-trained model cache at %s (%s).", path, exc)
+        return None
+    meta.update(path=str(path), from_cache=True, elapsed_s=0.0)
+    return model, PretrainInfo(**meta)
+
+
+def _start_or_resume(tokenizer: Any, model_config: Any, config: PretrainConfig,
+                     partial: Path | None) -> tuple[Any, dict[str, Any] | None]:
+    """A freshly initialised model, or the interrupted run kept in ``partial`` with its saved state."""
+    import torch
+
+    from agents.common.model import build_default_model
+
+    model = build_default_model(tokenizer, model_config, seed=config.seed)
+    if partial is None or not (partial / "state.pt").exists():
+        return model, None
+    try:
+        resume = torch.load(partial / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(resume["model"])
+    except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+        logger.warning("Ignoring the unreadable partial pre-training at %s (%s).", partial, exc)
+        return build_default_model(tokenizer, model_config, seed=config.seed), None
+    logger.info("Resuming pre-training at step %d of %d from %s.", resume["step"], config.steps, partial)
+    return model, resume
+
+
+def _save_run(model, state: dict[str, Any], meta: dict[str, Any], path: Path, partial: Path) -> str | None:
+    """Cache a finished run at ``path`` (returned), or keep an unfinished one in ``partial`` to resume."""
+    import torch
+
+    if state["step"] >= meta["planned_steps"]:
 
         def write_model(tmp: Path) -> None:
             model.save_pretrained(tmp)
@@ -402,9 +462,9 @@ def pretrained_default_model(
 
         _save_atomically(path, write_model)
         shutil.rmtree(partial, ignore_errors=True)
-        info_path = str(path)
-    elif config.cache:  # cut short by the time budget: keep everything needed to resume
-        snapshot = {**state, "seconds": meta["train_seconds"],
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-        _save_atomically(partial, lambda tmp: torch.save(snapshot, tmp / "state.pt"))
-    return model, PretrainInfo(path=info_path, from_cache=False, elapsed_s=state["seconds"], **meta)
+        return str(path)
+    # cut short by the time budget: keep everything needed to resume
+    snapshot = {**state, "seconds": meta["train_seconds"],
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    _save_atomically(partial, lambda tmp: torch.save(snapshot, tmp / "state.pt"))
+    return None
