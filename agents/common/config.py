@@ -94,69 +94,91 @@ def convert(value: Any, tp: Any, name: str) -> Any:
             return from_dict(tp, value, prefix=name)
         raise ConfigError(f"{name}: expected a mapping of {tp.__name__} fields, got {value!r}.")
     if _is_union(tp):
-        options = typing.get_args(tp)
-        if type(None) in options and (value is None or isinstance(value, str) and value.lower() in _NONE_WORDS):
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return convert(value, option, name)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        expected = " or ".join(_describe(o) for o in options)
-        raise ConfigError(f"{name}: expected {expected}, got {value!r}.")
+        return _convert_union(value, tp, name)
     if tp is type(None):
         if value is None:
             return None
         raise ConfigError(f"{name}: expected None, got {value!r}.")
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        if value in choices or isinstance(value, str) and all(isinstance(c, str) for c in choices):
-            # An unknown word is left to the dataclass, whose own check names the field and the choices
-            # in its words ("did you mean ..."); from_dict checks afterwards that one did.
-            return value
-        raise ConfigError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}.")
+        return _convert_literal(value, tp, name)
     if origin in (list, tuple, dict):
         return _convert_container(value, tp, origin, name)
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE_WORDS + _FALSE_WORDS:
-            return value.lower() in _TRUE_WORDS
-        raise ConfigError(f"{name}: expected a boolean (true/false), got {value!r}.")
+        return _convert_bool(value, name)
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                try:
-                    number = float(value)
-                except ValueError:
-                    number = None
-                if number is not None and number.is_integer():
-                    return int(number)
-        raise ConfigError(f"{name}: expected an integer, got {value!r}.")
+        return _convert_int(value, name)
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{name}: expected a float, got {value!r}.")
+        return _convert_float(value, name)
     if tp is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{name}: expected a string, got {value!r} ({type(value).__name__}).")
     raise ConfigError(f"{name}: unsupported field type {_describe(tp)} in a configuration dataclass.")
+
+
+def _convert_union(value: Any, tp: Any, name: str) -> Any:
+    """``None`` for a none word when ``tp`` allows it, else the first of its types that ``value`` converts to."""
+    options = typing.get_args(tp)
+    if type(None) in options and (value is None or isinstance(value, str) and value.lower() in _NONE_WORDS):
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return convert(value, option, name)
+        except ConfigError:
+            continue
+    expected = " or ".join(_describe(o) for o in options)
+    raise ConfigError(f"{name}: expected {expected}, got {value!r}.")
+
+
+def _convert_literal(value: Any, tp: Any, name: str) -> Any:
+    choices = typing.get_args(tp)
+    if value in choices or isinstance(value, str) and all(isinstance(c, str) for c in choices):
+        # An unknown word is left to the dataclass, whose own check names the field and the choices
+        # in its words ("did you mean ..."); from_dict checks afterwards that one did.
+        return value
+    raise ConfigError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}.")
+
+
+def _convert_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE_WORDS + _FALSE_WORDS:
+        return value.lower() in _TRUE_WORDS
+    raise ConfigError(f"{name}: expected a boolean (true/false), got {value!r}.")
+
+
+def _convert_int(value: Any, name: str) -> int:
+    """An int, a whole float, or a string of either (``"3"``, ``"1e3"``); not a bool."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+    raise ConfigError(f"{name}: expected an integer, got {value!r}.")
+
+
+def _convert_float(value: Any, name: str) -> float:
+    """A float, an int widened to float, or a string of either; not a bool."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{name}: expected a float, got {value!r}.")
 
 
 def _convert_container(value: Any, tp: Any, origin: type, name: str) -> Any:
