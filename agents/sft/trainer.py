@@ -122,6 +122,19 @@ class SFTResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _TrainState:
+    """What :meth:`SFTTrainer.train` carries from step to step."""
+
+    best: float  # lowest validation loss so far (the initial one at first)
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None  # the weights of best_step, with keep_best
+    bad_evals: int = 0  # evaluations since the last improvement
+    step: int = 0
+    epoch: int = 0
+    window: list[float] = field(default_factory=list)  # the latest step losses, for the logged mean
+
+
 class SFTTrainer:
     """Supervised fine-tuning of a causal or encoder-decoder language model on solved examples.
 
@@ -267,6 +280,41 @@ class SFTTrainer:
         """
         cfg = self.config
         start = time.perf_counter()
+        trained, optimizer, scheduler, planned, rng = self._prepare_training()
+        initial = self.validation_loss()
+        self._log({"val_loss": initial}, 0, "eval")
+        state = _TrainState(best=initial, best_state=self._snapshot() if cfg.keep_best else None)
+        progress = self.run_logger.progress(total=planned, desc="SFT", unit="step") if self.run_logger else None
+        stopped_by, epoch_fraction = "epochs", 0.0
+        while True:
+            stop = self._train_epoch(self._epoch_batches(state.epoch, rng), optimizer, scheduler, trained, state,
+                                     progress, start)
+            if stop is not None:
+                stopped_by, epoch_fraction = stop
+                break
+            state.epoch += 1
+            if state.epoch >= cfg.epochs and cfg.max_steps is None:
+                break
+        if progress is not None:
+            progress.close()
+        restored = cfg.keep_best and state.best_state is not None and state.best_step != state.step
+        if restored:
+            self.model.load_state_dict(state.best_state)
+        self.model.eval()
+        checkpoint = None
+        if cfg.checkpoint_dir is not None:
+            checkpoint = str(self.save(cfg.checkpoint_dir))
+        return SFTResult(
+            steps=state.step, epochs=state.epoch + epoch_fraction, stopped_by=stopped_by, initial_val_loss=initial,
+            best_val_loss=state.best, best_step=state.best_step,
+            final_train_loss=float(np.mean(state.window)) if state.window else math.nan,
+            elapsed_s=time.perf_counter() - start, num_train=len(self.train_samples), num_val=len(self.val_samples),
+            restored=restored, checkpoint=checkpoint, notes=list(self.notes),
+        )
+
+    def _prepare_training(self) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, int, np.random.Generator]:
+        """Seed, place and wrap the model; ``(trained, optimizer, scheduler, planned steps, augmentation rng)``."""
+        cfg = self.config
         torch.manual_seed(dist.rank_seed(cfg.seed))  # dropout masks differ between ranks
         rng = np.random.default_rng(cfg.seed)
         self.model.to(self.device)
@@ -280,66 +328,58 @@ class SFTTrainer:
         optimizer = self._optimizer()
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_multiplier(s, planned, warmup, cfg.schedule))
+        return trained, optimizer, scheduler, planned, rng
 
-        initial = best = self.validation_loss()
-        self._log({"val_loss": initial}, 0, "eval")
-        best_step, best_state, bad_evals = 0, self._snapshot() if cfg.keep_best else None, 0
-        step, epoch, stopped_by = 0, 0, "epochs"
-        window: list[float] = []
-        progress = self.run_logger.progress(total=planned, desc="SFT", unit="step") if self.run_logger else None
-        done = False
-        while not done:
-            batches = self._epoch_batches(epoch, rng)
-            for first in range(0, len(batches), cfg.grad_accum):
-                group = batches[first:first + cfg.grad_accum]
-                step_loss = self._optimizer_step(optimizer, group, trained)
-                scheduler.step()
-                step += 1
-                window.append(step_loss)
-                if progress is not None:
-                    progress.update(1)
-                if step % cfg.log_every == 0:
-                    self._log({"loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0],
-                               "epoch": epoch + (first + len(group)) / len(batches)}, step, "train")
-                    window = window[-cfg.log_every:]
-                end_of_epoch = first + cfg.grad_accum >= len(batches)
-                if (step % cfg.eval_every == 0) if cfg.eval_every else end_of_epoch:
-                    val = self.validation_loss()
-                    self._log({"val_loss": val}, step, "eval")
-                    if val < best - cfg.min_delta:
-                        best, best_step, bad_evals = val, step, 0
-                        best_state = self._snapshot() if cfg.keep_best else None
-                    else:
-                        bad_evals += 1
-                    if cfg.patience and bad_evals >= cfg.patience:
-                        stopped_by, done = "early_stopping", True
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    stopped_by, done = "max_steps", True
-                if cfg.time_budget_s is not None and dist.any_rank(time.perf_counter() - start >= cfg.time_budget_s):
-                    stopped_by, done = "time_budget", True
-                if done:
-                    epoch_fraction = (first + len(group)) / len(batches)
-                    break
-            else:
-                epoch += 1
-                epoch_fraction = 0.0
-                if epoch >= cfg.epochs and cfg.max_steps is None:
-                    done = True
-        if progress is not None:
-            progress.close()
-        restored = cfg.keep_best and best_state is not None and best_step != step
-        if restored:
-            self.model.load_state_dict(best_state)
-        self.model.eval()
-        checkpoint = None
-        if cfg.checkpoint_dir is not None:
-            checkpoint = str(self.save(cfg.checkpoint_dir))
-        return SFTResult(
-            steps=step, epochs=epoch + epoch_fraction, stopped_by=stopped_by, initial_val_loss=initial,
-            best_val_loss=best, best_step=best_step, final_train_loss=float(np.mean(window)) if window else math.nan,
-            elapsed_s=time.perf_counter() - start, num_train=len(self.train_samples), num_val=len(self.val_samples),
-            restored=restored, checkpoint=checkpoint, notes=list(self.notes),
-        )
+    def _train_epoch(self, batches: list[list[Example]], optimizer: torch.optim.Optimizer, scheduler: Any,
+                     trained: torch.nn.Module, state: _TrainState, progress: Any,
+                     start: float) -> tuple[str, float] | None:
+        """Step through one epoch's ``batches``, ``grad_accum`` at a time, logging and evaluating when due.
+
+        Returns ``(stopped_by, fraction of the epoch done)`` when a stop condition ended training, else ``None``.
+        """
+        cfg = self.config
+        for first in range(0, len(batches), cfg.grad_accum):
+            group = batches[first:first + cfg.grad_accum]
+            step_loss = self._optimizer_step(optimizer, group, trained)
+            scheduler.step()
+            state.step += 1
+            state.window.append(step_loss)
+            if progress is not None:
+                progress.update(1)
+            if state.step % cfg.log_every == 0:
+                self._log({"loss": float(np.mean(state.window)), "lr": scheduler.get_last_lr()[0],
+                           "epoch": state.epoch + (first + len(group)) / len(batches)}, state.step, "train")
+                state.window = state.window[-cfg.log_every:]
+            stopped_by = self._stop_reason(state, first + cfg.grad_accum >= len(batches), start)
+            if stopped_by is not None:
+                return stopped_by, (first + len(group)) / len(batches)
+        return None
+
+    def _stop_reason(self, state: _TrainState, end_of_epoch: bool, start: float) -> str | None:
+        """Evaluate if due; the condition that ends training after this step (the last listed that holds), if any."""
+        cfg = self.config
+        stopped_by = None
+        if (state.step % cfg.eval_every == 0) if cfg.eval_every else end_of_epoch:
+            if self._evaluate(state):
+                stopped_by = "early_stopping"
+        if cfg.max_steps is not None and state.step >= cfg.max_steps:
+            stopped_by = "max_steps"
+        # Checked by every rank on every step: any_rank is a collective, so no rank may skip it.
+        if cfg.time_budget_s is not None and dist.any_rank(time.perf_counter() - start >= cfg.time_budget_s):
+            stopped_by = "time_budget"
+        return stopped_by
+
+    def _evaluate(self, state: _TrainState) -> bool:
+        """Log the validation loss, keep the best weights; True once ``patience`` evaluations did not improve."""
+        cfg = self.config
+        val = self.validation_loss()
+        self._log({"val_loss": val}, state.step, "eval")
+        if val < state.best - cfg.min_delta:
+            state.best, state.best_step, state.bad_evals = val, state.step, 0
+            state.best_state = self._snapshot() if cfg.keep_best else None
+        else:
+            state.bad_evals += 1
+        return bool(cfg.patience) and state.bad_evals >= cfg.patience
 
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, group: list[list[Example]],
                         trained: torch.nn.Module | None = None) -> float:
