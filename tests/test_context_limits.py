@@ -60,3 +60,26 @@ def test_the_main_job_stops_at_its_first_evaluation_with_the_settings_to_change(
                                           r"data.max_new_tokens\)\."):
         run_pipeline(config)
     assert not (tmp_path / "run" / "results.json").exists()  # nothing was trained
+
+
+def test_token_level_rollouts_refuse_observations_longer_than_the_context(small_lm, single_thread):
+    import numpy as np
+
+    from agents.common.generation import SlotActor
+    from agents.common.model import ActorCritic
+    from instruct_env.error import ConfigError
+
+    policy = ActorCritic(small_lm)
+
+    def observation(prompt: int, width: int, answer: int = 8) -> dict[str, np.ndarray]:
+        ids = np.zeros((2, width + answer), dtype=np.int64)  # [prompt columns | answer columns]
+        mask = np.zeros_like(ids)
+        ids[:, width - prompt: width], mask[:, width - prompt: width] = 5, 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    with pytest.raises(ConfigError, match=r"A prompt of 30 tokens plus 8 new tokens needs 38 positions, but the model "
+                                          r"has 32 .*Token env's max_prompt_tokens and max_new_tokens"):
+        SlotActor(policy, 30).start(observation(30, 30))
+    actor = SlotActor(policy, 40)
+    actor.start(observation(24, 40))  # 24 real prompt tokens + 8 answer tokens = 32 positions: fits
+    assert actor.logits.shape[0] == 2

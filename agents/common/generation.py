@@ -217,6 +217,10 @@ class SlotActor:
         """Prefill every slot from a fresh ``reset`` observation."""
         device = next(self.policy.parameters()).device
         ids, mask = self._prompts(obs, np.arange(obs["input_ids"].shape[0]), device)
+        # An observation is [prompt (P columns) | answer so far]: its width fixes the answer budget.
+        check_context(self.policy, ids.shape[1], obs["input_ids"].shape[1] - self.P,
+                      " (the Token env's max_prompt_tokens and max_new_tokens; in the main job "
+                      "data.max_prompt_tokens and data.max_new_tokens)")
         self._fill(ids, mask)
 
     @torch.no_grad()
