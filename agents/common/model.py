@@ -29,7 +29,6 @@ __all__ = [
     "lm_forward",
     "position_ids_from_mask",
     "output_cache",
-    "context_size",
     "check_context",
 ]
 
@@ -120,17 +119,12 @@ def load_model(name_or_path: str, kind: str = "auto", **kwargs: Any):
     return cls.from_pretrained(name_or_path, **kwargs)
 
 
-def context_size(model: Any) -> int | None:
-    """The most positions ``model`` embeds (``n_positions`` or ``max_position_embeddings``), if its config says.
-
-    ``model`` may be an :class:`ActorCritic` or a data-parallel wrapper; ``None`` when the config
-    names no limit.
-    """
-    found = _context_field(model)
-    return found[1] if found is not None else None
-
-
 def _context_field(model: Any) -> tuple[str, int] | None:
+    """``(config field, value)`` of the most positions ``model`` embeds, if its config says.
+
+    The field is ``n_positions`` or ``max_position_embeddings``; ``None`` when the config names no
+    limit. ``model`` may be an :class:`ActorCritic` or a data-parallel wrapper.
+    """
     from agents.common.distributed import unwrap
 
     config = getattr(unwrap(model, lm=True), "config", None)
