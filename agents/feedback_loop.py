@@ -244,6 +244,8 @@ class FeedbackLoop:
         self.features, self.source = self._reward_model()
         self.simulated = self._simulated_evaluators(lambda i: cfg.seed * 1000 + i, "simulated") \
             if cfg.feedback == "simulated" and dist.is_main() else []
+        # The samples the simulated evaluators judge, by id (train_data does not change between rounds).
+        self.samples_by_id = {s.id: s for s in self.train_data} if self.simulated else {}
         self.reward = self._rl_reward()
         env_kwargs = {"dataset": self.train_data, "reward": self.reward, "max_prompt_tokens": cfg.max_prompt_tokens}
         self.trainer = make_trainer(cfg.algo, self.rl_config, self.policy, self.tokenizer, env_kwargs,
@@ -389,9 +391,8 @@ class FeedbackLoop:
         if self.config.feedback == "simulated":
             assert self.store is not None  # a simulated run has a store of its own (checked by the config)
             dist.barrier()  # every rank's queries are stored before rank 0's evaluators answer them
-            by_id = {s.id: s for s in self.train_data}
             for evaluator in self.simulated:
-                evaluator.answer_store(self.store, by_id)
+                evaluator.answer_store(self.store, self.samples_by_id)
             dist.barrier()
             result = self.oracle.poll(ticket)
         else:
