@@ -21,7 +21,7 @@ from instruct_env.error import InstructEnvError
 from instruct_env.feedback.errors import FeedbackConflict, InvalidAnswer, QueryNotFound
 from instruct_env.feedback.server.errors import http_detail, status_of
 from instruct_env.feedback.server.pages import COMMON_KEYS, flash, layout
-from instruct_env.feedback.server.security import page_evaluator, same_origin, store_of
+from instruct_env.feedback.server.security import page_evaluator, posted_evaluator, store_of
 from instruct_env.feedback.server.web import escape, form_id, read_form, redirect, template
 from instruct_env.feedback.store import MAX_CHAT_TURNS, ChatTurn, Evaluator, FeedbackStore
 
@@ -128,16 +128,6 @@ async def _refuse(request: Request, evaluator: Evaluator, status: int, error: st
         return _render_chat(request, evaluator, shown, turns, error=error, draft=draft)
 
     return HTMLResponse(await run_in_threadpool(render), status_code=status)
-
-
-async def _chat_post(request: Request) -> Response | tuple[Evaluator, dict[str, str]]:
-    """A chat page post's evaluator and form, or the response refusing it (cross-site, not logged in)."""
-    if not same_origin(request):
-        return HTMLResponse("<p>Cross-site request refused.</p>", status_code=403)
-    evaluator = await run_in_threadpool(page_evaluator, request)
-    if evaluator is None:
-        return redirect("/login")
-    return evaluator, await read_form(request)
 
 
 def add_chat(app: FastAPI) -> None:
@@ -267,12 +257,11 @@ async def _rate_reply(request: Request, evaluator: Evaluator, form: dict[str, st
 
 
 def _add_chat_posts(app: FastAPI) -> None:
+    # The Guard has checked each post's origin and session (posted_evaluator).
     @app.post("/chat", include_in_schema=False)
     async def chat_send(request: Request) -> Response:
-        posted = await _chat_post(request)
-        return posted if isinstance(posted, Response) else await _send_message(request, *posted)
+        return await _send_message(request, posted_evaluator(request), await read_form(request))
 
     @app.post("/chat/thumb", include_in_schema=False)
     async def chat_thumb(request: Request) -> Response:
-        posted = await _chat_post(request)
-        return posted if isinstance(posted, Response) else await _rate_reply(request, *posted)
+        return await _rate_reply(request, posted_evaluator(request), await read_form(request))

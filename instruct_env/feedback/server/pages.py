@@ -21,7 +21,7 @@ from instruct_env.error import InstructEnvError
 from instruct_env.feedback.errors import InvalidAnswer, InvalidToken
 from instruct_env.feedback.kinds import Rating, make_kind
 from instruct_env.feedback.server.errors import http_detail
-from instruct_env.feedback.server.security import COOKIE_NAME, page_evaluator, same_origin, store_of
+from instruct_env.feedback.server.security import COOKIE_NAME, page_evaluator, posted_evaluator, store_of
 from instruct_env.feedback.server.web import escape, form_id, read_form, redirect, script, template
 from instruct_env.feedback.store import Evaluator, QueryView
 
@@ -170,9 +170,7 @@ def _add_login(app: FastAPI) -> None:
         return _login_page(request)
 
     @app.post("/login", include_in_schema=False)
-    async def login(request: Request) -> Response:
-        if not same_origin(request):
-            return _login_page(request, "Cross-site login refused.", 403)
+    async def login(request: Request) -> Response:  # the Guard refuses a cross-site login
         token = (await read_form(request)).get("token", "").strip()
         ttl = request.app.state.session_ttl
         try:
@@ -187,9 +185,7 @@ def _add_login(app: FastAPI) -> None:
         return response
 
     @app.post("/logout", include_in_schema=False)
-    async def logout(request: Request) -> Response:
-        if not same_origin(request):
-            return HTMLResponse("<p>Cross-site login or logout refused.</p>", status_code=403)
+    async def logout(request: Request) -> Response:  # the Guard refuses a cross-site logout
         await run_in_threadpool(store_of(request).end_session, request.cookies.get(COOKIE_NAME))  # the session ends here
         response = redirect("/login")
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict",
@@ -198,12 +194,11 @@ def _add_login(app: FastAPI) -> None:
 
 
 async def _page_action(request: Request, action: str) -> Response:
-    """Answer, skip or undo from the queue page; back to it with a notice or the error."""
-    if not same_origin(request):
-        return redirect("/", error="Cross-site request refused.")
-    evaluator = await run_in_threadpool(page_evaluator, request)
-    if evaluator is None:
-        return redirect("/login")
+    """Answer, skip or undo from the queue page; back to it with a notice or the error.
+
+    The :class:`~instruct_env.feedback.server.security.Guard` has checked the origin and the session.
+    """
+    evaluator = posted_evaluator(request)
     form = await read_form(request)
     store = store_of(request)
     key = form.get("idempotency_key") or None

@@ -29,6 +29,7 @@ __all__ = [
     "Guard",
     "not_admin",
     "page_evaluator",
+    "posted_evaluator",
     "same_origin",
     "store_of",
 ]
@@ -56,6 +57,11 @@ def page_evaluator(request: Request) -> Evaluator | None:
         return store_of(request).session(request.cookies.get(COOKIE_NAME))
     except InvalidToken:
         return None
+
+
+def posted_evaluator(request: Request) -> Evaluator:
+    """The evaluator of a page form's session, as the :class:`Guard` found it before the body was read."""
+    return request.state.evaluator
 
 
 def same_origin(request: Request, *, strict: bool = False) -> bool:
@@ -178,8 +184,11 @@ class Guard:
             if path in ("/login", "/logout"):
                 return HTMLResponse("<p>Cross-site login or logout refused.</p>", status_code=403)
             return redirect("/", error="Cross-site request refused.")
-        if path in _PAGE_POSTS and await run_in_threadpool(page_evaluator, request) is None:
-            return redirect("/login")
+        if path in _PAGE_POSTS:
+            evaluator = await run_in_threadpool(page_evaluator, request)
+            if evaluator is None:
+                return redirect("/login")
+            request.state.evaluator = evaluator  # the form's handler reads it here (posted_evaluator)
         return None
 
     async def _read_body(self, request: Request, receive: Receive) -> tuple[Receive, Response | None]:
