@@ -232,6 +232,8 @@ def test_env_errors_name_the_env_arguments(tmp_path):
     with pytest.raises(UnknownNameError, match="takes no argument 'autoreset_mode'.*always resets in the same step"):
         gym.make_vec("InstructEnv/Completion-v0", num_envs=2, vectorization_mode="vector_entry_point",
                      autoreset_mode="NextStep")
+    with pytest.raises(UnknownNameError, match=r"Token-v0 takes no argument 'autoreset_mode'.* of the vector env \(gym"):
+        gym.make("InstructEnv/Token-v0", autoreset_mode="NextStep")  # the hint is the Token env's, not Completion's
     with pytest.raises(UnknownNameError, match="InstructEnv/Token-v0 takes no argument 'taskss'. Did you mean 'tasks'"):
         gym.make("InstructEnv/Token-v0", taskss=["copy"])
     # A file whose columns cannot be guessed: the env has no fields= argument, so the message says what to pass.

@@ -37,6 +37,11 @@ def _spaces(setup: EnvSetup) -> tuple[spaces.Dict, spaces.Box]:
     return obs, spaces.Box(0, setup.vocab_size - 1, shape=(T,), dtype=np.int64)
 
 
+#: Why the Completion envs take no ``autoreset_mode`` (for the unknown-argument message).
+_HINTS = {"autoreset_mode": " Completion episodes last one step, so their vector env always resets in the same step "
+                            "(SameStep); autoreset_mode is an argument of InstructEnv/Token-v0's vector env."}
+
+
 class _Completions:
     """Turns completion actions (text or token ids) into (text, n_tokens, length_limited, cut_tokens)."""
 
@@ -156,7 +161,7 @@ class CompletionEnv(SetupAccess, gym.Env):
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, *, render_mode: str | None = None, **kwargs: Any) -> None:
-        self.setup = make_setup('InstructEnv/Completion-v0', kwargs, ('render_mode',))
+        self.setup = make_setup('InstructEnv/Completion-v0', kwargs, ('render_mode',), _HINTS)
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.observation_space, self.action_space = _spaces(self.setup)
         self._slots = TokenSlots(self.setup, 1)
@@ -223,7 +228,7 @@ class CompletionVectorEnv(SetupAccess, VectorEnv):
                 f"group_size must be a positive divisor of num_envs={num_envs}; got {group_size!r}."
             )
         self.num_envs, self.group_size = int(num_envs), int(group_size)
-        self.setup = make_setup('InstructEnv/Completion-v0 (vector env)', kwargs, ('num_envs', 'group_size'))
+        self.setup = make_setup('InstructEnv/Completion-v0 (vector env)', kwargs, ('num_envs', 'group_size'), _HINTS)
         self.single_observation_space, self.single_action_space = _spaces(self.setup)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)

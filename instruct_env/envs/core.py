@@ -148,13 +148,16 @@ def _file_split(path: Any, split: str, options: dict[str, Any]) -> list:
     return chosen
 
 
-def make_setup(env: str, kwargs: Mapping[str, Any], own: Sequence[str]) -> EnvSetup:
+def make_setup(env: str, kwargs: Mapping[str, Any], own: Sequence[str],
+               hints: Mapping[str, str] | None = None) -> EnvSetup:
     """:class:`EnvSetup` from an env's remaining keyword arguments, refusing unknown names.
 
     Args:
         env: The env, as users know it (e.g. ``"InstructEnv/Completion-v0"``), for the message.
         kwargs: The keyword arguments the env passes on.
         own: The env's own keyword arguments (listed as accepted in the message).
+        hints: For names users are known to pass to this env by mistake, a sentence (starting
+            with a space) on why it takes none and where the argument belongs.
 
     Raises:
         UnknownNameError: an argument neither the env nor :class:`EnvSetup` takes, with a
@@ -168,9 +171,7 @@ def make_setup(env: str, kwargs: Mapping[str, Any], own: Sequence[str]) -> EnvSe
     accepted = sorted({*shared, *own})
     for name in kwargs:
         if name not in shared:
-            why = (" Completion episodes last one step, so their vector env always resets in the same step "
-                   "(SameStep); autoreset_mode is an argument of InstructEnv/Token-v0's vector env."
-                   if name == "autoreset_mode" else "")
+            why = (hints or {}).get(name, "")
             raise UnknownNameError(f"{env} takes no argument {name!r}.{suggest(str(name), accepted)}{why} "
                                    f"Accepted arguments: {', '.join(accepted)}.")
     return EnvSetup(**kwargs)

@@ -124,7 +124,8 @@ class TokenEnv(SetupAccess, gym.Env):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.setup = make_setup('InstructEnv/Token-v0', kwargs, ('shaping', 'render_mode'))
+        self.setup = make_setup('InstructEnv/Token-v0', kwargs, ('shaping', 'render_mode'),
+                                {"autoreset_mode": " autoreset_mode is an argument of the vector env (gym.make_vec)."})
         self.shaping = shaping
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.observation_space = _observation_space(self.setup)
