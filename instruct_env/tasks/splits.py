@@ -28,12 +28,11 @@ from typing import Any
 
 from instruct_env.error import DataFormatError
 from instruct_env.tasks.builtin import SPLITS, normalise_split
+from instruct_env.tasks.builtin.common import _split_at
 from instruct_env.tasks.sample import Sample
 
 __all__ = ["input_key", "split_of_sample", "select_split", "split_sizes", "check_disjoint"]
 
-#: Upper bounds of the hash's unit interval for each split (80 / 10 / 10), as in the built-in suite.
-_BOUNDS = (("train", 0.8), ("validation", 0.9), ("test", 1.0))
 _COLUMN_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "eval": "validation"}
 
 
@@ -48,9 +47,8 @@ def split_of_sample(sample: Sample, column: str | None = None) -> str:
     Raises:
         DataFormatError: the record has no ``column`` or its value is not a split name.
     """
-    if column is None:
-        u = int(input_key(sample)[:16], 16) / 2.0**64
-        return next(name for name, bound in _BOUNDS if u < bound)
+    if column is None:  # 80 / 10 / 10, with the built-in suite's bounds
+        return _split_at(bytes.fromhex(input_key(sample)))
     record = sample.metadata.get("record", {}) if isinstance(sample.metadata, dict) else {}
     where = _where(sample)
     if column not in record:

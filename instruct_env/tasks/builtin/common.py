@@ -68,7 +68,12 @@ def split_of(task: str, context: str) -> str:
     >>> split_of("copy", "cat dog bird") in SPLITS
     True
     """
-    u = int.from_bytes(_digest("split", task, context)[:8], "big") / 2.0**64
+    return _split_at(_digest("split", task, context))
+
+
+def _split_at(digest: bytes) -> str:
+    """The split whose share of the unit interval holds ``digest`` (its first 8 bytes as a fraction)."""
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
     for name, bound in _SPLIT_BOUNDS:
         if u < bound:
             return name
