@@ -18,7 +18,7 @@ def _no_readme(monkeypatch, module) -> None:
     monkeypatch.setattr(module, "write_section", refuse)
 
 
-def test_bench_env_runs_and_warms_every_sample(monkeypatch, capsys, one_thread):
+def test_bench_env_runs_and_warms_every_sample(monkeypatch, capsys, single_thread):
     from benchmarks import bench_env
 
     _no_readme(monkeypatch, bench_env)
@@ -83,20 +83,10 @@ def test_bench_rewards_quick():
     assert done.stdout.startswith("bleu") and "batched" in done.stdout
 
 
-def test_bench_scaling_quick(monkeypatch, capsys, one_thread):
+def test_bench_scaling_quick(monkeypatch, capsys, single_thread):
     from benchmarks import bench_scaling
 
-    monkeypatch.setattr(bench_scaling, "write_section", lambda *a: (_ for _ in ()).throw(AssertionError("wrote")))
+    _no_readme(monkeypatch, bench_scaling)
     bench_scaling.main(["--quick"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [tuple(row.split("|")[1:3]) for row in rows] == [(" 1 ", " 32 "), (" 4 ", " 32 ")]
-
-
-@pytest.fixture
-def one_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
