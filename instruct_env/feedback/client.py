@@ -176,10 +176,6 @@ class RemoteStore:
         """Every evaluator (``created`` is not sent by the server and reads 0)."""
         return [Evaluator(e["id"], e["name"], e["role"], 0.0) for e in self._request("GET", "/api/admin/evaluators").json()]
 
-    def evaluator_names(self) -> dict[int, str]:
-        """Evaluator id -> name."""
-        return {e.id: e.name for e in self.evaluators()}
-
     def min_evaluators(self) -> int:
         """The store's ``min_evaluators`` (read once from the server's metrics)."""
         if self._min_evaluators is None:
