@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from instruct_env._validation import check_int
 from instruct_env.error import ConfigError
 
 __all__ = ["RewardModelConfig", "Pooling"]
@@ -45,9 +46,7 @@ class RewardModelConfig:
 
     def __post_init__(self) -> None:
         for name, minimum in (("n_heads", 1), ("hidden", 0), ("epochs", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"RewardModelConfig.{name} must be an integer >= {minimum}; got {value!r}.")
+            check_int(f"RewardModelConfig.{name}", getattr(self, name), minimum)
         if self.warm_epochs is not None and (not isinstance(self.warm_epochs, int) or self.warm_epochs < 1):
             raise ConfigError(f"RewardModelConfig.warm_epochs must be an integer >= 1 or None; got {self.warm_epochs!r}.")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
