@@ -696,3 +696,20 @@ def test_a_retried_query_batch_with_the_same_key_is_stored_once(db):
     store.add_queries(thumbs(1))
     assert len(store.queries()) == 7
     store.close()
+
+
+def test_queries_by_id_reads_only_the_rows_asked_for(db):
+    import numpy as np
+
+    store = FeedbackStore(db)
+    ids = store.add_queries(thumbs(5) + [Query("rating", "Rate it", ["a"])])
+    everything = store.queries()
+    assert store.queries([ids[3], ids[0], ids[3]]) == {i: everything[i] for i in (ids[0], ids[3])}
+    # Ids that equal a stored id name it (5.0, numpy integers); others name nothing, as before.
+    odd = [float(ids[1]), np.int64(ids[2]), str(ids[4]), ids[4] + 0.5, -1, 0, 2**70, float("nan"), None]
+    assert list(store.queries(odd)) == [ids[1], ids[2]]
+    assert store.queries([ids[0], ids[5]], kind="rating") == {ids[5]: everything[ids[5]]}
+    assert store.queries([]) == {}
+    many = list(range(1, 1201))  # more than one statement's worth of ids
+    assert store.queries(many) == everything
+    store.close()

@@ -101,14 +101,14 @@ def rebuild_contexts(tx: _Tx, found: dict[int, Query]) -> dict[int, Query]:
     if not candidates:
         return found
     turn_of: dict[int, tuple[int, int]] = {}
-    for part in _chunks(candidates):
+    for part in in_chunks(candidates):
         marks = ", ".join("?" * len(part))
         for qid, conversation, turn in tx.all(
             f"SELECT query_id, conversation, turn FROM chat_turns WHERE query_id IN ({marks})", part
         ):
             turn_of[int(qid)] = (int(conversation), int(turn))
     history: dict[int, list[ChatTurn]] = {}
-    for part in _chunks(sorted({c for c, _ in turn_of.values()})):
+    for part in in_chunks(sorted({c for c, _ in turn_of.values()})):
         marks = ", ".join("?" * len(part))
         for row in tx.all(
             "SELECT c.query_id, c.conversation, c.turn, q.payload, NULL FROM chat_turns c "
@@ -123,6 +123,6 @@ def rebuild_contexts(tx: _Tx, found: dict[int, Query]) -> dict[int, Query]:
     return rebuilt
 
 
-def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+def in_chunks(ids: list[int], size: int = 500) -> list[list[int]]:
     """``ids`` in parts of at most ``size``: a bounded number of parameters per statement."""
     return [ids[start:start + size] for start in range(0, len(ids), size)]

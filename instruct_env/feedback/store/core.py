@@ -17,7 +17,13 @@ from instruct_env.feedback.errors import FeedbackConflict, InvalidAnswer, QueryN
 from instruct_env.feedback.log import replay
 from instruct_env.feedback.store.accounts import EvaluatorAccounts
 from instruct_env.feedback.store.backends import _Database, _Postgres, _SQLite, _Tx
-from instruct_env.feedback.store.chat import append_turn, conversation_turns, first_turns, rebuild_contexts
+from instruct_env.feedback.store.chat import (
+    append_turn,
+    conversation_turns,
+    first_turns,
+    in_chunks,
+    rebuild_contexts,
+)
 from instruct_env.feedback.store.records import (
     ANSWER_COLUMNS,
     EVENT_COLUMNS,
@@ -245,14 +251,18 @@ class FeedbackStore(EvaluatorAccounts):
 
     def queries(self, ids: Iterable[int] | None = None, kind: str | None = None) -> dict[int, Query]:
         """Stored queries by id (all, or those in ``ids``), optionally of one kind only."""
-        wanted = None if ids is None else set(ids)
-        sql = f"SELECT {QUERY_COLUMNS} FROM queries"
-        params: tuple[Any, ...] = ()
-        if kind is not None:
-            sql, params = sql + " WHERE kind = ?", (kind,)
+        where, params = ("kind = ?", [kind]) if kind is not None else ("1 = 1", [])
+        sql = f"SELECT {QUERY_COLUMNS} FROM queries WHERE {where}"
         with self._transaction(write=False) as tx:
-            rows = tx.all(sql + " ORDER BY id", params)
-            found = {int(r[0]): query_from_row(r) for r in rows if wanted is None or int(r[0]) in wanted}
+            if ids is None:
+                rows = tx.all(sql + " ORDER BY id", tuple(params))
+            else:  # only the rows asked for, a bounded number of ids per statement
+                rows = []
+                for part in in_chunks(_stored_ids(ids)):
+                    marks = ", ".join("?" * len(part))
+                    rows += tx.all(f"{sql} AND id IN ({marks})", (*params, *part))
+                rows.sort(key=lambda r: int(r[0]))
+            found = {int(r[0]): query_from_row(r) for r in rows}
             return rebuild_contexts(tx, found)
 
     def _query(self, tx: _Tx, query_id: int) -> Query:
@@ -701,3 +711,16 @@ class FeedbackStore(EvaluatorAccounts):
         from instruct_env.feedback.analytics import store_metrics
 
         return store_metrics(self)
+
+
+def _stored_ids(ids: Iterable[Any]) -> list[int]:
+    """The distinct ids among ``ids`` that can name a stored query, sorted (``5.0`` names 5; ``"5"``, ``5.5`` none)."""
+    found = set()
+    for value in ids:
+        try:
+            as_int = int(value)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if as_int == value and 1 <= as_int < 2**63:
+            found.add(as_int)
+    return sorted(found)
